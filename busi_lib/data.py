@@ -1,0 +1,251 @@
+"""The BUSI dataset as one tidy table.
+
+A BUSI folder looks like this (the public download's layout)::
+
+    Dataset_BUSI_with_GT/
+      benign/     benign (1).png, benign (1)_mask.png, benign (100)_mask_1.png, ...
+      malignant/  malignant (1).png, malignant (1)_mask.png, ...
+      normal/     normal (1).png, normal (1)_mask.png (empty masks)
+
+:func:`scan_folder` turns it into a :class:`pandas.DataFrame` with one row per
+scan: its path, class, mask files, size, lesion area and, once
+:func:`busi_lib.duplicates.add_duplicate_groups` has run, its near-duplicate
+group. :func:`load_dataset` does both and keeps the task's rows.
+
+Tasks:
+
+* ``"binary"`` (default): benign vs malignant, the 647 scans with a lesion;
+  malignant is the positive class (``target == 1``).
+* ``"three_class"``: benign, malignant and normal (780 scans); ``target`` is 0, 1, 2.
+
+Nothing here ever writes into the data folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import BusiDataError
+from .images import IMAGE_SUFFIXES, image_size, read_image, read_mask
+
+CLASSES = ("benign", "malignant", "normal")
+TASK_CLASSES = {"binary": ("benign", "malignant"), "three_class": ("benign", "malignant", "normal")}
+POSITIVE_CLASS = "malignant"
+
+_MASK_RE = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<k>\d+))?$")
+
+
+@dataclass
+class ScanReport:
+    """What :func:`scan_folder` found besides the table: rejected files and their reasons."""
+
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: Path, reason: str) -> None:
+        self.rejected.append((str(path), reason))
+
+
+def _check_root(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.exists():
+        raise BusiDataError(root, "data folder does not exist")
+    if not root.is_dir():
+        raise BusiDataError(root, "data path is not a folder")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p for p in subdirs if p.name not in CLASSES]
+    if unknown:
+        raise BusiDataError(
+            unknown[0], f"unknown class folder '{unknown[0].name}' (expected only {', '.join(CLASSES)})"
+        )
+    if not subdirs:
+        raise BusiDataError(root, f"data folder is empty: no class folders ({', '.join(CLASSES)}) inside")
+    return subdirs
+
+
+def scan_folder(
+    root: str | Path,
+    *,
+    require_masks: bool = True,
+    skip_bad: bool = False,
+    report: ScanReport | None = None,
+) -> pd.DataFrame:
+    """Read a BUSI-layout folder into a table (one row per scan).
+
+    Every image is decoded once (to check it and measure its lesion), so a
+    truncated or unreadable file is found here, not in the middle of training.
+
+    Parameters
+    ----------
+    require_masks : an image without a mask file is an error (segmentation needs one).
+    skip_bad : report bad files in ``report`` and go on, instead of raising.
+    report : collects rejected files and reasons (a new one is made if ``None``).
+
+    Columns: ``image_id`` (``"benign (10)"``), ``label``, ``path``, ``mask_paths``
+    (a ``|``-separated string of mask files, sorted), ``n_masks``, ``width``,
+    ``height``, ``lesion_area`` (pixels of the union mask), ``lesion_fraction``.
+    """
+    root = Path(root)
+    report = report if report is not None else ScanReport()
+    rows = []
+    for cls_dir in _check_root(root):
+        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        masks: dict[str, list[Path]] = {}
+        images: list[Path] = []
+        for p in files:
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                report.add(p, "not an image file (unexpected suffix)")
+                continue
+            m = _MASK_RE.match(p.stem)
+            if m:
+                masks.setdefault(m.group("stem"), []).append(p)
+            else:
+                images.append(p)
+        stems = {p.stem for p in images}
+        for stem, mps in masks.items():
+            if stem not in stems:
+                for mp in mps:
+                    report.add(mp, "mask file without an image")
+        for img_path in images:
+            mask_paths = sorted(masks.get(img_path.stem, []), key=lambda q: q.name)
+            try:
+                if require_masks and not mask_paths:
+                    raise BusiDataError(img_path, f"image has no mask file ({img_path.stem}_mask.png)")
+                w, h = image_size(img_path)
+                read_image(img_path)  # decodes fully: catches truncated files now
+                area = int(read_mask(mask_paths, shape=(h, w)).sum()) if mask_paths else -1
+            except BusiDataError as e:
+                if not skip_bad:
+                    raise
+                report.add(e.path or img_path, e.reason)
+                continue
+            rows.append(
+                dict(
+                    image_id=img_path.stem,
+                    label=cls_dir.name,
+                    path=str(img_path),
+                    mask_paths="|".join(str(q) for q in mask_paths),
+                    n_masks=len(mask_paths),
+                    width=w,
+                    height=h,
+                    lesion_area=area,
+                    lesion_fraction=area / (w * h) if area >= 0 else np.nan,
+                )
+            )
+    if not rows:
+        raise BusiDataError(root, "no readable images found in the class folders")
+    df = pd.DataFrame(rows)
+    df.attrs["root"] = str(root)
+    df.attrs["rejected"] = list(report.rejected)
+    return df
+
+
+def mask_paths_of(row) -> list[str]:
+    """The list of mask files of one table row."""
+    s = row["mask_paths"]
+    return [p for p in s.split("|") if p] if isinstance(s, str) else []
+
+
+def select_task(df: pd.DataFrame, task: str = "binary") -> pd.DataFrame:
+    """Keep the rows of a task and add its integer ``target`` column."""
+    if task not in TASK_CLASSES:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_CLASSES)}")
+    classes = TASK_CLASSES[task]
+    out = df[df["label"].isin(classes)].copy()
+    out["target"] = out["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    out.attrs.update(df.attrs)
+    out.attrs["task"] = task
+    out.attrs["classes"] = list(classes)
+    return out.reset_index(drop=True)
+
+
+def load_dataset(
+    root: str | Path,
+    task: str = "binary",
+    *,
+    duplicates: bool = True,
+    skip_bad: bool = False,
+    cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Scan a BUSI folder, find near-duplicate groups, and keep the rows of ``task``.
+
+    The table of the whole folder (all classes) is cached in ``cache_dir`` (see
+    :mod:`busi_lib.cache`), so the second call on the same folder is instant.
+    Duplicate groups are computed over all classes before the task's rows are
+    kept, so a normal scan that duplicates a benign one is still known.
+    """
+    from .cache import cached_table  # local import: cache imports this module
+
+    df = cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir)
+    return select_task(df, task)
+
+
+def load_pair(row) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one table row at its own size: (image uint8 (H, W), mask {0,1} (H, W))."""
+    img = read_image(row["path"])
+    mps = mask_paths_of(row)
+    mask = read_mask(mps, shape=img.shape) if mps else np.zeros(img.shape, np.uint8)
+    return img, mask
+
+
+def pos_weight(targets) -> float:
+    """``n_negative / n_positive``: the BCEWithLogits ``pos_weight`` that balances the classes.
+
+    Compute it on the training split only.
+    """
+    t = np.asarray(targets)
+    n_pos = int((t == 1).sum())
+    if n_pos == 0:
+        raise ValueError("no positive (malignant) example in the training targets")
+    return float((t == 0).sum()) / n_pos
+
+
+def class_weights(targets, n_classes: int) -> np.ndarray:
+    """Inverse-frequency class weights (``sklearn``'s "balanced" rule) for a multi-class loss."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    t = np.asarray(targets)
+    return compute_class_weight("balanced", classes=np.arange(n_classes), y=t).astype(np.float32)
+
+
+def dataset_fingerprint(df: pd.DataFrame) -> str:
+    """A short hash of which scans, with which labels (and pixel hashes, if known), a table holds.
+
+    Saved with every trained model and result, so a number can be traced to its data.
+    """
+    import hashlib
+
+    cols = [c for c in ("image_id", "label", "phash") if c in df]
+    rows = sorted(map(tuple, df[cols].astype(str).to_numpy()))
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def resolve_data_dir(
+    data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir=None
+) -> tuple[Path, bool]:
+    """Where the scans are: ``(folder, is_real)``.
+
+    ``data`` if given; else ``$BUSI_DATA_DIR`` if set; else a synthetic BUSI
+    (generated once from ``seed`` into the cache folder and reused). A given
+    folder that does not exist is an error, not a silent switch to synthetic data.
+    """
+    import os
+
+    if data is None or str(data) == "":
+        data = os.environ.get("BUSI_DATA_DIR") or None
+    if data is not None:
+        path = Path(data).expanduser()
+        if not path.is_dir():
+            raise BusiDataError(path, "data folder does not exist (unset it to use the synthetic set)")
+        return path, not (path / "synthetic_manifest.csv").exists()
+    from .cache import cache_root
+    from .synthetic import make_synthetic_busi
+
+    path = cache_root(cache_dir) / f"synthetic-busi-n{n_per_class}-seed{seed}"
+    if not (path / "synthetic_manifest.csv").exists():
+        make_synthetic_busi(path, n_per_class=n_per_class, seed=seed, overwrite=True)
+    return path, False

@@ -1,0 +1,51 @@
+"""Writing files whole or not at all.
+
+A run that is interrupted (Ctrl-C, a killed kernel, a full disk) must not leave
+half a metrics file or half a weights file that a later step reads as valid. So
+every output goes to a temporary file in the same folder first and is renamed
+into place (an atomic operation on one file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Atomically write ``obj`` as indented JSON (NaN allowed, numpy values converted)."""
+
+    def default(o):
+        if hasattr(o, "item"):
+            return o.item()
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return str(o)
+
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, default=default).encode())
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """A temporary sibling of ``path`` (same folder, so ``os.replace`` is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)

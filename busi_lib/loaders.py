@@ -1,0 +1,149 @@
+"""fastai ``DataLoaders`` for the three problem shapes of the project.
+
+================  =====================  ==========================================
+``kind``          a batch is             used by
+================  =====================  ==========================================
+``"classify"``    ``(x, y)``             custom CNN, ResNet-50, VGG16, ViT, Swin
+``"segment"``     ``(x, mask)``          U-Net, UResNet, FCN
+``"multitask"``   ``(x, y, mask)``       the multitask UResNet
+================  =====================  ==========================================
+
+``x`` is a float tensor (B, 3, S, S) normalised for ImageNet, ``y`` a float
+tensor (B,) (1 = malignant) and ``mask`` a float tensor (B, 1, S, S) in {0, 1}.
+
+The scans are decoded and resized once (:mod:`busi_lib.cache`); each epoch only
+runs the albumentations pipeline (:mod:`busi_lib.transforms`) on small arrays.
+The data sets are plain PyTorch datasets wrapped in fastai's ``DataLoader``,
+which gives fastai's device handling, shuffling and ``Learner`` integration;
+:class:`BusiDataLoaders` adds a ``show_batch`` that draws masks over scans for
+all three shapes (fastai's typed ``show_batch`` does not know the multitask tuple).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+
+from .cache import cached_arrays
+from .data import pos_weight
+from .splits import apply_split
+from .transforms import build_transforms
+
+KINDS = ("classify", "segment", "multitask")
+
+
+def check_image_size(size: int, arch: str | None = None) -> int:
+    """U-Net-style encoders halve the image five times: the side must be a multiple of 32."""
+    if not isinstance(size, (int, np.integer)) or size < 32 or size % 32:
+        raise ValueError(
+            f"image size must be a multiple of 32 and at least 32 (U-Net encoders downsample by 32), got {size!r}"
+        )
+    return int(size)
+
+
+class BusiDataset(torch.utils.data.Dataset):
+    """Pre-resized arrays → augmented tensors, in one of the three problem shapes."""
+
+    n_inp = 1  # fastai: the first element of a batch is the input, the rest are targets
+
+    def __init__(self, images, masks, targets, kind: str = "classify", tfms=None, image_ids=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.images, self.masks, self.kind = images, masks, kind
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.tfms = tfms or build_transforms("none")
+        self.image_ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        out = self.tfms(image=self.images[i], mask=self.masks[i])
+        x = out["image"]
+        y = torch.tensor(self.targets[i])
+        mask = out["mask"].float().unsqueeze(0)
+        if self.kind == "classify":
+            return x, y
+        if self.kind == "segment":
+            return x, mask
+        return x, y, mask
+
+
+class BusiDataLoaders(DataLoaders):
+    """fastai ``DataLoaders`` (train, valid[, test]) with the split's tables attached.
+
+    Extra attributes: ``kind``, ``image_size``, ``pos_weight`` (from the training
+    part), ``tables`` (``{"train": df, "valid": df, "test": df}``).
+    """
+
+    def show_batch(self, n: int = 8, split: str = "train", ncols: int = 4, **kwargs):
+        from .plots import show_samples
+
+        dl = {"train": self.train, "valid": self.valid, "test": self[2] if len(self.loaders) > 2 else None}[split]
+        b = dl.one_batch()
+        x = b[0][:n]
+        y = b[1][:n] if self.kind in ("classify", "multitask") else None
+        m = b[-1][:n] if self.kind in ("segment", "multitask") else None
+        return show_samples(x, labels=y, masks=m, ncols=ncols, **kwargs)
+
+
+def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None):
+    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``)."""
+    images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
+    return BusiDataset(images, masks, df["target"], kind, build_transforms(augment, seed), df["image_id"])
+
+
+def make_dataloaders(
+    df: pd.DataFrame,
+    split: pd.DataFrame,
+    kind: str = "classify",
+    image_size: int = 128,
+    batch_size: int = 16,
+    augment: str = "default",
+    seed: int = 42,
+    num_workers: int = 0,
+    device=None,
+    cache_dir=None,
+) -> BusiDataLoaders:
+    """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
+
+    ``num_workers`` defaults to 0: the work per item is small (arrays are cached),
+    and worker processes hang in Jupyter on Windows and macOS.
+    """
+    check_image_size(image_size)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    m = apply_split(df, split)
+    if m["split"].isna().any():
+        missing = m.loc[m["split"].isna(), "image_id"].iloc[0]
+        raise ValueError(f"image '{missing}' has no side in the split")
+    parts = {s: m[m["split"] == s].reset_index(drop=True) for s in ("train", "valid", "test")}
+    if len(parts["train"]) == 0 or len(parts["valid"]) == 0:
+        raise ValueError("the split needs non-empty 'train' and 'valid' parts")
+    torch.manual_seed(seed)  # fastai's DataLoader draws its shuffling seed from torch / random
+    import random
+
+    random.seed(seed)
+    loaders = []
+    for s in ("train", "valid", "test"):
+        if len(parts[s]) == 0:
+            continue
+        ds = make_dataset(parts[s], image_size, kind, augment if s == "train" else "none", seed, cache_dir)
+        train = s == "train"
+        loaders.append(
+            DataLoader(
+                ds,
+                bs=batch_size,
+                shuffle=train,
+                drop_last=train and len(ds) > batch_size,
+                num_workers=num_workers,
+                device=device,
+            )
+        )
+    dls = BusiDataLoaders(*loaders, device=device)
+    dls.kind, dls.image_size, dls.tables = kind, image_size, parts
+    dls.pos_weight = pos_weight(parts["train"]["target"]) if parts["train"]["target"].max() == 1 else None
+    return dls
