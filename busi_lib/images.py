@@ -26,8 +26,8 @@ Every failure raises :class:`busi_lib.errors.BusiDataError` naming the file.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError

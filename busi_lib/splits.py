@@ -143,5 +143,5 @@ def split_report(df: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     m = apply_split(df, split)
     t = pd.crosstab(m["split"], m["label"])
     if "malignant" in t:
-        t["malignant_fraction"] = (t["malignant"] / t.drop(columns="malignant_fraction", errors="ignore").sum(1)).round(3)
+        t["malignant_fraction"] = (t["malignant"] / t.sum(axis=1)).round(3)
     return t

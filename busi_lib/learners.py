@@ -1,0 +1,337 @@
+"""fastai Learners for every model, and one training / evaluation path for all of them.
+
+``TrainConfig`` holds every setting of a run (the same names as ``busi train``'s
+options and the notebooks' parameters). :func:`train` does the whole run:
+
+1. load the table, make or reload the split (saved as ``split.csv``);
+2. build the fastai ``DataLoaders`` and ``Learner`` (``vision_learner`` for the
+   transfer classifiers, ``Learner`` around the model otherwise);
+3. ``fit_one_cycle`` (``fine_tune`` when the body is pretrained) with an epoch
+   log (``epochs.csv``), best-model saving and optional early stopping;
+4. predict the validation and test parts, choose the malignancy threshold on
+   *validation* only (Youden's J), compute every metric on both parts;
+5. write ``metrics.json`` and the model folder (:mod:`busi_lib.saving`).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find to Learner)
+import numpy as np
+import pandas as pd
+import torch
+from fastai.callback.progress import CSVLogger
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.learner import Learner, Metric
+from fastai.optimizer import SGD, Adam
+from fastai.torch_core import set_seed
+
+from .data import dataset_fingerprint, load_dataset
+from .files import write_json
+from .loaders import make_dataloaders
+from .losses import loss_for
+from .metrics import (
+    best_threshold,
+    classification_fastai_metrics,
+    classification_metrics,
+    segmentation_fastai_metrics,
+    segmentation_metrics,
+)
+from .models import build_model, task_of, timm_kwargs, torchvision_arch
+from .saving import save_model
+from .splits import load_split, save_split, train_valid_test_split
+from .weights import ensure_timm_weights, ensure_torchvision_weights
+
+FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run."""
+
+    arch: str = "multitask"
+    data: str | None = None
+    out: str = "runs/train"
+    split: str | None = None  # a split CSV to reuse; None: make one from `seed`
+    seed: int = 42
+    image_size: int = 128
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float | None = 1e-3  # None: use fastai's lr_find suggestion
+    optimizer: str = "adam"  # or "sgd"
+    pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
+    encoder: str = "resnet50"  # encoder of uresnet / multitask
+    augment: str = "default"
+    w_cls: float = 0.4  # multitask loss weights
+    w_seg: float = 0.6
+    dice_weight: float = 1.0  # 0: BCE only for masks
+    patience: int | None = None  # early stopping (epochs without improvement)
+    monitor: str = "valid_loss"
+    valid_frac: float = 0.15
+    test_frac: float = 0.15
+    max_images: int | None = None  # a stratified subset, for quick runs
+    progress: bool = True
+    tta: bool = False  # also report metrics with flip test-time augmentation
+    num_workers: int = 0
+    cache_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return task_of(self.arch)
+
+    @property
+    def uses_pretrained(self) -> bool:
+        return self.pretrained and self.arch not in FROM_SCRATCH
+
+
+def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A class-stratified random subset of ``n`` rows (whole table if ``n`` is None or larger)."""
+    if n is None or n >= len(df):
+        return df
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(df, train_size=n, stratify=df["target"], random_state=seed)
+    out = df.loc[sorted(keep.index)].reset_index(drop=True)
+    out.attrs.update(df.attrs)
+    return out
+
+
+def prepare_data(cfg: TrainConfig):
+    """Table, split and DataLoaders of a run; the split is saved to ``<out>/split.csv``."""
+    if cfg.data is None:
+        raise ValueError("TrainConfig.data is not set: give a BUSI folder (or make a synthetic one)")
+    df = subset(load_dataset(cfg.data, cache_dir=cfg.cache_dir), cfg.max_images, cfg.seed)
+    if cfg.split:
+        split = load_split(cfg.split, df)
+    else:
+        split = train_valid_test_split(df, cfg.valid_frac, cfg.test_frac, seed=cfg.seed)
+    save_split(split, Path(cfg.out) / "split.csv")
+    dls = make_dataloaders(
+        df,
+        split,
+        cfg.task,
+        cfg.image_size,
+        cfg.batch_size,
+        cfg.augment,
+        cfg.seed,
+        num_workers=cfg.num_workers,
+        cache_dir=cfg.cache_dir,
+    )
+    return df, split, dls
+
+
+class LossPart(Metric):
+    """Shows one part of the multitask loss (``cls_loss`` or ``seg_loss``) on the validation set."""
+
+    def __init__(self, part: str):
+        self.part = part
+        self.reset()
+
+    def reset(self):
+        self.total, self.count = 0.0, 0
+
+    def accumulate(self, learn):
+        bs = len(learn.xb[0])
+        self.total += float(learn.loss_func.last_parts[self.part]) * bs
+        self.count += bs
+
+    @property
+    def value(self):
+        return self.total / self.count if self.count else None
+
+    @property
+    def name(self):
+        return self.part
+
+
+def metrics_for(task: str) -> list:
+    """The metrics shown each epoch."""
+    if task == "classify":
+        return classification_fastai_metrics()
+    if task == "segment":
+        return segmentation_fastai_metrics()
+    parts = [LossPart("cls_loss"), LossPart("seg_loss")]
+    return parts + classification_fastai_metrics() + segmentation_fastai_metrics()
+
+
+def build_learner(dls, cfg: TrainConfig) -> Learner:
+    """The fastai ``Learner`` of a configuration."""
+    from fastai.vision.learner import vision_learner
+
+    pos_w = dls.pos_weight
+    loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
+    opt = {"adam": Adam, "sgd": SGD}[cfg.optimizer.lower()]
+    kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints")
+    pretrained = cfg.uses_pretrained
+    if cfg.task == "classify" and cfg.arch != "custom_cnn":
+        arch = torchvision_arch(cfg.arch)
+        if pretrained:
+            ensure_torchvision_weights(cfg.arch) if arch is not None else ensure_timm_weights(cfg.arch)
+        extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size)
+        # normalize=False: the albumentations pipeline already normalises with ImageNet statistics
+        return vision_learner(
+            dls, arch or cfg.arch, n_out=1, pretrained=pretrained, normalize=False, **kw, **extra
+        )
+    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=pretrained, image_size=cfg.image_size)
+    return Learner(dls, model, **kw)
+
+
+@torch.no_grad()
+def predict_loader(model: torch.nn.Module, dl, task: str, tta: bool = False) -> dict:
+    """Run a model over a (non-shuffled) loader: probabilities and targets as numpy arrays.
+
+    Returns ``y`` and ``prob`` (N,) for classification, ``mask`` and ``mask_prob``
+    (N, H, W) for segmentation, all four for multitask. ``tta`` averages the
+    probabilities of the scan and its horizontal mirror.
+    """
+    model.eval()
+    out = {"y": [], "prob": [], "mask": [], "mask_prob": []}
+    for b in dl:
+        x = b[0]
+        preds = [model(x)]
+        if tta:
+            flipped = model(x.flip(-1))
+            if isinstance(flipped, tuple):
+                flipped = (flipped[0], flipped[1].flip(-1))
+            elif flipped.ndim == 4:
+                flipped = flipped.flip(-1)
+            preds.append(flipped)
+        probs = [tuple(torch.sigmoid(q) for q in p) if isinstance(p, tuple) else torch.sigmoid(p) for p in preds]
+        if task == "multitask":
+            prob = sum(p[0] for p in probs) / len(probs)
+            mprob = sum(p[1] for p in probs) / len(probs)
+        elif task == "segment":
+            prob, mprob = None, sum(probs) / len(probs)
+        else:
+            prob, mprob = sum(probs) / len(probs), None
+        if prob is not None:
+            out["prob"].append(prob.reshape(-1).float().cpu())
+            out["y"].append(b[1].reshape(-1).float().cpu())
+        if mprob is not None:
+            out["mask_prob"].append(mprob[:, 0].half().cpu())
+            out["mask"].append(b[-1][:, 0].to(torch.uint8).cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+
+
+def score_predictions(pred: dict, threshold: float = 0.5) -> dict:
+    """Every metric that applies to a prediction dict from :func:`predict_loader`."""
+    res = {}
+    if "prob" in pred:
+        res["classification"] = classification_metrics(pred["y"], pred["prob"], threshold)
+    if "mask_prob" in pred:
+        res["segmentation"] = segmentation_metrics(pred["mask"], pred["mask_prob"].astype(np.float32), 0.5)
+    return res
+
+
+def environment() -> dict:
+    """Library versions and machine, stored with every result."""
+    import fastai
+    import sklearn
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "busi_lib": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class TrainResult:
+    learn: Learner
+    metrics: dict
+    out: Path
+    dls: object
+    df: pd.DataFrame
+    split: pd.DataFrame
+
+
+def fit(learn: Learner, cfg: TrainConfig) -> None:
+    """fastai's one-cycle schedule (``fine_tune`` for a pretrained body), with logging and best-model saving."""
+    cbs = [CSVLogger(fname="epochs.csv"), SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
+    if cfg.patience:
+        cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
+    lr = cfg.lr
+    quiet = (learn.no_bar(), learn.no_logging()) if not cfg.progress else (nullcontext(), nullcontext())
+    with quiet[0], quiet[1]:
+        if lr is None:
+            lr = float(learn.lr_find(show_plot=False).valley)
+            cfg.extra["lr_found"] = lr
+        if cfg.uses_pretrained and cfg.task == "classify" and cfg.arch != "custom_cnn":
+            learn.fine_tune(cfg.epochs, base_lr=lr, freeze_epochs=1, cbs=cbs)
+        else:
+            learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed, reproducible=True)
+    torch.use_deterministic_algorithms(False)
+    df, split, dls = prepare_data(cfg)
+    learn = build_learner(dls, cfg)
+    t0 = time.time()
+    fit(learn, cfg)
+    train_seconds = time.time() - t0
+    metrics = evaluate_learner(learn, dls, cfg)
+    metrics.update(
+        settings=asdict(cfg),
+        task=cfg.task,
+        n_images={k: len(v) for k, v in dls.tables.items()},
+        pos_weight=dls.pos_weight,
+        data_fingerprint=dataset_fingerprint(df),
+        train_seconds=round(train_seconds, 1),
+        seconds_per_epoch=round(train_seconds / max(1, len(learn.recorder.values)), 2),
+        environment=environment(),
+    )
+    write_json(out / "metrics.json", metrics)
+    config = dict(
+        arch=cfg.arch,
+        task=cfg.task,
+        encoder=cfg.encoder,
+        image_size=cfg.image_size,
+        threshold=metrics.get("threshold", 0.5),
+        normalization="imagenet",
+        classes=["benign", "malignant"],
+        data_fingerprint=metrics["data_fingerprint"],
+        seed=cfg.seed,
+    )
+    save_model(learn.model, config, out / "model", metrics=metrics)
+    return TrainResult(learn, metrics, out, dls, df, split)
+
+
+def evaluate_learner(learn: Learner, dls, cfg: TrainConfig) -> dict:
+    """Validation and test metrics, with the threshold chosen on validation data only."""
+    parts = {"valid": dls.valid}
+    if len(dls.loaders) > 2:
+        parts["test"] = dls[2]
+    preds = {k: predict_loader(learn.model, dl, cfg.task) for k, dl in parts.items()}
+    res: dict = {}
+    threshold = 0.5
+    if "prob" in preds["valid"] and len(np.unique(preds["valid"]["y"])) == 2:
+        threshold = best_threshold(preds["valid"]["y"], preds["valid"]["prob"])
+    res["threshold"] = float(threshold)
+    res["threshold_rule"] = "Youden's J on the validation part" if "prob" in preds["valid"] else "none (segmentation)"
+    for k, p in preds.items():
+        res[k] = score_predictions(p, threshold)
+        res[k + "_at_0.5"] = score_predictions(p, 0.5).get("classification")
+    if cfg.tta:
+        for k, dl in parts.items():
+            res[k + "_tta"] = score_predictions(predict_loader(learn.model, dl, cfg.task, tta=True), threshold)
+    return res

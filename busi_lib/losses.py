@@ -1,0 +1,111 @@
+"""Losses for the three tasks, as fastai-ready callables.
+
+* Classification: ``BCEWithLogitsLoss`` with ``pos_weight`` = n_benign / n_malignant
+  of the *training* split, so each malignant scan weighs as much as all benign
+  scans together would per class: the network cannot win by saying "benign".
+* Segmentation: BCE on every pixel (with logits: one sigmoid channel, mask in
+  {0, 1}), optionally plus the soft Dice loss, which looks at the overlap of the
+  whole lesion and so is not swamped by the many background pixels.
+* Multitask: ``w_cls * L_cls + w_seg * L_seg``. The two parts have different
+  scales and speeds; the weights are parameters, and by default segmentation
+  weighs more (as in the study): the decoder's dense gradient also shapes the
+  shared encoder, which helps the classifier on few images. The parts of the
+  last batch are kept in ``last_parts`` so they can be logged separately.
+
+Every loss has ``activation`` (sigmoid on each output) and ``decodes``
+(threshold 0.5), which fastai's ``get_preds`` uses; both understand the
+multitask tuple ``(class_logit, mask_logits)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice over the whole batch (pooled), on sigmoid probabilities.
+
+    Pooled over the batch so that an empty (normal) mask does not make the loss
+    undefined; ``eps`` smooths the ratio.
+    """
+    prob = torch.sigmoid(logits).flatten()
+    target = target.float().flatten()
+    inter = (prob * target).sum()
+    return 1 - (2 * inter + eps) / (prob.sum() + target.sum() + eps)
+
+
+def _flat_logit(pred: torch.Tensor) -> torch.Tensor:
+    return pred.reshape(pred.shape[0], -1)[:, 0] if pred.ndim > 1 else pred
+
+
+class _Base(nn.Module):
+    def activation(self, out):
+        if isinstance(out, (tuple, list)):
+            return tuple(torch.sigmoid(o) for o in out)
+        return torch.sigmoid(out)
+
+    def decodes(self, out):
+        if isinstance(out, (tuple, list)):
+            return tuple((o > 0.5).float() for o in out)
+        return (out > 0.5).float()
+
+
+class ClassificationLoss(_Base):
+    """BCEWithLogits on the class logit; ``pos_weight`` balances benign and malignant."""
+
+    def __init__(self, pos_weight: float | None = None):
+        super().__init__()
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)) if pos_weight is not None else None)
+
+    def forward(self, pred, target):
+        logit = _flat_logit(pred)
+        pw = None if self.pos_weight is None else self.pos_weight.to(logit.device)
+        return F.binary_cross_entropy_with_logits(logit, target.float().to(logit.device), pos_weight=pw)
+
+
+class SegmentationLoss(_Base):
+    """BCEWithLogits on every pixel, plus ``dice_weight`` x soft Dice loss."""
+
+    def __init__(self, dice_weight: float = 1.0):
+        super().__init__()
+        self.dice_weight = dice_weight
+
+    def forward(self, pred, mask):
+        mask = mask.float().reshape(pred.shape)
+        loss = F.binary_cross_entropy_with_logits(pred, mask)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(pred, mask)
+        return loss
+
+
+class MultitaskLoss(_Base):
+    """``w_cls * L_cls + w_seg * L_seg`` for a model returning ``(class_logit, mask_logits)``."""
+
+    def __init__(self, w_cls: float = 0.4, w_seg: float = 0.6, pos_weight: float | None = None, dice_weight=1.0):
+        super().__init__()
+        if w_cls < 0 or w_seg < 0 or w_cls + w_seg == 0:
+            raise ValueError("loss weights must be non-negative and not both zero")
+        self.w_cls, self.w_seg = w_cls, w_seg
+        self.cls_loss = ClassificationLoss(pos_weight)
+        self.seg_loss = SegmentationLoss(dice_weight)
+        self.last_parts: dict[str, float] = {}
+
+    def forward(self, pred, y_cls, y_mask):
+        cls_logit, mask_logits = pred
+        l_cls = self.cls_loss(cls_logit, y_cls)
+        l_seg = self.seg_loss(mask_logits, y_mask)
+        self.last_parts = {"cls_loss": l_cls.detach(), "seg_loss": l_seg.detach()}
+        return self.w_cls * l_cls + self.w_seg * l_seg
+
+
+def loss_for(task: str, *, pos_weight=None, w_cls=0.4, w_seg=0.6, dice_weight=1.0) -> nn.Module:
+    """The loss of a task (``classify``, ``segment``, ``multitask``)."""
+    if task == "classify":
+        return ClassificationLoss(pos_weight)
+    if task == "segment":
+        return SegmentationLoss(dice_weight)
+    if task == "multitask":
+        return MultitaskLoss(w_cls, w_seg, pos_weight, dice_weight)
+    raise ValueError(f"unknown task {task!r}")

@@ -1,0 +1,215 @@
+"""Every network of the study, built from maintained parts.
+
+================  ===========  ================================================================
+name              task         what it is
+================  ===========  ================================================================
+``custom_cnn``    classify     :class:`CustomCNN`, four conv blocks, trained from scratch
+``resnet50``      classify     torchvision ResNet-50 body + fastai head (``vision_learner``)
+``vgg16_bn``      classify     torchvision VGG16 with batch norm + fastai head
+``vit_*``         classify     a timm vision transformer (e.g. ``vit_small_patch16_224``)
+``swin_*``        classify     a timm Swin transformer (hierarchical)
+``unet``          segment      classic U-Net: VGG-style contracting path (stacked 3x3 convs and
+                               max-pooling), symmetric decoder with skip connections (smp)
+``uresnet``       segment      U-Net with a ResNet encoder (smp ``Unet``; ResNet-50 by default)
+``fcn``           segment      torchvision FCN-ResNet50
+``multitask``     multitask    one ResNet encoder, a classification head on its deepest features
+                               and a U-Net decoder (smp ``Unet`` with ``aux_params``);
+                               returns ``(class_logit (B, 1), mask_logits (B, 1, H, W))``
+================  ===========  ================================================================
+
+Any torchvision ResNet name (``resnet18``, ``resnet34``, ``resnet50``) or timm
+model name works as classification architecture; ``encoder`` picks the ResNet
+of ``uresnet``/``multitask``, so the same code runs small on a CPU and large on
+a GPU.
+
+Why segmentation_models_pytorch rather than fastai's ``DynamicUnet``: measured
+on this project's 2-core CPU, one training step per 128 px image costs about
+240 ms with ``DynamicUnet`` (ResNet-34) and about 50 ms with smp's ``Unet`` plus
+a classification head on the same encoder; both are maintained, smp is 5x
+cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
+
+Pretrained weights come from the standard caches (:mod:`busi_lib.weights`); a
+missing file is an error that says where to put it, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .weights import ensure_timm_weights, ensure_torchvision_weights, torchvision_state_dict
+
+CLASSIFIERS = ("custom_cnn", "resnet18", "resnet34", "resnet50", "vgg16_bn")
+SEGMENTERS = ("unet", "uresnet", "fcn")
+MULTITASK = ("multitask",)
+TRANSFORMER_PREFIXES = ("vit_", "deit_", "swin", "convnext")
+
+
+def task_of(arch: str) -> str:
+    """``"classify"``, ``"segment"`` or ``"multitask"`` for an architecture name."""
+    if arch in MULTITASK:
+        return "multitask"
+    if arch in SEGMENTERS:
+        return "segment"
+    return "classify"
+
+
+class CustomCNN(nn.Module):
+    """A small CNN a student can read in one screen.
+
+    Four blocks of (3x3 conv → batch norm → ReLU) x 2 → 2x2 max-pool double the
+    channels while halving the resolution; global average pooling makes the
+    network independent of the image size; dropout and one linear layer give
+    the malignancy logit.
+    """
+
+    def __init__(self, n_out: int = 1, in_channels: int = 3, widths=(32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        blocks, c_in = [], in_channels
+        for c in widths:
+            blocks += [
+                nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_out))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class FCN(nn.Module):
+    """torchvision's FCN-ResNet50, returning the mask logits tensor instead of a dict."""
+
+    def __init__(self, n_out: int = 1, pretrained: bool = False):
+        super().__init__()
+        from torchvision.models.segmentation import fcn_resnet50
+
+        self.net = fcn_resnet50(weights=None, weights_backbone=None, num_classes=n_out, aux_loss=False)
+        if pretrained:
+            sd = torchvision_state_dict("resnet50")
+            self.net.backbone.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=True)
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+class MultitaskUResNet(nn.Module):
+    """One ResNet encoder shared by a classification head and a U-Net decoder.
+
+    ``forward`` returns ``(class_logit, mask_logits)`` with shapes (B, 1) and
+    (B, 1, H, W). Built on smp's ``Unet``: its ``aux_params`` head pools the
+    encoder's deepest feature map (global average pooling → dropout → linear).
+    """
+
+    def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2):
+        super().__init__()
+        self.net = _smp_unet(encoder, pretrained, aux_params=dict(classes=1, dropout=dropout))
+
+    def forward(self, x):
+        masks, labels = self.net(x)
+        return labels, masks
+
+
+class SegmentationNet(nn.Module):
+    """Wraps an smp model so that it returns mask logits (B, 1, H, W)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _smp_unet(encoder: str, pretrained: bool, **kwargs):
+    import segmentation_models_pytorch as smp
+
+    net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1, **kwargs)
+    if pretrained:
+        if encoder.startswith("resnet"):
+            # smp's ResNet encoder is a torchvision ResNet: load ImageNet weights from TORCH_HOME
+            sd = torchvision_state_dict(encoder)
+            net.encoder.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=True)
+        else:
+            raise ValueError(f"pretrained weights are supported for ResNet encoders only, not {encoder!r}")
+    return net
+
+
+def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = False) -> nn.Module:
+    """A segmentation network returning mask logits (B, 1, H, W)."""
+    if arch == "unet":
+        if pretrained:
+            raise ValueError("the classic U-Net is trained from scratch: pass pretrained=False")
+        return SegmentationNet(_smp_unet("vgg11_bn", False))
+    if arch == "uresnet":
+        return SegmentationNet(_smp_unet(encoder, pretrained))
+    if arch == "fcn":
+        return FCN(1, pretrained)
+    raise ValueError(f"unknown segmentation architecture {arch!r}; choose one of {SEGMENTERS}")
+
+
+def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224):
+    """The bare ``nn.Module`` of an architecture (no learner), as :func:`busi_lib.learners` builds it.
+
+    Classification models other than ``custom_cnn`` are assembled by fastai's
+    ``create_vision_model``/``create_timm_model`` (a pretrained body plus fastai's
+    head), exactly as ``vision_learner`` does.
+    """
+    task = task_of(arch)
+    if task == "multitask":
+        return MultitaskUResNet(encoder, pretrained)
+    if task == "segment":
+        return build_segmenter(arch, encoder, pretrained)
+    if arch == "custom_cnn":
+        return CustomCNN(1)
+    from fastai.vision.learner import create_timm_model, create_vision_model
+
+    tv = torchvision_arch(arch)
+    if tv is not None:
+        if pretrained:
+            ensure_torchvision_weights(arch)
+        return create_vision_model(tv, 1, pretrained=pretrained)
+    if pretrained:
+        ensure_timm_weights(arch)
+    return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size))[0]
+
+
+def torchvision_arch(name: str):
+    """The torchvision model function of a name (``resnet50`` → ``torchvision.models.resnet50``), or None."""
+    import torchvision.models as tvm
+
+    if name in tvm.list_models(module=tvm):
+        return getattr(tvm, name)
+    return None
+
+
+def timm_kwargs(arch: str, image_size: int) -> dict:
+    """Transformers fix their input size at creation: tell timm the training size."""
+    kw = {}
+    if arch.startswith(("vit_", "deit_", "swin")):
+        kw["img_size"] = image_size
+    if arch.startswith("swin"):
+        # Swin's forward_features returns channels-last maps that fastai's pooling head
+        # cannot read; without a pool_size in its config fastai uses timm's own pooling.
+        kw["pretrained_cfg_overlay"] = dict(pool_size=None)
+    return kw
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_shapes(model: nn.Module, image_size: int = 64) -> list[tuple]:
+    """The output shape(s) of a model on a dummy batch of 2, for quick checks."""
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, image_size, image_size))
+    return [tuple(o.shape) for o in out] if isinstance(out, tuple) else [tuple(out.shape)]
