@@ -10,7 +10,8 @@
     busi train          --arch NAME --data DIR --out DIR [options]
     busi evaluate       --model DIR --data DIR [--split CSV] --out DIR
 
-``--data`` defaults to ``$BUSI_DATA_DIR``. Bad input ends with one line naming
+``--data`` defaults to ``$BUSI_DATA_DIR``, and without it to a synthetic BUSI
+generated once into the cache folder (so every command runs on a fresh machine). Bad input ends with one line naming
 the file and the reason, and exit status 2.
 """
 
@@ -26,11 +27,11 @@ from pathlib import Path
 from .errors import BusiDataError
 
 
-def _data_arg(p: argparse.ArgumentParser, required_env: bool = True) -> None:
+def _data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default=os.environ.get("BUSI_DATA_DIR"),
-        help="BUSI folder (default: $BUSI_DATA_DIR)",
+        help="BUSI folder (default: $BUSI_DATA_DIR, else a synthetic BUSI)",
     )
 
 
@@ -118,9 +119,13 @@ def cmd_data(args) -> int:
 
 
 def _need_data(data) -> Path:
-    if not data:
-        raise BusiDataError(None, "no data folder: pass --data DIR or set BUSI_DATA_DIR")
-    return Path(data)
+    """The data folder: ``--data``, else ``$BUSI_DATA_DIR``, else the synthetic BUSI (said on stderr)."""
+    from .data import resolve_data_dir
+
+    path, real = resolve_data_dir(data)
+    if not data and not real:
+        print(f"busi: no --data and no BUSI_DATA_DIR: using the synthetic BUSI at {path}", file=sys.stderr)
+    return path
 
 
 # --------------------------------------------------------------------- train

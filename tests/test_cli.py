@@ -1,0 +1,48 @@
+"""The ``busi`` command end to end on the synthetic set."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from busi_lib.cli import main
+
+
+def test_data_summary_json(synthetic_dir, capsys):
+    assert main(["data", "summary", "--data", str(synthetic_dir), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["images"] == 36 and s["per_class"] == {"benign": 12, "malignant": 12, "normal": 12}
+    assert s["images_with_several_masks"] >= 1 and s["duplicate_groups"] >= 1 and s["rejected"] == []
+
+
+def test_bad_folder_is_one_clear_line(tmp_path, capsys):
+    assert main(["data", "summary", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_synthetic_and_split(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["data", "synthetic", "--out", str(out), "--n-per-class", "6", "--seed", "3"]) == 0
+    assert len(list((out / "malignant").glob("malignant (*)_mask.png"))) == 6
+    assert main(["data", "split", "--data", str(out), "--out", str(tmp_path / "s.csv"), "--folds", "3"]) == 0
+    assert (tmp_path / "s.csv").read_text().startswith("image_id,label,dup_group,split")
+
+
+def test_train_then_evaluate(synthetic_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--arch", "custom_cnn", "--data", str(synthetic_dir), "--out", str(run), "--image-size", "32",
+            "--epochs", "1", "--batch-size", "8", "--quiet", "--seed", "1"]
+    assert main(args) == 0
+    assert "test  classification" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(run / "model"), "--data", str(synthetic_dir), "--split",
+                 str(run / "split.csv"), "--part", "test", "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())
+    assert ev["classification"]["roc_auc"] == pytest.approx(trained["test"]["classification"]["roc_auc"])
+
+
+def test_python_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "busi_lib", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "data" in r.stdout
