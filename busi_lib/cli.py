@@ -158,31 +158,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
+    from dataclasses import fields
+
     from .learners import TrainConfig, train
 
-    cfg = TrainConfig(
-        arch=args.arch,
-        data=str(_need_data(args.data)),
-        out=args.out,
-        split=args.split,
-        seed=args.seed,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr or None,
-        optimizer=args.optimizer,
-        pretrained=args.pretrained,
-        encoder=args.encoder,
-        augment=args.augment,
-        w_cls=args.w_cls,
-        w_seg=args.w_seg,
-        dice_weight=args.dice_weight,
-        patience=args.patience,
-        monitor=args.monitor,
-        max_images=args.max_images,
-        tta=args.tta,
-        progress=not args.quiet,
-    )
+    # every option has the name of a TrainConfig field (dashes become underscores)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given.update(data=str(_need_data(args.data)), lr=args.lr or None, progress=not args.quiet)
+    cfg = TrainConfig(**given)
     t0 = time.time()
     res = train(cfg)
     _print_metrics(res.metrics)
