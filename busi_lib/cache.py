@@ -22,7 +22,7 @@ import pandas as pd
 from .data import load_pair, scan_folder
 from .files import atomic_write_bytes, temp_path_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_root(path: str | Path | None = None) -> Path:

@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .duplicates import phash_hex
 from .errors import BusiDataError
-from .images import IMAGE_SUFFIXES, image_size, read_image, read_mask
+from .images import IMAGE_SUFFIXES, read_image, read_mask
 
 CLASSES = ("benign", "malignant", "normal")
 TASK_CLASSES = {"binary": ("benign", "malignant"), "three_class": ("benign", "malignant", "normal")}
 POSITIVE_CLASS = "malignant"
 
-_MASK_RE = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<k>\d+))?$")
+MASK_RE = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<k>\d+))?$")
 
 
 @dataclass
@@ -50,12 +51,18 @@ class ScanReport:
         self.rejected.append((str(path), reason))
 
 
-def _check_root(root: Path) -> list[Path]:
+def check_data_folder(root: str | Path) -> Path:
+    """``root`` as a Path, or a clear error if it is missing or not a folder."""
     root = Path(root)
     if not root.exists():
         raise BusiDataError(root, "data folder does not exist")
     if not root.is_dir():
         raise BusiDataError(root, "data path is not a folder")
+    return root
+
+
+def _class_folders(root: Path) -> list[Path]:
+    root = check_data_folder(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [p for p in subdirs if p.name not in CLASSES]
     if unknown:
@@ -87,12 +94,13 @@ def scan_folder(
 
     Columns: ``image_id`` (``"benign (10)"``), ``label``, ``path``, ``mask_paths``
     (a ``|``-separated string of mask files, sorted), ``n_masks``, ``width``,
-    ``height``, ``lesion_area`` (pixels of the union mask), ``lesion_fraction``.
+    ``height``, ``lesion_area`` (pixels of the union mask), ``lesion_fraction``,
+    ``phash`` (the scan's perceptual hash, see :mod:`busi_lib.duplicates`).
     """
     root = Path(root)
     report = report if report is not None else ScanReport()
     rows = []
-    for cls_dir in _check_root(root):
+    for cls_dir in _class_folders(root):
         files = sorted(p for p in cls_dir.iterdir() if p.is_file() and not p.name.startswith("."))
         masks: dict[str, list[Path]] = {}
         images: list[Path] = []
@@ -100,7 +108,7 @@ def scan_folder(
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 report.add(p, "not an image file (unexpected suffix)")
                 continue
-            m = _MASK_RE.match(p.stem)
+            m = MASK_RE.match(p.stem)
             if m:
                 masks.setdefault(m.group("stem"), []).append(p)
             else:
@@ -115,8 +123,8 @@ def scan_folder(
             try:
                 if require_masks and not mask_paths:
                     raise BusiDataError(img_path, f"image has no mask file ({img_path.stem}_mask.png)")
-                w, h = image_size(img_path)
-                read_image(img_path)  # decodes fully: catches truncated files now
+                img = read_image(img_path)  # decodes fully: catches truncated files now
+                h, w = img.shape
                 area = int(read_mask(mask_paths, shape=(h, w)).sum()) if mask_paths else -1
             except BusiDataError as e:
                 if not skip_bad:
@@ -134,6 +142,8 @@ def scan_folder(
                     height=h,
                     lesion_area=area,
                     lesion_fraction=area / (w * h) if area >= 0 else np.nan,
+                    # the perceptual hash is taken from this one decode (busi_lib.duplicates uses it)
+                    phash=phash_hex(img),
                 )
             )
     if not rows:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import _MASK_RE, CLASSES  # the one rule for telling a mask file from a scan
+from .data import CLASSES, MASK_RE, check_data_folder  # the one rule for telling a mask file from a scan
 from .errors import BusiDataError
 from .images import read_image, read_mask
 
@@ -76,7 +76,7 @@ def _hash_array(kind: str, arr: np.ndarray) -> str:
 
 
 def _is_mask(path: Path) -> bool:
-    return _MASK_RE.match(path.stem) is not None
+    return MASK_RE.match(path.stem) is not None
 
 
 def file_hash(path: str | Path) -> str:
@@ -85,13 +85,6 @@ def file_hash(path: str | Path) -> str:
     if _is_mask(path):
         return _hash_array("mask", read_mask(path))
     return _hash_array("image", read_image(path))
-
-
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        raise BusiDataError(root, "data folder does not exist")
-    if not root.is_dir():
-        raise BusiDataError(root, "data path is not a folder")
 
 
 def _busi_files(root: Path) -> list[str]:
@@ -141,7 +134,7 @@ def pixel_fingerprint(root: str | Path) -> dict[str, Any]:
     (use :func:`verify_folder` to get a report instead).
     """
     root = Path(root)
-    _check_root(root)
+    check_data_folder(root)
     return _make_fingerprint({rel: file_hash(root / rel) for rel in _busi_files(root)})
 
 
@@ -249,7 +242,7 @@ def verify_folder(root: str | Path, reference: str | Path | dict | None = None) 
     a bad reference raises :class:`BusiDataError`.
     """
     root = Path(root)
-    _check_root(root)
+    check_data_folder(root)
     ref = load_reference(reference)["files"]
     rels = _busi_files(root)
     result = VerifyResult(root=root, counts=_count(rels), n_checked=len(rels))

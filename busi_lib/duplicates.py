@@ -36,6 +36,11 @@ def phash_bits(img: np.ndarray) -> np.ndarray:
     return imagehash.phash(Image.fromarray(img)).hash.flatten().astype(bool)
 
 
+def phash_hex(img: np.ndarray) -> str:
+    """The pHash of a grayscale uint8 image as 16 hex characters (the table's ``phash`` column)."""
+    return np.packbits(phash_bits(img)).tobytes().hex()
+
+
 def hash_paths(paths) -> np.ndarray:
     """pHash bits (N, 64) of a list of scan files."""
     return np.stack([phash_bits(read_image(p)) for p in paths])
@@ -61,12 +66,14 @@ def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
 
 
 def add_duplicate_groups(df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bits: np.ndarray | None = None):
-    """Add ``phash`` (hex), ``dup_group`` and ``group_size`` columns to a dataset table.
+    """Add ``dup_group`` and ``group_size`` columns (and ``phash``, if missing) to a dataset table.
 
-    ``bits`` may be given when the hashes are already known (the cache keeps them).
+    The hashes come from ``bits`` if given, else from the table's ``phash`` column
+    (:func:`busi_lib.data.scan_folder` fills it from its one decode of each scan),
+    else the scans are read and hashed here.
     """
     if bits is None:
-        bits = hash_paths(df["path"])
+        bits = bits_from_hex(df["phash"]) if "phash" in df else hash_paths(df["path"])
     out = df.copy()
     out["phash"] = [np.packbits(b).tobytes().hex() for b in bits]
     out["dup_group"] = group_ids(hamming_matrix(bits), threshold)

@@ -158,14 +158,3 @@ def read_mask(paths: str | Path | Iterable[str | Path], shape: tuple[int, int] |
         union = m if union is None else np.maximum(union, m)
     return union
 
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file, read from its header only."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise BusiDataError(path, "file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise BusiDataError(path, f"not an image file PIL can read ({e})") from None

@@ -283,7 +283,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed, reproducible=True)
-    torch.use_deterministic_algorithms(False)
     df, split, dls = prepare_data(cfg)
     learn = build_learner(dls, cfg)
     t0 = time.time()
@@ -330,7 +329,8 @@ def evaluate_learner(learn: Learner, dls, cfg: TrainConfig) -> dict:
     res["threshold_rule"] = "Youden's J on the validation part" if "prob" in preds["valid"] else "none (segmentation)"
     for k, p in preds.items():
         res[k] = score_predictions(p, threshold)
-        res[k + "_at_0.5"] = score_predictions(p, 0.5).get("classification")
+        if "prob" in p:
+            res[k + "_at_0.5"] = classification_metrics(p["y"], p["prob"], 0.5)
     if cfg.tta:
         for k, dl in parts.items():
             res[k + "_tta"] = score_predictions(predict_loader(learn.model, dl, cfg.task, tta=True), threshold)

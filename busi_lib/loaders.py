@@ -21,6 +21,8 @@ all three shapes (fastai's typed ``show_batch`` does not know the multitask tupl
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pandas as pd
 import torch
@@ -35,7 +37,7 @@ from .transforms import build_transforms
 KINDS = ("classify", "segment", "multitask")
 
 
-def check_image_size(size: int, arch: str | None = None) -> int:
+def check_image_size(size: int) -> int:
     """U-Net-style encoders halve the image five times: the side must be a multiple of 32."""
     if not isinstance(size, (int, np.integer)) or size < 32 or size % 32:
         raise ValueError(
@@ -124,8 +126,6 @@ def make_dataloaders(
     if len(parts["train"]) == 0 or len(parts["valid"]) == 0:
         raise ValueError("the split needs non-empty 'train' and 'valid' parts")
     torch.manual_seed(seed)  # fastai's DataLoader draws its shuffling seed from torch / random
-    import random
-
     random.seed(seed)
     loaders = []
     for s in ("train", "valid", "test"):
