@@ -145,3 +145,24 @@ def split_report(df: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     if "malignant" in t:
         t["malignant_fraction"] = (t["malignant"] / t.sum(axis=1)).round(3)
     return t
+
+
+def cv_fold_split(
+    df: pd.DataFrame, folds: pd.DataFrame, test_fold: int, valid_frac: float = 0.15, seed: int = 42
+) -> pd.DataFrame:
+    """Train / valid / test for one fold of cross-validation.
+
+    ``test_fold`` is the test part; the validation part (for early decisions such as
+    the malignancy threshold) is a group-aware, stratified ``valid_frac`` of the
+    *other* folds, so the test fold is never looked at before it is scored and
+    the training part keeps about 68 % of the data with 5 folds.
+    """
+    m = apply_split(df, folds)
+    rest = np.flatnonzero(m["split"].astype(int).to_numpy() != test_fold)
+    split = np.where(m["split"].astype(int) == test_fold, "test", "train").astype(object)
+    k_valid = max(2, round(1 / valid_frac))
+    _, valid = _kfold_indices(df.iloc[rest], k_valid, seed + test_fold)[0]
+    split[rest[valid]] = "valid"
+    out = df[[c for c in SPLIT_COLUMNS[:-1] if c in df]].copy()
+    out["split"] = split
+    return out.reset_index(drop=True)

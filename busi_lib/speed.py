@@ -1,0 +1,182 @@
+"""``busi bench --speed``: how fast does each model train and predict here, and what does fastai cost?
+
+For each model, at its profile's training image size and batch size, in a fresh
+process (so that peak memory belongs to that model alone):
+
+* data loading: images per second through the training DataLoader alone
+  (decode is cached; augmentation runs here), to show it is not the bottleneck;
+* training: images per second of the project's fastai ``Learner`` (``fit`` over
+  the same number of batches, timed from the second batch to fastai's
+  ``after_train`` event, so the warm-up batch and validation are left out), and of a plain PyTorch loop over the same
+  network, loss, optimiser and batches — the ratio is fastai's overhead;
+* inference: images per second in batches and one image at a time;
+* peak resident memory of the process (``ru_maxrss``).
+
+The plain loop is written here by hand on purpose: it is the yardstick.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .files import atomic_write_bytes, write_json
+from .profiles import STUDY_MODELS, settings_for
+
+N_BATCHES = 8  # timed training batches per measurement (after one warm-up batch)
+
+
+def _rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 1024**2
+
+
+def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCHES, seed: int = 0) -> dict:
+    """Throughput figures of one model (runs in the calling process)."""
+    import torch
+    from fastai.callback.core import Callback
+
+    from .learners import TrainConfig, build_learner, prepare_data
+
+    kw = settings_for(profile, arch)
+    kw["pretrained"] = False  # speed does not depend on the starting weights
+    kw["max_images"] = None
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(**kw, data=data, out=tmp, seed=seed, progress=False)
+        _, _, dls = prepare_data(cfg)
+        bs = cfg.batch_size
+        n_batches = min(n_batches, len(dls.train_ds) // bs - 1)  # warm-up + timed batches fit one epoch
+        batches = []
+        t0 = time.perf_counter()
+        for i, b in enumerate(dls.train):
+            batches.append(b)
+            if i == n_batches:
+                break
+        load_ips = len(batches) * bs / (time.perf_counter() - t0)
+
+        # fastai: train on exactly these batches; time the training phase only
+        class Timer(Callback):
+            order = -100
+
+            def before_batch(self):
+                if self.training and self.iter == 1:  # the first batch is a warm-up, as in the plain loop
+                    self.t0 = time.perf_counter()
+
+            def after_train(self):
+                self.seconds = time.perf_counter() - self.t0
+
+        learn = build_learner(dls, cfg)
+        learn.dls.train.n = (n_batches + 1) * bs  # one epoch = warm-up batch + timed batches
+        learn.dls.valid.n = min(bs, len(dls.valid_ds))  # validation is not timed; keep it short
+        timer = Timer()
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1, cfg.lr or 1e-3, cbs=[timer])
+        fastai_ips = n_batches * bs / timer.seconds
+
+        # the plain PyTorch loop over the same network, loss and optimiser
+        torch.manual_seed(seed)
+        model = learn.model
+        loss_func = learn.loss_func
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 1e-3)
+        model.train()
+
+        def step(b):
+            out = model(b[0])
+            loss = loss_func(out, *b[1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step(batches[0])  # warm-up
+        t0 = time.perf_counter()
+        for b in batches[1:]:
+            step(b)
+        plain_ips = (len(batches) - 1) * bs / (time.perf_counter() - t0)
+
+        model.eval()
+        x = batches[0][0]
+        with torch.no_grad():
+            model(x)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                model(x)
+            batch_ips = 3 * len(x) / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for i in range(len(x)):
+                model(x[i : i + 1])
+            single_ips = len(x) / (time.perf_counter() - t0)
+    return {
+        "arch": cfg.arch,
+        "image_size": cfg.image_size,
+        "batch_size": bs,
+        "threads": torch.get_num_threads(),
+        "loading_images_per_s": round(load_ips, 1),
+        "train_images_per_s_fastai": round(fastai_ips, 2),
+        "train_images_per_s_plain": round(plain_ips, 2),
+        "fastai_to_plain": round(fastai_ips / plain_ips, 3),
+        "infer_images_per_s_batch": round(batch_ips, 1),
+        "infer_images_per_s_single": round(single_ips, 1),
+        "peak_rss_mb": round(_rss_mb(), 0),
+    }
+
+
+def _child(arch, data, profile, n_batches, q):
+    try:
+        q.put(measure(arch, data, profile, n_batches))
+    except Exception as e:  # report the failure of one model, keep measuring the others
+        q.put({"arch": arch, "error": f"{type(e).__name__}: {e}"})
+
+
+def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_batches: int = N_BATCHES,
+              log=print) -> list[dict]:
+    """Measure every model in its own process; write ``speed.json`` and ``speed.md`` into ``out``."""
+    from .learners import environment
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for arch in models:
+        q = ctx.Queue()
+        p = ctx.Process(target=_child, args=(arch, data, profile, n_batches, q))
+        p.start()
+        row = q.get()
+        p.join()
+        row["model"] = arch
+        rows.append(row)
+        log(speed_line(row))
+    out = Path(out)
+    write_json(out / "speed.json", {"profile": profile, "rows": rows, "environment": environment()})
+    atomic_write_bytes(out / "speed.md", speed_markdown(rows).encode())
+    return rows
+
+
+def speed_line(r: dict) -> str:
+    if "error" in r:
+        return f"{r['model']:12s} failed: {r['error']}"
+    return (f"{r['model']:12s} {r['image_size']:4d} px  load {r['loading_images_per_s']:7.1f} img/s  "
+            f"train fastai {r['train_images_per_s_fastai']:6.2f} / plain {r['train_images_per_s_plain']:6.2f} img/s "
+            f"(x{r['fastai_to_plain']:.2f})  infer {r['infer_images_per_s_batch']:6.1f} batch / "
+            f"{r['infer_images_per_s_single']:6.1f} single img/s  peak {r['peak_rss_mb']:.0f} MB")
+
+
+def speed_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | image size | loading (img/s) | training, fastai (img/s) | training, plain PyTorch (img/s) "
+        "| fastai / plain | inference, batch (img/s) | inference, one image (img/s) | peak memory (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | failed: {r['error']} |")
+            continue
+        lines.append(
+            f"| {r['model']} ({r['arch']}) | {r['image_size']} | {r['loading_images_per_s']:.0f} | "
+            f"{r['train_images_per_s_fastai']:.1f} | {r['train_images_per_s_plain']:.1f} | "
+            f"{r['fastai_to_plain']:.2f} | {r['infer_images_per_s_batch']:.1f} | "
+            f"{r['infer_images_per_s_single']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
