@@ -38,7 +38,7 @@ from .data import dataset_fingerprint, load_dataset
 from .duplicates import duplicate_groups
 from .files import atomic_write_bytes, write_json
 from .learners import subset
-from .metrics import bootstrap_ci, classification_metrics, scores_from_counts, segmentation_counts
+from .metrics import bootstrap_many, classification_metrics, scores_from_counts, segmentation_counts
 from .profiles import STUDY_MODELS, resolve_arch, settings_for
 from .splits import cv_fold_split, kfold_split, save_split
 
@@ -133,30 +133,12 @@ def score_table(t: pd.DataFrame, suffix: str = "") -> dict:
 
 def confidence_intervals(t: pd.DataFrame, suffix: str = "", n_boot: int = 1000, seed: int = 0) -> dict:
     """95 % bootstrap intervals of every metric on pooled predictions, resampling duplicate groups."""
-    groups = t["dup_group"].to_numpy()
-    idx = np.arange(len(t))
-    ci: dict = {}
-    # bootstrap_ci draws the same resamples for every metric (same seed), so each
-    # resample is scored once and the dict of all its metrics is reused.
-    memo: dict = {}
 
-    def metric(section, name):
-        def fn(i):
-            key = i.tobytes()
-            if key not in memo:
-                memo[key] = score_table(t.iloc[i], suffix)
-            return memo[key][section][name]
+    def all_metrics(i):
+        s = score_table(t.iloc[i], suffix)
+        return {f"{sec}.{k}": v for sec, vals in s.items() for k, v in vals.items() if isinstance(v, float)}
 
-        return fn
-
-    names = []
-    if "prob" + suffix in t:
-        names += [("classification", n) for n in CLS_METRICS]
-    if "tp" + suffix in t:
-        names += [("segmentation", f"{n}_{red}") for n in SEG_METRICS for red in ("pooled", "per_image")]
-    for section, name in names:
-        ci[f"{section}.{name}"] = bootstrap_ci(metric(section, name), idx, n_boot=n_boot, seed=seed, groups=groups)
-    return {k: [float(v[0]), float(v[1])] for k, v in ci.items()}
+    return bootstrap_many(all_metrics, np.arange(len(t)), n_boot=n_boot, seed=seed, groups=t["dup_group"].to_numpy())
 
 
 def fold_summary(fold_results: list[dict], key: str = "test") -> dict:

@@ -387,6 +387,30 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def bootstrap_many(fn, *arrays, n_boot: int, seed: int, groups=None, alpha: float = 0.05) -> dict:
+    """Bootstrap intervals of *every* number ``fn`` returns (a dict), from one set of resamples.
+
+    :func:`bootstrap_ci` gives the interval of one number; calling it once per
+    metric would redo the same (slow, scikit-learn) work ten times. So ``fn``'s
+    dict of every round is recorded and each key gets the same percentile
+    interval bootstrap_ci computes (NaN rounds dropped). Returns ``{key: [low, high]}``.
+    """
+    rounds: list[dict] = []
+
+    def record(*a):
+        rounds.append(fn(*a))
+        return 0.0
+
+    bootstrap_ci(record, *arrays, n_boot=n_boot, seed=seed, groups=groups, alpha=alpha)
+    out = {}
+    for key in rounds[0]:
+        v = np.array([r[key] for r in rounds], dtype=np.float64)
+        v = v[~np.isnan(v)]
+        lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if v.size else (np.nan, np.nan)
+        out[key] = [float(lo), float(hi)]
+    return out
+
+
 # ----------------------------------------------------------------------------
 # fastai metrics
 # ----------------------------------------------------------------------------

@@ -13,6 +13,12 @@ objects) and then loads the tensors. A missing file, a config of another
 format version, or weights that do not match the config (edited or swapped
 files: the sha256 or the tensor names and shapes disagree) raise
 :class:`~busi_lib.errors.BusiDataError` naming the folder.
+
+Some settings are learnt *after* training (a probability temperature fitted on
+the validation part, see :mod:`busi_lib.calibration`). :func:`update_config`
+adds them to ``config.json`` in place: it checks the weights first (so a folder
+whose weights were swapped is never blessed with a new config), refuses to
+touch the fields that describe the weights, and replaces the file atomically.
 """
 
 from __future__ import annotations
@@ -94,8 +100,50 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
+#: Fields that describe the weights themselves: :func:`update_config` never changes them.
+PROTECTED_FIELDS = ("arch", "encoder", "image_size", "task", "format_version", "weights_sha256", "tensors")
+
+
+def _check_weights_hash(folder: Path, config: dict) -> Path:
+    wpath = folder / WEIGHTS
+    if not wpath.is_file():
+        raise BusiDataError(folder, f"incomplete model folder: {WEIGHTS} is missing")
+    if _sha256(wpath) != config["weights_sha256"]:
+        raise BusiDataError(wpath, "weights do not match config.json (sha256 differs): the file was changed or swapped")
+    return wpath
+
+
+def update_config(folder: str | Path, **changes) -> dict:
+    """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config.
+
+    The weights are checked against the config first; the fields in
+    :data:`PROTECTED_FIELDS` cannot be changed (that would make the config lie
+    about its weights); values must be JSON-serialisable. The new file replaces
+    the old one atomically, so a reader sees either the old or the new config.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    _check_weights_hash(folder, config)
+    bad = sorted(set(changes) & set(PROTECTED_FIELDS))
+    if bad:
+        raise ValueError(f"cannot change {bad} of a saved model: they describe its weights")
+    try:
+        json.dumps(changes, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config values must be finite JSON values ({e})") from None
+    config.update(changes)
+    write_json(folder / CONFIG, config)
+    return config
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild and load a saved model: ``(model in eval mode, config)``."""
+    """Rebuild and load a saved model: ``(model in eval mode, config)``.
+
+    ``config["temperature"]`` is the probability temperature fitted after
+    training (:func:`busi_lib.calibration.fit_temperature`), 1.0 (none) when the
+    folder has none; ``config["threshold"]`` the decision threshold chosen on
+    validation data.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -103,11 +151,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
 
     folder = Path(folder)
     config = read_config(folder)
-    wpath = folder / WEIGHTS
-    if not wpath.is_file():
-        raise BusiDataError(folder, f"incomplete model folder: {WEIGHTS} is missing")
-    if _sha256(wpath) != config["weights_sha256"]:
-        raise BusiDataError(wpath, "weights do not match config.json (sha256 differs): the file was changed or swapped")
+    wpath = _check_weights_hash(folder, config)
+    config.setdefault("temperature", 1.0)
     try:
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

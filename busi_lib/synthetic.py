@@ -12,7 +12,12 @@ which lesions are benign, and what a "second hospital" would change.
       benign/     benign (1).png, benign (1)_mask.png, benign (7)_mask_1.png, ...
       malignant/  malignant (1).png, malignant (1)_mask.png, ...
       normal/     normal (1).png, normal (1)_mask.png (all zeros)
-      synthetic_manifest.csv   image_id, label, duplicate_of
+      synthetic_manifest.csv   image_id, label, duplicate_of, view_of, patient_id, image, mask
+
+The manifest is also a valid *labels CSV* for :mod:`busi_lib.external` (its
+``image`` and ``mask`` columns are paths relative to the folder, ``patient_id``
+groups the images of one patient), so ``busi evaluate --labels
+<folder>/synthetic_manifest.csv`` scores a synthetic "hospital" per patient.
 
 How a scan is drawn (each step is one small function below):
 
@@ -57,7 +62,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -455,15 +460,8 @@ def _draw_text(img: np.ndarray, text: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def render_scan(
-    rng: np.random.Generator, label: str, h: int, w: int, shift: AppearanceShift, n_lesions: int = 1
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks).
-
-    ``normal`` scans have no lesion (an empty list). The random draws do not
-    depend on ``shift``, so the same generator state gives the same anatomy
-    under any appearance.
-    """
+def _anatomy(rng: np.random.Generator, label: str, h: int, w: int, n_lesions: int = 1):
+    """Tissue echogenicity (H, W) with its lesions drawn in, and the list of bool lesion masks."""
     tissue = _tissue(rng, h, w)
     masks: list[np.ndarray] = []
     if label != "normal":
@@ -473,7 +471,12 @@ def render_scan(
         masks = [m for m in masks if m.any()]  # (a lesion squeezed out of the image is dropped)
         for m in masks:
             tissue = _draw_lesion(rng, tissue, m, _lesion_style(rng, label))
+    return tissue, masks
 
+
+def _acquire(rng: np.random.Generator, tissue: np.ndarray, masks: list[np.ndarray], shift: AppearanceShift):
+    """What the scanner makes of the tissue: attenuation, speckle, display curve, burnt-in marks (uint8 (H, W))."""
+    h, w = tissue.shape
     echo = tissue * _attenuation(h, rng.uniform(1.0, 1.8) * shift.attenuation)
     echo = echo * _speckle(rng, h, w, rng.uniform(0.9, 1.3) * shift.speckle_size)
     img = _to_display(echo, rng.uniform(35, 45), mean=rng.uniform(0.3, 0.5), gain=shift.gain, gamma=shift.gamma)
@@ -485,7 +488,43 @@ def render_scan(
         _draw_calipers(img, [p for m in masks for p in _lesion_ends(m)])
     if shift.text_labels:
         _draw_text(img, text)
-    return img, masks
+    return img
+
+
+def render_scan(
+    rng: np.random.Generator, label: str, h: int, w: int, shift: AppearanceShift, n_lesions: int = 1
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks).
+
+    ``normal`` scans have no lesion (an empty list). The random draws do not
+    depend on ``shift``, so the same generator state gives the same anatomy
+    under any appearance.
+    """
+    tissue, masks = _anatomy(rng, label, h, w, n_lesions)
+    return _acquire(rng, tissue, masks, shift), masks
+
+
+def _other_view(
+    anatomy_rng: np.random.Generator, rng: np.random.Generator, label: str, h: int, w: int,
+    shift: AppearanceShift, n_lesions: int = 1,
+):
+    """Another image of the same lesion: a second acquisition of one patient.
+
+    ``anatomy_rng`` is seeded like the original scan's generator, so the tissue
+    and lesions are the same; the probe then moved sideways (5-15 % of the width
+    is cut from one side: the lesion sits elsewhere in the frame) and the
+    acquisition (``rng``) is new: other attenuation, speckle, brightness, marks.
+    Its predictions are strongly correlated with the original's, which is why
+    the *patient*, not the image, is the unit of a test set. Whether the
+    perceptual-hash search of :mod:`busi_lib.duplicates` groups the two depends
+    on how far the probe moved; the manifest's ``patient_id`` always does.
+    """
+    tissue, masks = _anatomy(anatomy_rng, label, h, w, n_lesions)
+    cut = int(rng.uniform(0.05, 0.15) * w)
+    keep = slice(cut, w) if rng.random() < 0.5 else slice(0, w - cut)
+    tissue = np.ascontiguousarray(tissue[:, keep])
+    masks = [np.ascontiguousarray(m[:, keep]) for m in masks if m[:, keep].any()]
+    return _acquire(rng, tissue, masks, shift), masks
 
 
 def _near_duplicate(rng: np.random.Generator, img: np.ndarray, masks: list[np.ndarray]):
@@ -546,15 +585,23 @@ def _count(fraction: float, n: int) -> int:
 
 @dataclass
 class _ClassPlan:
-    """Which numbers of one class are duplicates (and of what), two-lesion scans, and odd mask modes."""
+    """Which numbers of one class are duplicates or other views (and of what), two-lesion scans, odd mask modes."""
 
     duplicate_of: dict[int, int]
     two_lesions: set[int]
     mask_mode: dict[int, str]
+    view_of: dict[int, int] = field(default_factory=dict)
+
+    def root(self, i: int) -> int:
+        """The original scan that image ``i`` copies or views (itself for an original): its patient."""
+        while i in self.duplicate_of or i in self.view_of:
+            i = self.duplicate_of.get(i) or self.view_of[i]
+        return i
 
 
-def _plan_class(rng: np.random.Generator, label: str, n: int, n_duplicates: int) -> _ClassPlan:
-    """Decide, for numbers 1..n of one class, the duplicates, the two-lesion scans and the mask PNG modes."""
+def _plan_class(rng: np.random.Generator, label: str, n: int, n_duplicates: int, n_views: int = 0) -> _ClassPlan:
+    """Decide, for numbers 1..n of one class, the duplicates, the other views, the two-lesion scans and the
+    mask PNG modes. The views are drawn last, so ``n_views=0`` leaves every other draw as it was."""
     numbers = range(1, n + 1)
     dups = sorted(_pick(rng, numbers, min(n_duplicates, n // 2)))
     originals = [i for i in numbers if i not in dups]
@@ -563,9 +610,16 @@ def _plan_class(rng: np.random.Generator, label: str, n: int, n_duplicates: int)
     mode_1 = _pick(rng, originals, _count(MASK_MODE_FRACTION["1"], len(originals)))
     mode_rgb = _pick(rng, sorted(set(originals) - mode_1), _count(MASK_MODE_FRACTION["RGB"], len(originals)))
     mask_mode = {i: "1" if i in mode_1 else "RGB" if i in mode_rgb else "L" for i in originals}
+    view_of: dict[int, int] = {}
+    if n_views:
+        views = sorted(_pick(rng, originals, min(n_views, len(originals) // 2)))
+        sources = [i for i in originals if i not in views]
+        view_of = {v: int(rng.choice(sources)) for v in views}
+        for v, src in view_of.items():
+            mask_mode[v] = mask_mode[src]
     for d, src in duplicate_of.items():
         mask_mode[d] = mask_mode[src]
-    return _ClassPlan(duplicate_of, two, mask_mode)
+    return _ClassPlan(duplicate_of, two, mask_mode, view_of)
 
 
 def _save_mask(mask: np.ndarray, path: Path, mode: str) -> None:
@@ -634,6 +688,7 @@ def make_synthetic_busi(
     shift: AppearanceShift | dict | None = None,
     *,
     n_duplicates: int = 2,
+    n_views: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic BUSI-layout dataset and return its folder.
@@ -654,6 +709,13 @@ def make_synthetic_busi(
         cropped, or slightly brighter) of another image of the class, at random
         numbers, as in BUSI. At most ``n_per_class // 2``. The manifest's
         ``duplicate_of`` column names the original.
+    n_views : per class, how many images are *another view* of the lesion of
+        another image (a second acquisition of the same patient: mirrored,
+        another crop, gain and grain; at most ``n_per_class // 2``). The
+        manifest's ``view_of`` names the original; ``patient_id`` is shared by
+        an original, its views and its duplicates, so patients have several
+        images. Views are not pHash duplicates: split by ``patient_id`` if you
+        train on a set with views.
     overwrite : allow a non-empty ``out_dir``: files a previous run listed in its
         manifest are replaced; other files are left alone.
 
@@ -665,6 +727,8 @@ def make_synthetic_busi(
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     if n_duplicates < 0:
         raise ValueError(f"n_duplicates must be >= 0, got {n_duplicates}")
+    if n_views < 0:
+        raise ValueError(f"n_views must be >= 0, got {n_views}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     _check_size(size)
@@ -676,24 +740,34 @@ def make_synthetic_busi(
     for ci, label in enumerate(CLASSES):
         folder = out / label
         folder.mkdir(exist_ok=True)
-        plan = _plan_class(np.random.default_rng([seed, ci, 0]), label, n_per_class, n_duplicates)
+        plan = _plan_class(np.random.default_rng([seed, ci, 0]), label, n_per_class, n_duplicates, n_views)
         scans = {}
         for i in range(1, n_per_class + 1):
-            if i in plan.duplicate_of:
+            if i in plan.duplicate_of or i in plan.view_of:
                 continue
             rng = np.random.default_rng([seed, ci, i])  # one stream per image: image k does not depend on n
             h, w = _sample_size(rng, size)
             scans[i] = render_scan(rng, label, h, w, shift, n_lesions=2 if i in plan.two_lesions else 1)
+        for v, src in plan.view_of.items():  # views before duplicates: a duplicate may copy a view
+            anatomy = np.random.default_rng([seed, ci, src])  # the original's stream: same size, tissue, lesions
+            h, w = _sample_size(anatomy, size)
+            n_lesions = 2 if src in plan.two_lesions else 1
+            scans[v] = _other_view(anatomy, np.random.default_rng([seed, ci, v]), label, h, w, shift, n_lesions)
         for d, src in plan.duplicate_of.items():
             scans[d] = _near_duplicate(np.random.default_rng([seed, ci, d]), *scans[src])
         for i in range(1, n_per_class + 1):
             image_id = f"{label} ({i})"
             _write_scan(folder, image_id, *scans[i], plan.mask_mode[i])
-            src = plan.duplicate_of.get(i)
-            manifest.append((image_id, label, f"{label} ({src})" if src else ""))
+            src, view = plan.duplicate_of.get(i), plan.view_of.get(i)
+            n_masks = max(1, len(scans[i][1]))
+            mask = "|".join(f"{label}/{image_id}_mask{'' if k == 0 else f'_{k}'}.png" for k in range(n_masks))
+            manifest.append((
+                image_id, label, f"{label} ({src})" if src else "", f"{label} ({view})" if view else "",
+                f"{label}-{plan.root(i):03d}", f"{label}/{image_id}.png", mask,
+            ))
 
     with open(out / MANIFEST_NAME, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["image_id", "label", "duplicate_of"])
+        writer.writerow(["image_id", "label", "duplicate_of", "view_of", "patient_id", "image", "mask"])
         writer.writerows(manifest)
     return out

@@ -1,0 +1,193 @@
+"""Is a predicted probability of 0.8 right 80 % of the time? Calibration, and temperature scaling.
+
+A classifier can *rank* scans well (high ROC AUC) and still give probabilities
+that mean little: a network trained with cross-entropy on a few hundred scans
+is typically **overconfident** (it says 0.99 where it is right 85 % of the
+time), and at another hospital its probabilities drift further. A clinician who
+reads "p(malignant) = 0.9" needs that number to be honest.
+
+Measures (all on the malignant probability, malignant = 1):
+
+* **Reliability diagram**: sort the scans into ``n_bins`` *equal-width* bins of
+  predicted probability ([0, 0.1], (0.1, 0.2], ... for 10 bins: scikit-learn's
+  rule puts a probability on an inner edge into the lower bin), and plot, per
+  bin, the fraction that is really malignant against the mean predicted
+  probability. A calibrated model lies on the diagonal. The points come from
+  :func:`sklearn.calibration.calibration_curve` (``strategy="uniform"``).
+* **Expected calibration error** (ECE): the gap between those two numbers,
+  averaged over the bins weighted by how many scans each holds,
+  ``ECE = sum_b (n_b / n) |fraction malignant_b - mean probability_b|``.
+  0 is perfect. It depends on the number of bins (always say how many; 10 here
+  by default), and with few scans per bin it is biased upwards: even a perfectly
+  calibrated model gets an ECE of a few hundredths on a hundred scans.
+* **Brier score**: the mean squared difference between probability and label
+  (:func:`sklearn.metrics.brier_score_loss`). It mixes calibration and
+  discrimination, needs no bins, and 0.25 is what always saying 0.5 earns.
+
+**Temperature scaling** (Guo et al., 2017) is the simplest fix: divide the
+model's logit by one number ``T`` fitted on the *validation* part (minimising
+the negative log-likelihood), ``p_T = sigmoid(logit(p) / T)``. ``T > 1``
+softens overconfident probabilities. It is monotonic, so the ranking (ROC AUC)
+is unchanged, and the decision threshold is mapped with the same formula
+(:func:`apply_temperature` on the threshold) so every call stays the same: only
+the probabilities change meaning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss
+
+__all__ = [
+    "DEFAULT_BINS",
+    "apply_temperature",
+    "brier_score",
+    "calibration_metrics",
+    "expected_calibration_error",
+    "fit_temperature",
+    "reliability_bins",
+    "to_logits",
+]
+
+#: Number of equal-width probability bins of the reliability diagram and the ECE.
+DEFAULT_BINS = 10
+
+# Probabilities are clipped to [EPS, 1 - EPS] before taking logits: a float32
+# sigmoid rounds logits above ~17 to exactly 1.0, whose logit is infinite.
+EPS = 1e-6
+
+# The temperature is searched in [1/20, 20]: beyond that the model is either
+# (almost) a constant or a hard 0/1 classifier, and the fit is meaningless.
+T_BOUNDS = (0.05, 20.0)
+
+
+def _check(y, prob) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).reshape(-1)
+    p = np.asarray(prob, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"y has {y.size} values but prob has {p.size}")
+    if y.size == 0:
+        raise ValueError("no predictions to assess")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y must hold 0 (benign) and 1 (malignant) only")
+    if np.isnan(p).any() or p.min() < 0 or p.max() > 1:
+        raise ValueError("prob must be probabilities in [0, 1]")
+    return y.astype(np.int64), p
+
+
+def to_logits(prob) -> np.ndarray:
+    """``log(p / (1 - p))`` of probabilities clipped to ``[1e-6, 1 - 1e-6]``."""
+    return logit(np.clip(np.asarray(prob, dtype=np.float64), EPS, 1 - EPS))
+
+
+def apply_temperature(prob, temperature: float):
+    """Rescale probabilities (or a threshold) by a temperature: ``sigmoid(logit(p) / T)``.
+
+    Works on an array or a single number (returns a float then). ``T = 1``
+    returns the probabilities unchanged.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    p = np.asarray(prob, dtype=np.float64)
+    out = p.copy() if temperature == 1 else expit(to_logits(p) / temperature)
+    return float(out) if out.ndim == 0 else out
+
+
+def _bin_sums(y: np.ndarray, p: np.ndarray, n_bins: int):
+    """Per equal-width bin: count, sum of probabilities, sum of labels (scikit-learn's bin rule)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ids = np.searchsorted(edges[1:-1], p)  # as sklearn.calibration.calibration_curve bins (uniform strategy)
+    return (np.bincount(ids, minlength=n_bins), np.bincount(ids, weights=p, minlength=n_bins),
+            np.bincount(ids, weights=y, minlength=n_bins), edges)
+
+
+def reliability_bins(y, prob, n_bins: int = DEFAULT_BINS) -> list[dict]:
+    """The points of a reliability diagram, one dict per *non-empty* equal-width bin.
+
+    Keys: ``low``, ``high`` (bin edges), ``count``, ``mean_prob`` (mean predicted
+    probability) and ``frac_malignant`` (observed fraction of malignant scans).
+    The two curves are :func:`sklearn.calibration.calibration_curve`'s; the
+    counts use the same bin rule (``np.searchsorted`` on the inner edges, as
+    scikit-learn does), which that function does not return.
+    """
+    y, p = _check(y, prob)
+    counts, _, _, edges = _bin_sums(y, p, n_bins)
+    frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="uniform", pos_label=1)
+    nonempty = np.flatnonzero(counts)
+    return [
+        dict(low=float(edges[b]), high=float(edges[b + 1]), count=int(counts[b]), mean_prob=float(m),
+             frac_malignant=float(f))
+        for b, m, f in zip(nonempty, mean, frac)
+    ]
+
+
+def expected_calibration_error(y, prob, n_bins: int = DEFAULT_BINS) -> float:
+    """ECE with ``n_bins`` equal-width bins: ``sum_b (n_b / n) |fraction malignant_b - mean probability_b|``.
+
+    Computed from bin sums with numpy (``sum_b |sum of labels_b - sum of probabilities_b| / n``, the same
+    number), because a bootstrap calls it thousands of times; the bins are those of :func:`reliability_bins`.
+    """
+    y, p = _check(y, prob)
+    _, sum_p, sum_y, _ = _bin_sums(y, p, n_bins)
+    return float(np.abs(sum_y - sum_p).sum() / y.size)
+
+
+def brier_score(y, prob) -> float:
+    """Mean squared error of the malignant probability (:func:`sklearn.metrics.brier_score_loss`)."""
+    y, p = _check(y, prob)
+    return float(brier_score_loss(y, p, pos_label=1))
+
+
+def calibration_metrics(y, prob, n_bins: int = DEFAULT_BINS) -> dict:
+    """``ece``, ``brier``, ``n_bins`` and the reliability ``bins`` of one set of predictions."""
+    return dict(
+        ece=expected_calibration_error(y, prob, n_bins),
+        brier=brier_score(y, prob),
+        n_bins=int(n_bins),
+        binning="equal-width",
+        bins=reliability_bins(y, prob, n_bins),
+    )
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    """Mean binary cross-entropy of ``sigmoid(logits / T)``; ``logaddexp`` keeps it finite for large logits."""
+    z = logits / temperature
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_temperature(y, prob=None, *, logits=None) -> dict:
+    """Fit the temperature ``T`` that minimises the negative log-likelihood of ``sigmoid(logit / T)``.
+
+    Give the *validation* predictions, as probabilities ``prob`` or as raw
+    ``logits``. Fitting on the test set would make its calibration look better
+    than it is, exactly like choosing a threshold on it.
+
+    Returns ``temperature``, ``nll_before`` (at T = 1), ``nll_after``, ``n``, and
+    a ``warning`` when ``T`` ends at the edge of its range (separable or too few
+    validation predictions: the fit then means nothing).
+    One parameter on a 1-D bounded interval: scipy's bounded Brent search
+    (:func:`scipy.optimize.minimize_scalar`) on ``log T`` is exact enough and
+    deterministic.
+    """
+    if (prob is None) == (logits is None):
+        raise ValueError("give either prob or logits")
+    z = np.asarray(logits, dtype=np.float64).reshape(-1) if logits is not None else to_logits(_check(y, prob)[1])
+    y = np.asarray(y).reshape(-1).astype(np.float64)
+    if z.shape != y.shape:
+        raise ValueError(f"y has {y.size} values but there are {z.size} predictions")
+    if len(np.unique(y)) < 2:
+        raise ValueError("fitting a temperature needs both benign and malignant examples")
+    lo, hi = np.log(T_BOUNDS)
+    res = minimize_scalar(lambda log_t: _nll(z, y, float(np.exp(log_t))), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    t = float(np.exp(res.x))
+    out = dict(temperature=t, nll_before=_nll(z, y, 1.0), nll_after=_nll(z, y, t), n=int(y.size))
+    if not T_BOUNDS[0] * 1.01 < t < T_BOUNDS[1] / 1.01:
+        out["warning"] = (f"the temperature reached the end of the search range {T_BOUNDS}: the validation "
+                          "predictions are perfectly separated or too few; do not trust this temperature")
+    return out
