@@ -22,11 +22,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        _usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# The process umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _usual_mode(tmp) -> None:
+    # mkstemp creates files readable by their owner only (0600); an output file should
+    # get the permissions a plain open() would give it (0666 minus the umask).
+    os.chmod(tmp, 0o666 & ~_UMASK)
 
 
 def write_json(path: str | Path, obj) -> Path:
@@ -48,4 +60,5 @@ def temp_path_for(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    _usual_mode(tmp)
     return Path(tmp)

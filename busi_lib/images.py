@@ -36,9 +36,10 @@ from .errors import BusiDataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# Larger scans than this are refused rather than decoded: 16k x 16k is far beyond
-# any ultrasound frame, and decoding it would take gigabytes of memory.
-MAX_PIXELS = 16_384 * 16_384
+# Larger scans than this are refused rather than decoded: PIL's own decompression-bomb
+# guard (about 89 Mpx, e.g. 9459 x 9459) is far beyond any ultrasound frame, and decoding
+# more would take gigabytes of memory.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 def _open(path: Path) -> Image.Image:
@@ -61,7 +62,9 @@ def _open(path: Path) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise BusiDataError(path, "not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BusiDataError(path, f"image is larger than the {MAX_PIXELS} pixel limit ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BusiDataError(path, f"unreadable or truncated image ({e})") from None
     return img
 

@@ -7,10 +7,21 @@ options and the notebooks' parameters). :func:`train` does the whole run:
 2. build the fastai ``DataLoaders`` and ``Learner`` (``vision_learner`` for the
    transfer classifiers, ``Learner`` around the model otherwise);
 3. ``fit_one_cycle`` (``fine_tune`` when the body is pretrained) with an epoch
-   log (``epochs.csv``), best-model saving and optional early stopping;
+   log (``epochs.csv``), best-model saving, optional early stopping and a
+   checkpoint after every epoch (``checkpoints/resume.pt``);
 4. predict the validation and test parts, choose the malignancy threshold on
    *validation* only (Youden's J), compute every metric on both parts;
 5. write ``metrics.json`` and the model folder (:mod:`busi_lib.saving`).
+
+Interrupted runs (Ctrl-C, a Colab disconnect, a killed job) continue with
+``TrainConfig(resume=True)`` / ``busi train ... --resume``: the checkpoint of the
+last finished epoch holds the weights, the optimizer, every random number
+generator (Python, NumPy, torch, the data loaders' shuffling), the trackers'
+best values and the epoch log. With the same settings the resumed run ends with
+the same weights and metrics as an uninterrupted one (bit-identical on a CPU,
+``tests/test_resume.py``); how is in :mod:`busi_lib.checkpoints`. The checkpoint
+(weights plus optimizer state, about three times the model) is kept after the
+run so that ``resume`` on a finished run only re-evaluates it.
 """
 
 from __future__ import annotations
@@ -25,15 +36,15 @@ import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, l
 import numpy as np
 import pandas as pd
 import torch
-from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
 from fastai.torch_core import set_seed
 
+from .checkpoints import EpochCheckpoint, EpochLog, ResumeEpochs, checkpoint_path, read_checkpoint, run_identity
 from .data import dataset_fingerprint, load_dataset
-from .files import write_json
-from .loaders import make_dataloaders
+from .files import atomic_write_bytes, write_json
+from .loaders import AugmentEpoch, make_dataloaders
 from .losses import loss_for
 from .metrics import (
     best_threshold,
@@ -79,6 +90,7 @@ class TrainConfig:
     tta: bool = False  # also report metrics with flip test-time augmentation
     num_workers: int = 0
     cache_dir: str | None = None
+    resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
     extra: dict = field(default_factory=dict)
 
     @property
@@ -167,7 +179,8 @@ def build_learner(dls, cfg: TrainConfig) -> Learner:
     pos_w = dls.pos_weight
     loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
     opt = {"adam": Adam, "sgd": SGD}[cfg.optimizer.lower()]
-    kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints")
+    kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints",
+              cbs=[AugmentEpoch()])
     pretrained = cfg.uses_pretrained
     if cfg.task == "classify" and cfg.arch != "custom_cnn":
         arch = torchvision_arch(cfg.arch)
@@ -261,32 +274,74 @@ class TrainResult:
     split: pd.DataFrame
 
 
-def fit(learn: Learner, cfg: TrainConfig) -> None:
-    """fastai's one-cycle schedule (``fine_tune`` for a pretrained body), with logging and best-model saving."""
-    cbs = [CSVLogger(fname="epochs.csv"), SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
+def fine_tunes(cfg: TrainConfig) -> bool:
+    """Whether a run fine-tunes a pretrained classifier body (fastai's ``fine_tune``) instead of training end to end."""
+    return cfg.uses_pretrained and cfg.task == "classify" and cfg.arch != "custom_cnn"
+
+
+def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
+    """The ``fit_one_cycle`` calls of a run, as ``(learner method to call first, epochs, arguments)``.
+
+    One call, or the two of fastai's ``Learner.fine_tune`` with its defaults (one
+    frozen epoch; then half the rate, discriminative rates down to 1/100,
+    ``pct_start=0.3``, ``div=5``), spelled out so that a resumed run can start in
+    the second.
+    """
+    if fine_tunes(cfg):
+        return [
+            ("freeze", 1, dict(lr_max=slice(lr), pct_start=0.99)),
+            ("unfreeze", cfg.epochs, dict(lr_max=slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0)),
+        ]
+    return [(None, cfg.epochs, dict(lr_max=lr))]
+
+
+def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
+    """Train with fastai's one-cycle schedule (``fine_tune`` for a pretrained body).
+
+    Logs every epoch to ``epochs.csv``, keeps the best model by ``cfg.monitor``,
+    stops early after ``cfg.patience`` epochs without improvement, and writes a
+    checkpoint after every epoch; with ``cfg.resume`` it continues from that
+    checkpoint. ``cbs`` are extra fastai callbacks for this run.
+    """
+    path = checkpoint_path(learn)
+    identity = run_identity(learn, asdict(cfg))
+    ckpt = read_checkpoint(path, identity) if cfg.resume else None
+    log = EpochLog(fname="epochs.csv")
+    tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
-        cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
-    lr = cfg.lr
+        tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
     quiet = (learn.no_bar(), learn.no_logging()) if not cfg.progress else (nullcontext(), nullcontext())
     with quiet[0], quiet[1]:
+        lr = ckpt["lr"] if ckpt else cfg.lr  # a resumed run keeps the rate lr_find chose before
         if lr is None:
             lr = float(learn.lr_find(show_plot=False).valley)
+        if cfg.lr is None:
             cfg.extra["lr_found"] = lr
-        if cfg.uses_pretrained and cfg.task == "classify" and cfg.arch != "custom_cnn":
-            learn.fine_tune(cfg.epochs, base_lr=lr, freeze_epochs=1, cbs=cbs)
-        else:
-            learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
+        for stage, (method, epochs, kwargs) in enumerate(stages(cfg, lr)):
+            if ckpt and stage < ckpt["stage"]:
+                continue  # finished before the interruption
+            if method:
+                getattr(learn, method)()
+            run_cbs = [*tracking, EpochCheckpoint(path, stage, lr, identity), *(cbs or [])]
+            log.append = bool(ckpt) and stage == ckpt["stage"]
+            if log.append:
+                atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())  # drop a half epoch's row
+                run_cbs.append(ResumeEpochs(ckpt))
+            learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``."""
+def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
+    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``.
+
+    ``cbs``: extra fastai callbacks for the fit. ``cfg.resume``: continue an interrupted run (module doc).
+    """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed, reproducible=True)
     df, split, dls = prepare_data(cfg)
     learn = build_learner(dls, cfg)
     t0 = time.time()
-    fit(learn, cfg)
+    fit(learn, cfg, cbs)
     train_seconds = time.time() - t0
     metrics = evaluate_learner(learn, dls, cfg)
     metrics.update(

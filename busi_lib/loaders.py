@@ -13,6 +13,11 @@ tensor (B,) (1 = malignant) and ``mask`` a float tensor (B, 1, S, S) in {0, 1}.
 
 The scans are decoded and resized once (:mod:`busi_lib.cache`); each epoch only
 runs the albumentations pipeline (:mod:`busi_lib.transforms`) on small arrays.
+Augmentation is reproducible: while training, :class:`AugmentEpoch` tells the
+training set which epoch runs, and the augmentation of scan ``i`` in epoch ``e``
+is drawn from ``(seed, e, i)`` alone (:func:`busi_lib.transforms.seed_transforms`),
+whatever ran before, in which worker process, or whether the run was resumed.
+
 The data sets are plain PyTorch datasets wrapped in fastai's ``DataLoader``,
 which gives fastai's device handling, shuffling and ``Learner`` integration;
 :class:`BusiDataLoaders` adds a ``show_batch`` that draws masks over scans for
@@ -26,13 +31,14 @@ import random
 import numpy as np
 import pandas as pd
 import torch
+from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 
 from .cache import cached_arrays
 from .data import pos_weight
 from .splits import apply_split
-from .transforms import build_transforms
+from .transforms import build_transforms, seed_transforms
 
 KINDS = ("classify", "segment", "multitask")
 
@@ -51,18 +57,25 @@ class BusiDataset(torch.utils.data.Dataset):
 
     n_inp = 1  # fastai: the first element of a batch is the input, the rest are targets
 
-    def __init__(self, images, masks, targets, kind: str = "classify", tfms=None, image_ids=None):
+    def __init__(self, images, masks, targets, kind: str = "classify", tfms=None, image_ids=None, seed=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.images, self.masks, self.kind = images, masks, kind
         self.targets = np.asarray(targets, dtype=np.float32)
         self.tfms = tfms or build_transforms("none")
         self.image_ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
+        self.seed, self.epoch = seed, None
+
+    def set_epoch(self, epoch: int | None) -> None:
+        """Draw the augmentation of scan ``i`` from ``(seed, epoch, i)`` (None: from the pipeline's running state)."""
+        self.epoch = epoch
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
+        if self.epoch is not None and self.seed is not None:
+            seed_transforms(self.tfms, self.seed, self.epoch, i)
         out = self.tfms(image=self.images[i], mask=self.masks[i])
         x = out["image"]
         y = torch.tensor(self.targets[i])
@@ -92,10 +105,22 @@ class BusiDataLoaders(DataLoaders):
         return show_samples(x, labels=y, masks=m, ncols=ncols, **kwargs)
 
 
+class AugmentEpoch(Callback):
+    """fastai callback: before each training epoch, tell the training set which epoch it is (see the module doc).
+
+    :func:`busi_lib.learners.build_learner` adds it to every learner it makes.
+    """
+
+    def before_train(self):
+        ds = getattr(self.dls.train, "dataset", None)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.epoch)
+
+
 def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None):
     """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``)."""
     images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
-    return BusiDataset(images, masks, df["target"], kind, build_transforms(augment, seed), df["image_id"])
+    return BusiDataset(images, masks, df["target"], kind, build_transforms(augment, seed), df["image_id"], seed)
 
 
 def make_dataloaders(

@@ -21,8 +21,11 @@ the gray channel is repeated and normalised with ImageNet's mean and std.
 
 from __future__ import annotations
 
+import random
+
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,7 +74,25 @@ def build_transforms(augment: str = "default", seed: int | None = None) -> A.Com
     if augment != "none":
         tfms += _geometry() + _intensity(strong=augment == "strong")
     tfms += [A.ToRGB(p=1.0), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
-    return A.Compose(tfms, seed=seed)
+    compose = A.Compose(tfms, seed=seed)
+    return compose if seed is None else seed_transforms(compose, seed)
+
+
+def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
+    """Make the next random draws of ``tfms`` a function of the integers ``key`` only.
+
+    The training set calls it with ``(seed, epoch, index)`` before each scan
+    (:class:`busi_lib.loaders.BusiDataset`), so the augmentation of a scan does
+    not depend on what ran before it: a resumed run, or one with worker
+    processes, sees exactly the scans an uninterrupted single-process run saw.
+
+    All transforms share one generator. ``Compose.set_random_seed`` would give
+    each transform its own generator with the *same* seed, so their first draws
+    would be equal (a flip would always come with a brightness change).
+    """
+    np_seq, py_seq = np.random.SeedSequence([int(k) for k in key]).spawn(2)  # independent streams
+    tfms.set_random_state(np.random.default_rng(np_seq), random.Random(int(py_seq.generate_state(1, np.uint64)[0])))
+    return tfms
 
 
 def denormalize(x):
