@@ -22,7 +22,7 @@ PROFILES: dict[str, dict] = {
         transformer="vit_tiny_patch16_224", max_images=48, augment="default",
     ),
     "cpu": dict(
-        image_size=128, epochs=8, batch_size=16, lr=2e-3, pretrained=False, encoder="resnet34",
+        image_size=128, epochs=6, batch_size=16, lr=2e-3, pretrained=False, encoder="resnet18",
         transformer="vit_tiny_patch16_224", max_images=None, augment="default",
     ),
     "gpu": dict(
@@ -39,7 +39,8 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
         "resnet50": dict(image_size=96),
         "vgg16_bn": dict(image_size=64),
         "transformer": dict(image_size=64),
-        "fcn": dict(image_size=96),
+        "unet": dict(image_size=96),
+        "fcn": dict(image_size=64),
     },
     "gpu": {"transformer": dict(image_size=224)},
 }
