@@ -8,7 +8,10 @@
     busi data verify    --data DIR
     busi data split     --data DIR --out CSV [--folds K] [--seed S]
     busi train          --arch NAME --data DIR --out DIR [options]
-    busi evaluate       --model DIR --data DIR [--split CSV] --out DIR
+    busi evaluate       --model DIR --data DIR [--labels CSV] [--split CSV --part test] --out DIR
+    busi calibrate      --model DIR --data DIR [--split CSV]
+    busi predict        --model DIR IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--batch-size N]
+    busi predict        --model DIR --benchmark [--batch-size N]
 
 ``--data`` defaults to ``$BUSI_DATA_DIR``, and without it to a synthetic BUSI
 generated once into the cache folder (so every command runs on a fresh machine). Bad input ends with one line naming
@@ -155,6 +158,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=None, help="train on a stratified subset (quick runs)")
     p.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last finished epoch (same options)")
 
 
 def cmd_train(args) -> int:
@@ -183,30 +188,134 @@ def _print_metrics(m: dict) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import load_dataset
-    from .learners import predict_loader, score_predictions
-    from .loaders import make_dataset
-    from .saving import load_model
-    from .splits import apply_split, load_split
+    """``busi evaluate``: score a saved model on a folder it never saw (see :mod:`busi_lib.external`)."""
+    from .external import evaluate_model
 
-    model, config = load_model(args.model)
-    df = load_dataset(_need_data(args.data))
-    if args.split:
-        df = apply_split(df, load_split(args.split, df))
-        df = df[df["split"] == args.part].reset_index(drop=True)
-    ds = make_dataset(df, config["image_size"], config["task"])
-    from fastai.data.load import DataLoader
+    ev = evaluate_model(
+        args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
+        split=args.split, part=args.part, out=args.out, tta=args.tta, n_boot=args.n_boot, seed=args.seed,
+        n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    _print_evaluation(ev.metrics)
+    print(f"report: {Path(args.out) / 'report.md'}  (every number: evaluation.json, every image: predictions.csv)")
+    return 0
 
-    pred = predict_loader(model, DataLoader(ds, bs=args.batch_size), config["task"])
-    metrics = score_predictions(pred, config.get("threshold", 0.5))
-    metrics.update(model=str(args.model), data=str(args.data), n_images=len(df), threshold=config.get("threshold"))
-    from .files import write_json
 
-    write_json(Path(args.out) / "evaluation.json", metrics)
-    for kind in ("classification", "segmentation"):
-        if kind in metrics:
-            print(kind, "  ".join(f"{k}={v:.3f}" for k, v in metrics[kind].items() if isinstance(v, float)))
-    print(f"written to {Path(args.out) / 'evaluation.json'}")
+def _print_evaluation(m: dict) -> None:
+    def line(title, values, cis, keys):
+        parts = [f"{k}={values[k]:.3f} [{cis[k][0]:.3f}, {cis[k][1]:.3f}]" for k in keys if k in values]
+        print(f"{title}: " + "  ".join(parts))
+
+    n_pat = f", {m['n_patients']} patients" if m.get("n_patients") else ""
+    print(f"{m['data']}: {m['n_images']} images{n_pat}; 95% CIs resample {m['bootstrap']['unit']}s")
+    for note in m.get("notes", []):
+        print(f"  note: {note}")
+    for s in m.get("skipped", []):
+        print(f"  skipped {s['file']}: {s['reason']}")
+    keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")
+    if "classification" in m:
+        line(f"classification (threshold {m['threshold']:.3f}, saved with the model)", m["classification"],
+             m["classification_ci"], keys)
+        if "patient" in m:
+            line("per patient", m["patient"]["classification"], m["patient"]["classification_ci"], keys)
+        if "optimistic" in m:
+            o = m["optimistic"]
+            print(f"optimistic (threshold {o['threshold']:.3f} chosen on this data): "
+                  + "  ".join(f"{k}={o['classification'][k]:.3f}" for k in keys[1:]))
+        cal = m["calibration"]
+        after = cal["after"]
+        print(f"calibration ({cal['n_bins']} equal-width bins): ECE {cal['before']['ece']:.3f}, "
+              f"Brier {cal['before']['brier']:.3f}"
+              + (f"; after temperature {after['temperature']:.2f}: ECE {after['ece']:.3f}, Brier {after['brier']:.3f}"
+                 if after else ""))
+    if "segmentation" in m:
+        line("segmentation", m["segmentation"], m["segmentation_ci"], ("dice_pooled", "iou_pooled", "dice_per_image"))
+
+
+def cmd_calibrate(args) -> int:
+    """``busi calibrate``: fit the model's temperature on the validation part of its split, save it in config.json."""
+    from .external import fit_model_temperature
+
+    split = Path(args.split) if args.split else Path(args.model).resolve().parent / "split.csv"
+    if not split.is_file():
+        raise BusiDataError(split, "split file not found (give the training run's split.csv with --split)")
+    fit = fit_model_temperature(args.model, _need_data(args.data), split, part=args.part, n_bins=args.n_bins,
+                                batch_size=args.batch_size, progress=not args.quiet)
+    print(f"temperature {fit['temperature']:.3f} fitted on the '{args.part}' part ({fit['n']} images): "
+          f"NLL {fit['nll_before']:.3f} -> {fit['nll_after']:.3f}, ECE ({args.n_bins} bins) "
+          f"{fit['ece_before']:.3f} -> {fit['ece_after']:.3f}")
+    if "warning" in fit:
+        print(f"busi calibrate: warning: {fit['warning']}", file=sys.stderr)
+    print(f"saved in {Path(args.model) / 'config.json'}; `busi evaluate` now reports calibration before and after")
+    return 0
+
+
+# ------------------------------------------------------------------- predict
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def cmd_predict(args) -> int:
+    """Exit status: 0 all scans predicted; 1 some files unreadable, the others done; 2 nothing predicted."""
+    from .predict import best_device, measure_speed, predict_folder
+
+    if args.benchmark:
+        from .saving import load_model
+
+        model, config = load_model(args.model, device=best_device())
+        s = measure_speed(model, config, batch_size=args.batch_size)
+        print(f"{s['arch']} ({s['encoder']}) at {s['image_size']} px on {s['device']}, {s['threads']} threads: "
+              f"{s['images_per_s_batch']} images/s in batches of {s['batch_size']}, "
+              f"{s['images_per_s_single']} images/s one at a time")
+        return 0
+    if not args.inputs or not args.out:
+        raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
+    rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
+                         batch_size=args.batch_size)
+    for _, row in rep.failed.iterrows():
+        print(f"busi predict: skipped {row['file']}: {row['error']}", file=sys.stderr)
+    print(f"{len(rep.done)} scans predicted, {len(rep.failed)} unreadable; results in {rep.csv}")
+    if rep.failed.empty:
+        return 0
+    return 1 if len(rep.done) else 2
+
+
+# --------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    if args.speed:
+        from .speed import run_speed
+
+        run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile)
+        return 0
+    from .bench import run_bench
+
+    folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
+    k = 5 if args.protocol == "cv5" else 1
+    if args.protocol == "holdout":
+        raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder)
+    res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
+                    seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
+    print(f"results in {Path(args.out) / 'results.json'} and {Path(args.out) / 'RESULTS.md'} "
+          f"({res['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+# ----------------------------------------------------------------- notebooks
+def cmd_notebooks(args) -> int:
+    from .runner import NotebookFailed, parse_value, run_notebooks
+
+    params = {name: parse_value(value) for name, value in (args.param or [])}
+    try:
+        res = run_notebooks(args.profile, data=args.data, out=args.out, params=params, only=args.only,
+                            cell_timeout=args.cell_timeout)
+    except NotebookFailed as e:
+        print(f"busi notebooks: {e}", file=sys.stderr)
+        return 1
+    print(f"summary: {res.summary_csv} and {res.summary_md}")
     return 0
 
 
@@ -243,14 +352,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a saved model on a folder")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser("evaluate", help="score a saved model on a folder it never saw (external validation)")
+    p.add_argument("--model", required=True, help="saved model folder (the run's model/)")
     _data_arg(p)
+    p.add_argument("--labels", help="labels CSV (image path relative to --data, label; optional mask, patient_id); "
+                   "without it --data must have the BUSI layout")
+    p.add_argument("--column", nargs=2, action="append", metavar=("ROLE", "NAME"),
+                   help="the CSV column holding ROLE (image, label, mask, patient), if not a standard name")
     p.add_argument("--split", help="split CSV; with --part, score only that part")
     p.add_argument("--part", default="test")
     p.add_argument("--out", required=True)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--n-bins", type=int, default=10, help="equal-width calibration bins (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("calibrate", help="fit a probability temperature on the validation part; save it with the model")
+    p.add_argument("--model", required=True, help="saved model folder; its config.json gets 'temperature'")
+    _data_arg(p)
+    p.add_argument("--split", help="the training run's split CSV (default: split.csv beside the model folder)")
+    p.add_argument("--part", default="valid", help="the part to fit on (default: %(default)s; never the test part)")
+    p.add_argument("--n-bins", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_calibrate)
+    from .profiles import STUDY_MODELS
+
+    p = sub.add_parser("bench", help="cross-validate every model (or --speed: throughput figures)")
+    _data_arg(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--protocol", choices=["cv5", "holdout"], default="cv5")
+    p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), help="default: %(default)s")
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
+    p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--image-size", type=int, help="override the profile's image size")
+    p.add_argument("--encoder", help="override the profile's ResNet encoder")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--speed", action="store_true", help="measure training / inference throughput instead")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("notebooks", help="run every numbered notebook in order (papermill)")
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
+    p.add_argument("--data", help="BUSI folder for the notebooks (default: $BUSI_DATA_DIR, else a synthetic BUSI)")
+    p.add_argument("--out", help="folder for executed notebooks, outputs and summary (default: runs/notebooks)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter; VALUE is read like papermill's -p / -y (numbers, True, lists)")
+    p.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 05)")
+    p.add_argument("--cell-timeout", type=int, help="seconds per cell (default: 300 for smoke, 4 h otherwise)")
+    p.set_defaults(func=cmd_notebooks)
+    p = sub.add_parser("predict", help="probability, label, lesion mask, overlay (and Grad-CAM) for new scans")
+    p.add_argument("--model", required=True, help="a saved model folder (busi train's <out>/model)")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="scans, or folders walked for scans")
+    p.add_argument("--out", help="output folder (never an input folder)")
+    p.add_argument("--threshold", type=_probability, help="malignant when probability >= this (default: the model's)")
+    p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--benchmark", action="store_true", help="measure images per second instead (no inputs)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -100,6 +100,16 @@ def plot_lesion_sizes(df, ax=None):
     return ax.figure
 
 
+def plot_data_overview(df):
+    """Class balance, scan sizes and lesion sizes side by side: the first look at a BUSI folder."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    plot_class_balance(df, ax=axes[0])
+    plot_image_sizes(df, ax=axes[1])
+    plot_lesion_sizes(df, ax=axes[2])
+    fig.tight_layout()
+    return fig
+
+
 def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax=None, classes=("benign", "malignant"), title=None):
     """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction)."""
     ax = ax or plt.subplots(figsize=(3.6, 3))[1]
@@ -114,9 +124,13 @@ def plot_roc(y_true, prob, ax=None, label=None, point=None):
     from sklearn.metrics import roc_auc_score, roc_curve
 
     ax = ax or plt.subplots(figsize=(3.6, 3.4))[1]
-    fpr, tpr, _ = roc_curve(y_true, prob)
-    auc = roc_auc_score(y_true, prob)
-    ax.plot(fpr, tpr, label=f"{label + ' ' if label else ''}AUC = {auc:.3f}")
+    if len(np.unique(np.asarray(y_true))) < 2:
+        # a tiny test part (smoke runs) can hold one class only: the curve is undefined, say so
+        ax.plot([], [], label=f"{label + ': ' if label else ''}one class only, no ROC curve")
+    else:
+        fpr, tpr, _ = roc_curve(y_true, prob)
+        auc = roc_auc_score(y_true, prob)
+        ax.plot(fpr, tpr, label=f"{label + ' ' if label else ''}AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], ls="--", c="gray", lw=0.8)
     if point is not None:
         ax.plot(*point, "o", c="red", label="threshold")
@@ -130,7 +144,141 @@ def plot_training_curves(log, ax=None):
     ax = ax or plt.subplots(figsize=(5, 3.2))[1]
     for col in log.columns:
         if "loss" in col:
-            ax.plot(log["epoch"], log[col], marker=".", label=col)
+            # the per-task parts of a multitask loss are logged on the validation part
+            label = col if col in ("train_loss", "valid_loss") else f"{col} (validation)"
+            ax.plot(log["epoch"], log[col], marker=".", label=label)
     ax.set(title="Training curves", xlabel="epoch", ylabel="loss")
     ax.legend(fontsize=8)
+    return ax.figure
+
+
+# ---------------------------------------------------------------- results across models
+METRIC_LABELS = {
+    "accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity", "precision": "precision",
+    "f1": "F1", "auc": "AUC", "dice_pooled": "Dice (pooled)", "iou_pooled": "IoU (pooled)",
+    "dice_per_image": "Dice (per image)", "iou_per_image": "IoU (per image)",
+}
+
+
+def plot_metric_bars(table, metrics=("accuracy", "sensitivity", "specificity", "f1", "auc"), ax=None, title=None):
+    """Grouped bars: one group per metric, one bar per model (like the study's Figure 2).
+
+    ``table`` has a ``model`` column and one column per metric (a
+    :func:`busi_lib.study.collect_models` table); models without a metric get no bar.
+    """
+    import pandas as pd
+
+    metrics = [m for m in metrics if m in table.columns]
+    long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value").dropna()
+    long["metric"] = pd.Categorical(long["metric"].map(METRIC_LABELS), [METRIC_LABELS[m] for m in metrics])
+    ax = ax or plt.subplots(figsize=(max(5.0, 1.3 * len(metrics) + 0.4 * len(table)), 3.6))[1]
+    sns.barplot(data=long, x="metric", y="value", hue="model", ax=ax, palette="tab10")
+    ax.set(title=title or "Test metrics per model", xlabel="metric", ylabel="value on the test part", ylim=(0, 1.05))
+    ax.legend(title="model", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax.figure
+
+
+def plot_mask_grid(images, masks, preds: dict, titles=None, size: float = 2.2):
+    """Rows of scans: the scan with its true mask, then each model's predicted mask (like the study's Figure 3).
+
+    ``preds``: ``{model name: list of (H, W) masks}``, in the order of ``images``.
+    True masks are outlined in orange, predictions in cyan.
+    """
+    names = list(preds)
+    n, ncols = len(images), 1 + len(names)
+    fig, axes = plt.subplots(n, ncols, figsize=(ncols * size, n * size), squeeze=False)
+    for r in range(n):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.imshow(_as_gray(images[r]), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            draw_mask(ax, masks[r])
+            if c == 0:
+                ax.set_title("ground truth" if r == 0 else "", fontsize=9)
+                ax.set_ylabel(str(titles[r]) if titles is not None else f"scan {r + 1}", fontsize=8)
+            else:
+                draw_mask(ax, preds[names[c - 1]][r], color=PRED_COLOR, fill_alpha=0.25)
+                if r == 0:
+                    ax.set_title(names[c - 1], fontsize=9)
+    fig.suptitle("Lesion masks: truth (orange) and prediction (cyan)", fontsize=10)
+    fig.supxlabel("model", fontsize=9)
+    fig.supylabel("test scan", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_study_comparison(comparison, ax=None):
+    """This run's multitask metrics beside the study's (a :func:`busi_lib.study.multitask_vs_study` table)."""
+    long = comparison.assign(label=comparison["task"].str[:3] + ". " + comparison["metric"]).melt(
+        id_vars="label", value_vars=["this run", "study"], var_name="source", value_name="value"
+    )
+    ax = ax or plt.subplots(figsize=(7, 3.4))[1]
+    sns.barplot(data=long.dropna(), x="label", y="value", hue="source", ax=ax, palette=["tab:blue", "tab:gray"])
+    ax.set(title="Multitask UResNet: this run vs the study", xlabel="task and metric", ylabel="value", ylim=(0, 1.05))
+    ax.tick_params(axis="x", labelrotation=35)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def _shape_text(shape) -> str:
+    return " x ".join(str(s) for s in shape)
+
+
+def plot_multitask_diagram(shapes: dict, ax=None):
+    """A block diagram of the multitask UResNet from :func:`busi_lib.study.layer_shapes`.
+
+    Encoder stages go down the left column (resolution halves, channels grow),
+    decoder blocks come up the right column, dashed arrows are the skip
+    connections, and the classification head leaves from the deepest stage.
+    Every box shows the measured output shape (channels x height x width).
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    enc, dec = shapes["encoder"][1:], shapes["decoder"]  # encoder[0] is the input itself
+    n = len(enc)
+    ax = ax or plt.subplots(figsize=(9, 1.5 + 0.9 * n))[1]
+    w, h = 2.6, 0.55
+
+    def box(x, y, text, color):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=color, ec="black"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+    def arrow(p, q, style="-|>", ls="-", color="black"):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle=style, mutation_scale=10, linestyle=ls, color=color))
+
+    ys = [n - i for i in range(n)]  # stage 1 at the top
+    box(0, n + 1, f"input\n{_shape_text(shapes['input'])}", "#eeeeee")
+    arrow((0, n + 1 - h / 2), (0, ys[0] + h / 2))
+    for i, (y, s) in enumerate(zip(ys, enc)):
+        box(0, y, f"encoder stage {i + 1}\n{_shape_text(s)}", "#cfe2f3")
+        if i + 1 < n:
+            arrow((0, y - h / 2), (0, ys[i + 1] + h / 2))
+    # decoder block k upsamples and merges the skip from stage n-1-k (the last block has no skip)
+    dec_y = [ys[min(n - 2 - k, n - 1)] if n - 2 - k >= 0 else ys[0] + 1 for k in range(len(dec))]
+    prev = (0 + w / 2, ys[-1])
+    for k, (y, s) in enumerate(zip(dec_y, dec)):
+        box(5, y, f"decoder block {k + 1}\n{_shape_text(s)}", "#d9ead3")
+        arrow(prev, (5 - w / 2, y) if k == 0 else (5, y - h / 2))
+        prev = (5, y + h / 2)
+        skip = n - 2 - k
+        if skip >= 0:
+            arrow((0 + w / 2, ys[skip]), (5 - w / 2, y), ls="--", color="tab:gray")
+    seg_y = dec_y[-1] + 1
+    box(5, seg_y, f"segmentation head\nmask logits {_shape_text(shapes['segmentation'])}", "#fce5cd")
+    arrow(prev, (5, seg_y - h / 2))
+    if shapes.get("classification") is not None:
+        box(0, ys[-1] - 1.2, f"classification head (pool, linear)\nclass logit {_shape_text(shapes['classification'])}",
+            "#f4cccc")
+        arrow((0, ys[-1] - h / 2), (0, ys[-1] - 1.2 + h / 2))
+    ax.plot([], [], ls="--", color="tab:gray", label="skip connection")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(-2, 7)
+    ax.set_ylim(ys[-1] - 1.8, seg_y + 0.6)
+    ax.set_xticks([0, 5], ["encoder (shared)", "decoder (U-Net)"])
+    ax.set_yticks([])
+    ax.set(title=f"Multitask UResNet ({shapes.get('encoder_name', 'encoder')}): measured output shapes",
+           xlabel="path through the network", ylabel="resolution (high at the top)")
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
     return ax.figure

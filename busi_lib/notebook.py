@@ -1,0 +1,162 @@
+"""The first line of every lesson notebook: ``run = start("02_custom_cnn", profile=..., ...)``.
+
+:func:`start` decides where the data and the outputs are, says so in one line,
+and returns a small :class:`Run` that the notebook uses for everything that
+touches the disk:
+
+* ``run.data`` / ``run.is_real``: the BUSI folder (the ``data_dir`` parameter,
+  else ``$BUSI_DATA_DIR``, else a synthetic BUSI-like set generated once);
+* ``run.out``: this notebook's output folder, ``<out_dir>/<name>``, where
+  ``out_dir`` is the parameter, else ``$BUSI_RUNS_DIR``, else ``runs/notebooks``
+  at the repository root (``runs/`` is git-ignored);
+* ``run.config(arch, **overrides)``: a :class:`~busi_lib.learners.TrainConfig`
+  from the profile (:mod:`busi_lib.profiles`), writing into ``run.out/<arch>``;
+* ``run.save_metrics`` / ``run.save_figure`` / ``run.read_metrics``: JSON and PNG
+  files, the only way one notebook passes results to a later one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import atomic_write_bytes, write_json
+from .profiles import PROFILES, check_profile, settings_for
+
+# Measured or estimated whole-notebook run times, shown when a notebook starts.
+# smoke: measured with `busi notebooks --profile smoke` on the synthetic set, 2-core CPU, OMP_NUM_THREADS=1
+# (the real BUSI adds ~25 s to 01 the first time, while its table is built and cached).
+# cpu / gpu: estimates for the full BUSI (a 2-core CPU / one modern GPU); replace them with measured times.
+EXPECTED_TIME: dict[str, dict[str, str]] = {
+    "01_data_exploration": {"smoke": "~15 s", "cpu": "~1 min", "gpu": "~1 min"},
+    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~5 min", "gpu": "~2 min"},
+    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~20 min", "gpu": "~10 min"},
+    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~25 min", "gpu": "~10 min"},
+    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~10 min", "gpu": "~5 min"},
+    "06_results": {"smoke": "~15 s", "cpu": "~1 min", "gpu": "~1 min"},
+    "07_external_validation": {"smoke": "~40 s", "cpu": "~50 min", "gpu": "~15 min"},
+}
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_runs_dir() -> Path:
+    """``$BUSI_RUNS_DIR``, else ``runs/notebooks`` in the repository (or the working folder when installed)."""
+    env = os.environ.get("BUSI_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return root / "runs" / "notebooks"
+
+
+def profile_line(profile: str) -> str:
+    """One sentence saying what a profile trains, e.g. ``32 px, 1 epoch, 48 images, from scratch``."""
+    p = PROFILES[check_profile(profile)]
+    parts = [f"{p['image_size']} px", f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"]
+    parts.append(f"{p['max_images']} images" if p["max_images"] else "all images")
+    parts.append("ImageNet weights" if p["pretrained"] else "from scratch")
+    return ", ".join(parts)
+
+
+@dataclass
+class Run:
+    """Where one notebook run reads and writes; made by :func:`start`."""
+
+    name: str
+    profile: str
+    data: Path
+    is_real: bool
+    out: Path
+    seed: int = 42
+
+    @property
+    def root(self) -> Path:
+        """The folder holding every notebook's output folder."""
+        return self.out.parent
+
+    def config(self, arch: str, *, folder: str | None = None, **overrides):
+        """The ``TrainConfig`` of ``arch`` under this run's profile; ``None`` overrides keep the profile's value.
+
+        The model's files go to ``run.out/<folder or arch>``. Progress bars are
+        off in the smoke profile (tests read the output).
+        """
+        from .learners import TrainConfig
+
+        kw = settings_for(self.profile, arch, **overrides)
+        kw.setdefault("progress", self.profile != "smoke")
+        kw.update(data=str(self.data), out=str(self.out / (folder or arch)), seed=self.seed)
+        return TrainConfig(**kw)
+
+    def save_metrics(self, metrics: dict, name: str = "metrics.json") -> Path:
+        """Write ``metrics`` as JSON into ``run.out`` (atomically) and return the path."""
+        path = self.out / name
+        write_json(path, metrics)
+        return path
+
+    def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        """Save a matplotlib figure as ``run.out/<name>.png`` and return the path."""
+        import io
+
+        name = name if name.endswith(".png") else name + ".png"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        path = self.out / name
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def read_metrics(self, notebook: str, name: str = "metrics.json") -> dict:
+        """The metrics another notebook saved (``<root>/<notebook>/<name>``); a clear error if it has not run."""
+        path = self.root / notebook / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run notebook {notebook} first (same out_dir and profile)")
+        return json.loads(path.read_text())
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency; kept so 01 could run without it
+        pass
+
+
+def start(name: str, profile: str = "cpu", data_dir=None, out_dir=None, seed: int = 42, *, verbose: bool = True) -> Run:
+    """Set up a notebook run: data folder, output folder, seeds, quiet warnings; print what was chosen."""
+    from .data import resolve_data_dir
+
+    check_profile(profile)
+    try:  # another module of the library; optional so a notebook still starts without it
+        from .quiet import quiet_known_warnings
+    except ImportError:
+        quiet_known_warnings = None
+    if quiet_known_warnings is not None:
+        quiet_known_warnings()
+    data, is_real = resolve_data_dir(data_dir or None)
+    out = Path(out_dir).expanduser() if out_dir else default_runs_dir()
+    run = Run(name=name, profile=profile, data=Path(data), is_real=is_real, out=out / name, seed=int(seed))
+    run.out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(run.seed)
+    if verbose:
+        if is_real:
+            print(f"Data: the real BUSI at {run.data}")
+        else:
+            print(
+                f"Data: a synthetic BUSI-like set at {run.data} "
+                "(set data_dir or BUSI_DATA_DIR for the real one)"
+            )
+        expected = EXPECTED_TIME.get(name, {}).get(profile, "unknown")
+        print(f"Profile: {profile} ({profile_line(profile)}); expected run time {expected}")
+        print(f"Outputs: {run.out}")
+    write_json(
+        run.out / "run.json",
+        {"notebook": name, "profile": profile, "data": str(run.data), "is_real": is_real, "seed": run.seed},
+    )
+    return run
