@@ -22,6 +22,11 @@ The protocol
 
 A finished fold writes ``fold_result.json`` last (atomically); a rerun skips it,
 so an interrupted bench resumes where it stopped.
+
+Started by ``accelerate launch`` (:mod:`busi_lib.distributed`), every process
+trains each fold together with the others; the main process alone writes the
+split files, the predictions, ``fold_result.json``, ``results.json`` and
+``RESULTS.md``, and the others wait for it before they read any of them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .data import dataset_fingerprint, load_dataset
+from .distributed import barrier, is_main_process, main_process_result, start_processes
 from .duplicates import duplicate_groups
 from .files import atomic_write_bytes, write_json
 from .learners import subset
@@ -64,20 +70,36 @@ def folds_for(profile: str, arch: str, k: int) -> list[int]:
 # ----------------------------------------------------------------- one fold
 def run_fold(df, folds, fold: int, arch: str, profile: str, data, out: Path, seed: int, **overrides) -> dict:
     """Train one model on one fold and keep its per-scan test predictions."""
-    from .learners import TrainConfig, predict_loader, train
+    from .learners import TrainConfig, train
 
     fold_dir = out / arch / f"fold{fold}"
-    done = fold_dir / "fold_result.json"
-    if done.is_file():  # resume: a finished fold is never redone
-        return json.loads(done.read_text())
+    # resume: a finished fold is never redone (the main process decides, so that all processes skip the same folds)
+    finished = main_process_result(_finished_fold, fold_dir / "fold_result.json")
+    if finished is not None:
+        return finished
     split = cv_fold_split(df, folds, fold, seed=seed)
-    split_csv = save_split(split, fold_dir / "fold_split.csv")
+    split_csv = fold_dir / "fold_split.csv"
+    if is_main_process():
+        save_split(split, split_csv)
+    barrier()  # every process reads the split file next
     kw = settings_for(profile, arch, **overrides)
     cfg = TrainConfig(**kw, data=str(data), out=str(fold_dir), split=str(split_csv), seed=seed,
                       progress=profile != "smoke")
     t0 = time.time()
     res = train(cfg)
     seconds = time.time() - t0
+    # the main process predicts and writes; the others wait for its result (fold_result.json is then complete)
+    return main_process_result(_score_fold, res, cfg, arch, fold, out, fold_dir, seconds)
+
+
+def _finished_fold(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, seconds: float) -> dict:
+    """The per-scan test predictions of a trained fold, written with its ``fold_result.json``."""
+    from .learners import predict_loader
+
     threshold = float(res.metrics["threshold"])
     table = res.dls.tables["test"][["image_id", "dup_group", "label", "target"]].reset_index(drop=True)
     for suffix, tta in (("", False), ("_tta", True)):
@@ -105,7 +127,7 @@ def run_fold(df, folds, fold: int, arch: str, profile: str, data, out: Path, see
         "test_tta": score_table(table, "_tta"),
         "predictions": str(csv.relative_to(out)),
     }
-    write_json(done, result)  # written last: its presence means the fold is finished
+    write_json(fold_dir / "fold_result.json", result)  # written last: its presence means the fold is finished
     return result
 
 
@@ -193,11 +215,15 @@ def run_bench(
     """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``."""
     from .learners import environment
 
+    start_processes()  # with several processes: join them now, so that the barriers below wait for each other
+    if not is_main_process():
+        log = _silent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = subset(load_dataset(data), settings_for(profile, models[0], **overrides)["max_images"], seed)
     fold_table = kfold_split(df, k, seed)
-    save_split(fold_table, out / "folds.csv")
+    if is_main_process():
+        save_split(fold_table, out / "folds.csv")
     conflicts = duplicate_groups(df)
     conflicts = conflicts[conflicts["conflict"]]
     fold_of = dict(zip(fold_table["image_id"], fold_table["split"]))
@@ -212,7 +238,8 @@ def run_bench(
             r = run_fold(df, fold_table, f, arch, profile, data, out, seed, **overrides)
             log(f"[bench] {arch} fold {f + 1}: {_one_line(r['test'])}  ({r['seconds']:.0f} s)")
             results.append(r)
-        per_model[arch] = {"fold_results": results, **summarise_model(out, results, n_boot, seed)}
+        per_model[arch] = {"fold_results": results,
+                           **main_process_result(summarise_model, out, results, n_boot, seed)}
     results = {
         "protocol": {
             "name": f"{k}-fold cross-validation, stratified by class, grouped by near-duplicate group",
@@ -235,9 +262,15 @@ def run_bench(
         "wall_seconds": round(time.time() - t_start, 1),
         "environment": environment(),
     }
-    write_json(out / "results.json", results)
-    atomic_write_bytes(out / "RESULTS.md", results_markdown(results).encode())
+    if is_main_process():
+        write_json(out / "results.json", results)
+        atomic_write_bytes(out / "RESULTS.md", results_markdown(results).encode())
+    barrier()  # no process returns before the results are written
     return results
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of the processes other than the main one (which prints for all)."""
 
 
 def _is_real(df) -> bool:

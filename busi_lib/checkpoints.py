@@ -21,6 +21,12 @@ uninterrupted run would have done. The augmentation of a scan depends only on
 The file is read with ``torch.load(weights_only=True)``: plain tensors and
 numbers, never pickled code. A checkpoint from other settings or other data is
 refused with :class:`~busi_lib.errors.BusiDataError`.
+
+With several processes (:mod:`busi_lib.distributed`) only the main process
+writes the checkpoint and the epoch log; every process resumes from the same
+checkpoint. The weights are those of the model inside the
+``DistributedDataParallel`` wrapper, so a checkpoint written by several
+processes resumes in one and the other way round.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ import torch
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import TrackerCallback
+from fastai.distributed import DistributedDL
 from fastai.learner import Learner
-from fastai.torch_core import get_random_states, set_random_states, to_device
+from fastai.torch_core import get_model, get_random_states, rank_distrib, set_random_states, to_device
 from fastcore.foundation import L
 
 from .data import dataset_fingerprint
@@ -60,10 +67,12 @@ def run_identity(learn: Learner, settings: dict) -> dict:
 
 
 class EpochLog(CSVLogger):
-    """fastai's ``CSVLogger``, except that appending (a resumed run) does not write the header a second time."""
+    """fastai's ``CSVLogger``, except that appending (a resumed run) does not write the header a second time,
+    and that with several processes only the main one opens the file (fastai's opens it in every process)."""
 
     def before_fit(self):
-        if hasattr(self, "gather_preds"):
+        self.writing = not rank_distrib() and not hasattr(self, "gather_preds")
+        if not self.writing:
             return
         path = self.path / self.fname
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +81,10 @@ class EpochLog(CSVLogger):
         if not continuing:
             self.file.write(",".join(self.recorder.metric_names) + "\n")
         self.old_logger, self.learn.logger = self.logger, self._write_line
+
+    def after_fit(self):
+        if self.writing:
+            super().after_fit()
 
 
 def _plain(obj):
@@ -87,17 +100,22 @@ def _plain(obj):
     return obj
 
 
+def _loaders(dls) -> list:
+    # while several processes train, fastai's DistributedDL wraps each loader; the inner one shuffles
+    return [dl.dl if isinstance(dl, DistributedDL) else dl for dl in dls.loaders]
+
+
 def _rng_states(dls) -> dict:
     states = get_random_states()
     name, key, pos, has_gauss, gauss = states["numpy_state"]
     states["numpy_state"] = [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
-    states["loaders"] = [dl.rng.getstate() for dl in dls.loaders]  # each fastai DataLoader shuffles with its own
+    states["loaders"] = [dl.rng.getstate() for dl in _loaders(dls)]  # each fastai DataLoader shuffles with its own
     return states
 
 
 def _set_rng_states(states: dict, dls) -> None:
     states = dict(states)
-    for dl, st in zip(dls.loaders, states.pop("loaders")):
+    for dl, st in zip(_loaders(dls), states.pop("loaders")):
         dl.rng.setstate((st[0], tuple(st[1]), st[2]))
     name, key, pos, has_gauss, gauss = states["numpy_state"]
     states["numpy_state"] = (name, key.numpy().astype(np.uint32), pos, has_gauss, gauss)
@@ -106,7 +124,8 @@ def _set_rng_states(states: dict, dls) -> None:
 
 
 class EpochCheckpoint(Callback):
-    """After every finished epoch, write what a resumed run needs into one file, whole or not at all."""
+    """After every finished epoch, write what a resumed run needs into one file, whole or not at all
+    (the main process only: the others hold the same weights)."""
 
     order = 90  # after the Recorder, the CSV log and the trackers have taken the epoch into account
 
@@ -114,6 +133,8 @@ class EpochCheckpoint(Callback):
         self.path, self.stage, self.lr, self.identity = Path(path), stage, lr, identity
 
     def after_epoch(self):
+        if rank_distrib():
+            return
         log = next((cb for cb in self.learn.cbs if isinstance(cb, CSVLogger)), None)
         log_path = log.path / log.fname if log is not None else None
         state = dict(
@@ -122,7 +143,7 @@ class EpochCheckpoint(Callback):
             epoch=self.epoch,
             lr=self.lr,
             identity=self.identity,
-            model=self.learn.model.state_dict(),
+            model=get_model(self.learn.model).state_dict(),  # without a DistributedDataParallel wrapper
             opt=_plain(self.learn.opt.state_dict()),
             rng=_rng_states(self.dls),
             trackers=[dict(best=float(cb.best), wait=getattr(cb, "wait", 0)) for cb in _trackers(self.learn)],
@@ -201,7 +222,7 @@ class ResumeEpochs(Callback):
     def _restore(self):
         c, learn = self.ckpt, self.learn
         device = next(learn.model.parameters()).device
-        learn.model.load_state_dict(c["model"])
+        get_model(learn.model).load_state_dict(c["model"])
         opt = to_device(c["opt"], device)
         learn.opt.load_state_dict(dict(state=opt["state"], hypers=L(opt["hypers"])))
         for cb, saved in zip(_trackers(learn), c["trackers"]):

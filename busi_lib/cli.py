@@ -171,10 +171,13 @@ def cmd_train(args) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given.update(data=str(_need_data(args.data)), lr=args.lr or None, progress=not args.quiet)
     cfg = TrainConfig(**given)
+    from .distributed import is_main_process
+
     t0 = time.time()
     res = train(cfg)
-    _print_metrics(res.metrics)
-    print(f"done in {time.time() - t0:.0f} s; model and metrics in {res.out}")
+    if is_main_process():  # under `accelerate launch`, one report, not one per process
+        _print_metrics(res.metrics)
+        print(f"done in {time.time() - t0:.0f} s; model and metrics in {res.out}")
     return 0
 
 
@@ -299,8 +302,11 @@ def cmd_bench(args) -> int:
     overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder)
     res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
                     seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
-    print(f"results in {Path(args.out) / 'results.json'} and {Path(args.out) / 'RESULTS.md'} "
-          f"({res['wall_seconds'] / 60:.1f} min)")
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(f"results in {Path(args.out) / 'results.json'} and {Path(args.out) / 'RESULTS.md'} "
+              f"({res['wall_seconds'] / 60:.1f} min)")
     return 0
 
 

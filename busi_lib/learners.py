@@ -22,6 +22,13 @@ the same weights and metrics as an uninterrupted one (bit-identical on a CPU,
 ``tests/test_resume.py``); how is in :mod:`busi_lib.checkpoints`. The checkpoint
 (weights plus optimizer state, about three times the model) is kept after the
 run so that ``resume`` on a finished run only re-evaluates it.
+
+Several GPUs or machines: start the same command with ``accelerate launch``
+(:mod:`busi_lib.distributed`). Each process trains on its shard of every epoch
+(DDP); the main process alone writes ``split.csv``, ``epochs.csv``, the
+checkpoints, ``metrics.json`` and the model, and it alone runs the final
+evaluation, on the whole validation and test parts, after the fit; the others
+wait for its metrics.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from fastai.torch_core import set_seed
 
 from .checkpoints import EpochCheckpoint, EpochLog, ResumeEpochs, checkpoint_path, read_checkpoint, run_identity
 from .data import dataset_fingerprint, load_dataset
+from .distributed import distributed, is_main_process, main_process_result, n_processes, start_processes
+from .errors import BusiDataError
 from .files import atomic_write_bytes, write_json
 from .loaders import AugmentEpoch, make_dataloaders
 from .losses import loss_for
@@ -115,7 +124,7 @@ def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 
 def prepare_data(cfg: TrainConfig):
-    """Table, split and DataLoaders of a run; the split is saved to ``<out>/split.csv``."""
+    """Table, split and DataLoaders of a run; the split is saved to ``<out>/split.csv`` (by the main process)."""
     if cfg.data is None:
         raise ValueError("TrainConfig.data is not set: give a BUSI folder (or make a synthetic one)")
     df = subset(load_dataset(cfg.data, cache_dir=cfg.cache_dir), cfg.max_images, cfg.seed)
@@ -123,7 +132,8 @@ def prepare_data(cfg: TrainConfig):
         split = load_split(cfg.split, df)
     else:
         split = train_valid_test_split(df, cfg.valid_frac, cfg.test_frac, seed=cfg.seed)
-    save_split(split, Path(cfg.out) / "split.csv")
+    if is_main_process():
+        save_split(split, Path(cfg.out) / "split.csv")
     dls = make_dataloaders(
         df,
         split,
@@ -139,7 +149,8 @@ def prepare_data(cfg: TrainConfig):
 
 
 class LossPart(Metric):
-    """Shows one part of the multitask loss (``cls_loss`` or ``seg_loss``) on the validation set."""
+    """Shows one part of the multitask loss (``cls_loss`` or ``seg_loss``) on the validation set
+    (with several processes, the mean over them, as fastai's validation loss)."""
 
     def __init__(self, part: str):
         self.part = part
@@ -150,7 +161,8 @@ class LossPart(Metric):
 
     def accumulate(self, learn):
         bs = len(learn.xb[0])
-        self.total += float(learn.loss_func.last_parts[self.part]) * bs
+        part = learn.loss_func.last_parts[self.part]
+        self.total += float(learn.to_detach(part) if isinstance(part, torch.Tensor) else part) * bs
         self.count += bs
 
     @property
@@ -301,10 +313,14 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     Logs every epoch to ``epochs.csv``, keeps the best model by ``cfg.monitor``,
     stops early after ``cfg.patience`` epochs without improvement, and writes a
     checkpoint after every epoch; with ``cfg.resume`` it continues from that
-    checkpoint. ``cbs`` are extra fastai callbacks for this run.
+    checkpoint. ``cbs`` are extra fastai callbacks for this run. Started by
+    ``accelerate launch``, every process trains its shard (:mod:`busi_lib.distributed`).
     """
     path = checkpoint_path(learn)
     identity = run_identity(learn, asdict(cfg))
+    if cfg.resume and main_process_result(path.is_file) != path.is_file():
+        raise BusiDataError(path, "the main process and this one do not both see this checkpoint: with several "
+                            "machines, --out must be on a file system they all share")
     ckpt = read_checkpoint(path, identity) if cfg.resume else None
     log = EpochLog(fname="epochs.csv")
     tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
@@ -313,36 +329,54 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     quiet = (learn.no_bar(), learn.no_logging()) if not cfg.progress else (nullcontext(), nullcontext())
     with quiet[0], quiet[1]:
         lr = ckpt["lr"] if ckpt else cfg.lr  # a resumed run keeps the rate lr_find chose before
+        if lr is None and n_processes() > 1:
+            # fastai's LRFinder saves and reloads the weights in a temporary folder of each process, but only
+            # the main process writes: the others would wait for it forever or train from other weights.
+            raise ValueError("lr_find does not run across several processes: find the rate in one process "
+                             "(busi train --lr 0), then pass it with --lr")
         if lr is None:
             lr = float(learn.lr_find(show_plot=False).valley)
         if cfg.lr is None:
             cfg.extra["lr_found"] = lr
-        for stage, (method, epochs, kwargs) in enumerate(stages(cfg, lr)):
-            if ckpt and stage < ckpt["stage"]:
-                continue  # finished before the interruption
-            if method:
-                getattr(learn, method)()
-            run_cbs = [*tracking, EpochCheckpoint(path, stage, lr, identity), *(cbs or [])]
-            log.append = bool(ckpt) and stage == ckpt["stage"]
-            if log.append:
-                atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())  # drop a half epoch's row
-                run_cbs.append(ResumeEpochs(ckpt))
-            learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
+        with distributed(learn):
+            for stage, (method, epochs, kwargs) in enumerate(stages(cfg, lr)):
+                if ckpt and stage < ckpt["stage"]:
+                    continue  # finished before the interruption
+                if method:
+                    getattr(learn, method)()
+                run_cbs = [*tracking, EpochCheckpoint(path, stage, lr, identity), *(cbs or [])]
+                log.append = bool(ckpt) and stage == ckpt["stage"]
+                if log.append:
+                    if is_main_process():  # drop a half epoch's row
+                        atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())
+                    run_cbs.append(ResumeEpochs(ckpt))
+                learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
 
 
 def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``.
 
     ``cbs``: extra fastai callbacks for the fit. ``cfg.resume``: continue an interrupted run (module doc).
+    With several processes, each returns the main process's metrics.
     """
+    start_processes()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed, reproducible=True)
+    set_seed(cfg.seed, reproducible=True)  # the same seed in every process: the same initial weights
     df, split, dls = prepare_data(cfg)
     learn = build_learner(dls, cfg)
     t0 = time.time()
     fit(learn, cfg, cbs)
     train_seconds = time.time() - t0
+    # After the fit every process holds the same weights (the best epoch's, saved by the main process and
+    # loaded by all); the main process scores them on the whole, unsharded loaders and writes the files.
+    metrics = main_process_result(_evaluate_and_save, learn, dls, df, cfg, train_seconds)
+    return TrainResult(learn, metrics, out, dls, df, split)
+
+
+def _evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, train_seconds: float) -> dict:
+    """The end of :func:`train`: metrics on the validation and test parts, ``metrics.json`` and ``model/``."""
+    out = Path(cfg.out)
     metrics = evaluate_learner(learn, dls, cfg)
     metrics.update(
         settings=asdict(cfg),
@@ -367,7 +401,7 @@ def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
         seed=cfg.seed,
     )
     save_model(learn.model, config, out / "model", metrics=metrics)
-    return TrainResult(learn, metrics, out, dls, df, split)
+    return metrics
 
 
 def evaluate_learner(learn: Learner, dls, cfg: TrainConfig) -> dict:
