@@ -34,6 +34,7 @@ wait for its metrics.
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,7 @@ class TrainConfig:
     num_workers: int = 0
     cache_dir: str | None = None
     resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
+    keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -401,6 +403,8 @@ def _evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, 
         seed=cfg.seed,
     )
     save_model(learn.model, config, out / "model", metrics=metrics)
+    if not cfg.keep_checkpoints:  # model/ holds the result; resume.pt is ~3x the model (optimizer state)
+        shutil.rmtree(out / learn.model_dir, ignore_errors=True)
     return metrics
 
 

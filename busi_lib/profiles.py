@@ -19,15 +19,15 @@ from __future__ import annotations
 PROFILES: dict[str, dict] = {
     "smoke": dict(
         image_size=32, epochs=1, batch_size=8, lr=2e-3, pretrained=False, encoder="resnet18",
-        transformer="vit_tiny_patch16_224", max_images=48, augment="default",
+        transformer="vit_tiny_patch16_224", max_images=48, augment="default", keep_checkpoints=False,
     ),
     "cpu": dict(
         image_size=128, epochs=6, batch_size=16, lr=2e-3, pretrained=False, encoder="resnet18",
-        transformer="vit_tiny_patch16_224", max_images=None, augment="default",
+        transformer="vit_tiny_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
     ),
     "gpu": dict(
         image_size=256, epochs=40, batch_size=16, lr=1e-3, pretrained=True, encoder="resnet50",
-        transformer="vit_base_patch16_224", max_images=None, augment="default",
+        transformer="vit_base_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
     ),
 }
 
@@ -49,7 +49,8 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
 # "transformer" stands for the profile's vision transformer.
 STUDY_MODELS = ("custom_cnn", "resnet50", "vgg16_bn", "transformer", "unet", "uresnet", "fcn", "multitask")
 
-TRAIN_KEYS = ("image_size", "epochs", "batch_size", "lr", "pretrained", "encoder", "max_images", "augment")
+TRAIN_KEYS = ("image_size", "epochs", "batch_size", "lr", "pretrained", "encoder", "max_images", "augment",
+              "keep_checkpoints")
 
 
 def check_profile(profile: str) -> str:
