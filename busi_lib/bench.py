@@ -320,7 +320,7 @@ def results_markdown(r: dict) -> str:
         f"Data: {'the real BUSI' if data['is_real'] else 'a synthetic BUSI-like set'}, benign vs malignant, "
         f"{data['n_images']} scans ({', '.join(f'{k} {v}' for k, v in sorted(data['per_class'].items()))}); "
         f"fingerprint `{data['fingerprint'][:16]}`.",
-        f"Protocol: {p['name']}; seed {p['seed']}; profile `{p['profile']}`. {p['validation']}. "
+        f"Protocol: {p['name']}; seed {p['seed']}; profile `{p['profile']}`. Validation: {p['validation']}. "
         f"Intervals: {p['bootstrap']}.",
         f"Machine: {env['machine']}, {env['processor']}, {env['cpu_count']} threads, "
         f"GPU: {env['cuda'] or 'none'}; torch {env['torch']}, fastai {env['fastai']}. "

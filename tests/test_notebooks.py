@@ -33,10 +33,11 @@ FIGURES = {
     "04_unet_segmentation": {"metrics_bars", "mask_grid", "training_curves"},
     "05_multitask_uresnet": {"model_diagram", "training_curves", "confusion", "roc", "study_comparison"},
     "06_results": {"figure2_classification", "figure2_segmentation", "figure3_masks", "study_comparison"},
+    "07_external_validation": {"two_hospitals", "reliability", "roc_home_away"},
 }
 
 
-def test_the_six_lessons_exist():
+def test_the_seven_lessons_exist():
     assert set(FIGURES) <= set(IDS), f"missing notebooks: {set(FIGURES) - set(IDS)}"
 
 
