@@ -26,18 +26,17 @@ from pathlib import Path
 from .files import atomic_write_bytes, write_json
 from .profiles import PROFILES, check_profile, settings_for
 
-# Measured or estimated whole-notebook run times, shown when a notebook starts.
-# smoke: measured with `busi notebooks --profile smoke` on the synthetic set, 2-core CPU, OMP_NUM_THREADS=1
-# (the real BUSI adds ~25 s to 01 the first time, while its table is built and cached).
-# cpu / gpu: estimates for the full BUSI (a 2-core CPU / one modern GPU); replace them with measured times.
+# Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:
+# smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so
+# slower than alone). No GPU was available, so there is no gpu figure.
 EXPECTED_TIME: dict[str, dict[str, str]] = {
-    "01_data_exploration": {"smoke": "~15 s", "cpu": "~1 min", "gpu": "~1 min"},
-    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~5 min", "gpu": "~2 min"},
-    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~20 min", "gpu": "~10 min"},
-    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~25 min", "gpu": "~10 min"},
-    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~10 min", "gpu": "~5 min"},
-    "06_results": {"smoke": "~15 s", "cpu": "~1 min", "gpu": "~1 min"},
-    "07_external_validation": {"smoke": "~40 s", "cpu": "~50 min", "gpu": "~15 min"},
+    "01_data_exploration": {"smoke": "~15 s", "cpu": "~15 s", "gpu": "not measured (no GPU here)"},
+    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~9 min", "gpu": "not measured (no GPU here)"},
+    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~7 min", "gpu": "not measured (no GPU here)"},
+    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~21 min", "gpu": "not measured (no GPU here)"},
+    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~5.5 min", "gpu": "not measured (no GPU here)"},
+    "06_results": {"smoke": "~15 s", "cpu": "~30 s", "gpu": "not measured (no GPU here)"},
+    "07_external_validation": {"smoke": "~20 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
