@@ -422,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .quiet import quiet_known_warnings
+
+    quiet_known_warnings()  # the same narrow filters as the notebooks: no library warning a user cannot act on
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
