@@ -431,6 +431,11 @@ def main(argv=None) -> int:
     except BusiDataError as e:
         print(f"busi: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if "torch.distributed" in sys.modules:  # only a command that imported torch can have joined a process group
+            from .distributed import stop_processes  # heavy (torch, fastai): not imported for `busi --help`
+
+            stop_processes()  # under accelerate launch / torchrun: leave the process group before exiting
 
 
 if __name__ == "__main__":

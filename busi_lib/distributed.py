@@ -31,7 +31,7 @@ from fastai.distributed import DistributedTrainer as FastaiDistributedTrainer
 from fastai.torch_core import distrib_barrier, num_distrib, rank_distrib
 
 __all__ = ["DistributedTrainer", "barrier", "distributed", "is_main_process", "main_process_result",
-           "n_processes", "start_processes"]
+           "n_processes", "start_processes", "stop_processes"]
 
 
 def n_processes() -> int:
@@ -67,6 +67,25 @@ def start_processes() -> None:
     _started = True
     print(f"process {state.process_index + 1} of {state.num_processes} "
           f"(rank {state.process_index}, {state.backend} on {state.device})", flush=True)
+
+
+def stop_processes() -> None:
+    """Leave the process group cleanly at the end of a run (no-op in a single process).
+
+    Every process first waits for the others, so none tears down a connection
+    another still uses; then the group is destroyed, which joins gloo's and the
+    rendezvous store's threads. A process that exits with the group still up can
+    abort in C++ ("terminate called without an active exception", SIGABRT) after
+    its work is done, and the launcher then reports a finished run as failed.
+    """
+    global _started
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+        _started = False
 
 
 def main_process_result(fn, *args, **kwargs):

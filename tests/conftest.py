@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,15 @@ def folder_checksums(root: Path) -> dict[str, str]:
 def checksums():
     """The :func:`folder_checksums` function, for tests that prove a folder was left alone."""
     return folder_checksums
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Path:
+    """A temporary folder for one test module, deleted when its tests are done (trained models are big:
+    pytest would otherwise keep every module's folders until the session ends)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,8 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("bad") / "model", size=32)
+def model(module_tmp) -> Path:
+    return tiny_model(module_tmp / "model", size=32)
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,11 @@ def test_sixteen_bit_png_reads_as_its_high_byte(loaded, tmp_path):
     p16 = _png(tmp_path / "16.png", gray.astype(np.uint16) * 257 + noise)
     assert Image.open(p16).mode.startswith("I")
     assert np.array_equal(read_image(p16), gray)
+    # The property itself is the equality of the two inputs above. The two predictions share one batch, and CPU
+    # kernels (oneDNN with AVX-512) may round batch rows differently, so outputs agree to float32 precision only.
     a, b = predict_arrays(model, config, [read_image(p16), gray])
-    assert a.probability == b.probability and np.array_equal(a.mask, b.mask)
+    assert a.probability == pytest.approx(b.probability, abs=1e-5)
+    assert (a.mask != b.mask).mean() <= 1e-3  # a pixel whose probability sits within 1e-6 of 0.5 may flip
 
 
 def test_a_mask_that_is_not_binary_follows_the_documented_rule(tmp_path, synthetic_dir):

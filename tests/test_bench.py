@@ -14,8 +14,8 @@ from busi_lib.splits import cv_fold_split, groups_straddling, kfold_split
 
 
 @pytest.fixture(scope="module")
-def bench(synthetic_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
+def bench(synthetic_dir, module_tmp):
+    out = module_tmp / "bench"
     res = run_bench(synthetic_dir, out, models=["custom_cnn", "multitask"], profile="smoke", n_boot=100,
                     log=lambda *_: None)
     return out, res

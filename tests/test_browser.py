@@ -81,8 +81,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jupyterlab")
+def workdir(module_tmp) -> Path:
+    (module_tmp / "jupyterlab").mkdir()
+    return module_tmp / "jupyterlab"
 
 
 @pytest.fixture(scope="module")

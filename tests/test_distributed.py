@@ -58,13 +58,14 @@ def _files(folder: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_synthetic_busi(tmp_path_factory.mktemp("ddp") / "busi", n_per_class=20, seed=1)
+def data(module_tmp) -> Path:
+    return make_synthetic_busi(module_tmp / "busi", n_per_class=20, seed=1)
 
 
 @pytest.fixture(scope="module")
-def run(data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp_run")
+def run(data, module_tmp):
+    root = module_tmp / "ddp_run"
+    root.mkdir()
     # a large validation part (11 scans: one process gets 6, the other 5 and a copy fastai pads with, which the
     # gathered metrics must leave out), so that the whole part and one process's shard score differently
     split_csv = save_split(train_valid_test_split(load_dataset(data), 0.3, 0.15, seed=2), root / "split_in.csv")

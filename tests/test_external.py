@@ -41,13 +41,13 @@ N_B = 10  # scans per class in the second hospital
 
 
 @pytest.fixture(scope="module")
-def run(synthetic_dir, tmp_path_factory):
+def run(synthetic_dir, module_tmp):
     """A multitask model trained briefly on the reference synthetic set."""
     from busi_lib.learners import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("run")
+    out = module_tmp / "run"
     cfg = TrainConfig(arch="multitask", encoder="resnet18", data=str(synthetic_dir), out=str(out), image_size=32,
-                      epochs=1, batch_size=8, pretrained=False, progress=False, seed=1)
+                      epochs=1, batch_size=8, pretrained=False, progress=False, seed=1, keep_checkpoints=False)
     train(cfg)
     return out
 

@@ -29,7 +29,7 @@ ARCHS = [
 
 def _cfg(data, out, arch, **kw):
     base = dict(arch=arch, data=str(data), out=str(out), image_size=32, epochs=1, batch_size=8, pretrained=False,
-                progress=False, seed=0)
+                progress=False, seed=0, keep_checkpoints=False)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -16,7 +16,7 @@ from busi_lib.calibration import apply_temperature
 from busi_lib.cli import main
 from busi_lib.data import load_dataset
 from busi_lib.errors import BusiDataError
-from busi_lib.images import read_image
+from busi_lib.images import image_to_gray, read_image
 from busi_lib.learners import predict_loader
 from busi_lib.loaders import make_dataset
 from busi_lib.models import build_model, task_of
@@ -43,8 +43,8 @@ def tiny_model(folder: Path, arch: str = "multitask", size: int = 64, threshold:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("models")
+def models(module_tmp) -> dict:
+    root = module_tmp / "models"
     return {arch: load_model(tiny_model(root / arch, arch)) for arch in ("multitask", "custom_cnn", "uresnet")}
 
 
@@ -91,9 +91,11 @@ def test_sixteen_bit_and_rgb_scans_read_like_their_eight_bit_gray_version(models
     model, config = models["multitask"]
     gray = np.random.default_rng(1).integers(0, 256, (90, 120), dtype=np.uint8)
     variants = [gray, gray.astype(np.uint16) * 257, np.dstack([gray] * 3), np.dstack([gray] * 3 + [gray * 0 + 255])]
+    # the reading is exact; the four predictions share one batch, whose rows CPU kernels may round differently
+    assert all(np.array_equal(image_to_gray(v), gray) for v in variants)
     preds = predict_arrays(model, config, variants)
-    assert len({p.probability for p in preds}) == 1
-    assert all(np.array_equal(p.mask, preds[0].mask) for p in preds)
+    assert all(p.probability == pytest.approx(preds[0].probability, abs=1e-5) for p in preds)
+    assert all((p.mask != preds[0].mask).mean() <= 1e-3 for p in preds)
 
 
 def test_mask_is_resized_as_a_probability(models):
@@ -283,7 +285,7 @@ def test_real_scans_with_a_model_trained_by_busi_train(real_dir, tmp_path):
 
     cfg = TrainConfig(arch="multitask", encoder="resnet18", pretrained=False, data=str(real_dir),
                       out=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=8, max_images=40,
-                      progress=False, seed=0)
+                      progress=False, seed=0, keep_checkpoints=False)
     train(cfg)
     picks = [real_dir / "benign" / "benign (1).png", real_dir / "malignant" / "malignant (1).png",
              real_dir / "normal" / "normal (1).png"]

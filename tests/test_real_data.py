@@ -62,7 +62,7 @@ def test_multitask_trains_on_a_few_real_batches(real_dir, tmp_path):
     from busi_lib.learners import TrainConfig, train
 
     cfg = TrainConfig(arch="multitask", encoder="resnet18", data=str(real_dir), out=str(tmp_path), image_size=64,
-                      epochs=1, batch_size=16, pretrained=False, max_images=96, progress=False)
+                      epochs=1, batch_size=16, pretrained=False, max_images=96, progress=False, keep_checkpoints=False)
     res = train(cfg)
     assert np.isfinite(res.learn.recorder.values[-1][0])
     assert res.metrics["n_images"]["train"] > 50

@@ -70,8 +70,8 @@ def _assert_same_run(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(synthetic_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("resume") / "full"
+def uninterrupted(synthetic_dir, module_tmp):
+    out = module_tmp / "full"
     train(_config(synthetic_dir, out))
     return out
 

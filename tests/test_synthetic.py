@@ -246,6 +246,7 @@ def test_a_small_cnn_learns_the_synthetic_set(tmp_path):
 
     data = make_synthetic_busi(tmp_path / "syn", n_per_class=60, seed=1)
     cfg = TrainConfig(arch="custom_cnn", data=str(data), out=str(tmp_path / "run"), image_size=96, epochs=15,
-                      batch_size=16, lr=3e-3, pretrained=False, progress=False, seed=0, valid_frac=0.2, test_frac=0.25)
+                      batch_size=16, lr=3e-3, pretrained=False, progress=False, seed=0, keep_checkpoints=False,
+                      valid_frac=0.2, test_frac=0.25)
     test = train(cfg).metrics["test"]["classification"]
     assert test["roc_auc"] > 0.7, test  # measured here: 0.81 (30 test scans)
