@@ -57,10 +57,15 @@ CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"
 SEG_METRICS = ("precision", "recall", "dice", "iou")
 
 
+# Models that run every fold on the cpu profile: the main model, and the pretrained EfficientNet-Lite0 classifier
+# beside its from-scratch twin, so that what the ImageNet weights bring is a cross-validated row.
+CPU_ALL_FOLDS = ("multitask", "efficientnet_lite0", "efficientnet_lite0_scratch")
+
+
 def folds_for(profile: str, arch: str, k: int) -> list[int]:
     """Which folds a model runs: all of them, but on the ``cpu`` profile only the
-    first fold for every model except the multitask one (2 CPU cores)."""
-    if profile == "cpu" and arch != "multitask":
+    first fold for every model outside :data:`CPU_ALL_FOLDS` (2 CPU cores)."""
+    if profile == "cpu" and arch not in CPU_ALL_FOLDS:
         return [0]
     if profile == "smoke":
         return [0, 1] if arch == "multitask" else [0]
@@ -120,6 +125,7 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
         "threshold": threshold,
         "n_images": res.metrics["n_images"],
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
+        "weights": res.metrics["weights"],
         "seconds": round(seconds, 1),
         "seconds_per_epoch": res.metrics["seconds_per_epoch"],
         "epochs_run": len(res.learn.recorder.values),
@@ -194,6 +200,8 @@ def summarise_model(out: Path, fold_results: list[dict], n_boot: int, seed: int)
     summary["seconds"] = round(sum(r["seconds"] for r in fold_results), 1)
     summary["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in fold_results]))
     summary["settings"] = fold_results[0]["settings"]
+    summary["weights"] = fold_results[0].get("weights", "ImageNet" if summary["settings"]["pretrained"] else
+                                             "from scratch")
     summary["resolved_arch"] = fold_results[0]["resolved_arch"]
     summary["task"] = fold_results[0]["task"]
     return summary
@@ -307,7 +315,13 @@ def _settings_line(summary: dict) -> str:
     enc = f", encoder {st['encoder']}" if summary["task"] != "classify" and summary["resolved_arch"] not in (
         "unet", "fcn") else ""
     return (f"{summary['resolved_arch']}{enc}, {st['image_size']} px, {st['epochs']} epochs, bs {st['batch_size']}, "
-            f"{st['optimizer']} lr {st['lr']}, {'ImageNet' if st['pretrained'] else 'from scratch'}")
+            f"{st['optimizer']} lr {st['lr']}, {summary['weights']}")
+
+
+def _label(arch: str, summary: dict) -> str:
+    """The model's name and where its weights came from, e.g. ``multitask · ImageNet``."""
+    w = summary.get("weights", "")
+    return f"{arch} · {'ImageNet' if w.startswith('ImageNet') else 'from scratch'}" if w else arch
 
 
 def results_markdown(r: dict) -> str:
@@ -337,7 +351,7 @@ def results_markdown(r: dict) -> str:
     st = r["study"]
     for arch, s in models.items():
         if "classification" in s["main"]["pooled"]:
-            lines.append(f"| {arch} | {len(s['folds'])} | " + " | ".join(
+            lines.append(f"| {_label(arch, s)} | {len(s['folds'])} | " + " | ".join(
                 _cell(s, "classification", n) for n in CLS_METRICS) + " |")
     lines.append("| *study (multitask, one split)* | – | " + " | ".join(
         f"*{st['classification'][n]:.3f}*" if n in st["classification"] else "–" for n in CLS_METRICS) + " |")
@@ -359,7 +373,7 @@ def results_markdown(r: dict) -> str:
         if "segmentation" in s["main"]["pooled"]:
             cells = [_cell(s, "segmentation", f"{n}_pooled") for n in SEG_METRICS]
             cells += [_cell(s, "segmentation", f"{n}_per_image") for n in ("dice", "iou")]
-            lines.append(f"| {arch} | {len(s['folds'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(arch, s)} | {len(s['folds'])} | " + " | ".join(cells) + " |")
     lines.append("| *study (multitask, one split)* | – | " + " | ".join(
         f"*{st['segmentation'][n]:.3f}*" for n in SEG_METRICS) + " | – | – |")
     lines += ["", "With flip test-time augmentation:", "", "| model | Dice (pooled) | IoU (pooled) |", "|---|---|---|"]
@@ -383,8 +397,9 @@ def results_markdown(r: dict) -> str:
         "inflates scores; its numbers come with no interval. A difference smaller than the width of our "
         "intervals is not evidence that one model is better. Models that ran one fold are measured on about a "
         "fifth of the scans, so their intervals are wider. These models were trained on this machine's CPU "
-        "(the settings above); the study used ImageNet weights and a GPU, which `busi bench --profile gpu` "
-        "reproduces on a machine that has them.",
+        "(the settings above; *ImageNet* marks a model that started from ImageNet weights, *from scratch* one "
+        "that started from random weights); the study used ImageNet weights for every model and a GPU, which "
+        "`busi bench --profile gpu` reproduces on a machine that has them.",
         "",
     ]
     return "\n".join(lines)

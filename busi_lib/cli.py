@@ -148,7 +148,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
                    help="ImageNet weights for the transfer models (default: on)")
-    p.add_argument("--encoder", default=d.encoder, help="ResNet encoder of uresnet/multitask")
+    p.add_argument("--encoder", default=d.encoder,
+                   help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
     p.add_argument("--augment", choices=["none", "default", "strong"], default=d.augment)
     p.add_argument("--w-cls", type=float, default=d.w_cls)
     p.add_argument("--w-seg", type=float, default=d.w_seg)
@@ -291,7 +292,9 @@ def cmd_bench(args) -> int:
     if args.speed:
         from .speed import run_speed
 
-        run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile)
+        cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
+        run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile,
+                  encoders=args.encoder, channels_last=cl)
         return 0
     from .bench import run_bench
 
@@ -299,7 +302,9 @@ def cmd_bench(args) -> int:
     k = 5 if args.protocol == "cv5" else 1
     if args.protocol == "holdout":
         raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
-    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder)
+    if args.encoder and len(args.encoder) > 1:
+        raise SystemExit("busi bench: one --encoder for cross-validation (several are for --speed)")
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None)
     res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
                     seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
     from .distributed import is_main_process
@@ -395,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")
     p.add_argument("--epochs", type=int, help="override the profile's epochs")
     p.add_argument("--image-size", type=int, help="override the profile's image size")
-    p.add_argument("--encoder", help="override the profile's ResNet encoder")
+    p.add_argument("--encoder", nargs="+", help="override the profile's encoder of uresnet / multitask "
+                   "(with --speed: several, each measured)")
+    p.add_argument("--channels-last", choices=["no", "yes", "both"], default="no",
+                   help="with --speed: measure in PyTorch's channels_last memory format too")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--speed", action="store_true", help="measure training / inference throughput instead")

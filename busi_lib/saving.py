@@ -31,6 +31,7 @@ import torch
 
 from .errors import BusiDataError
 from .files import temp_path_for, write_json
+from .transforms import IMAGENET, Normalization
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -75,6 +76,14 @@ def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics
     if metrics is not None:
         write_json(folder / METRICS, metrics)
     return folder
+
+
+def config_normalization(config: dict) -> Normalization:
+    """(mean, std) of a saved model's inputs. Folders saved before they were stored say ``"imagenet"``."""
+    norm = config.get("normalization", "imagenet")
+    if norm == "imagenet":
+        return IMAGENET
+    return tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"])
 
 
 def read_config(folder: str | Path) -> dict:

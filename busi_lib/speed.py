@@ -12,6 +12,13 @@ process (so that peak memory belongs to that model alone):
 * inference: images per second in batches and one image at a time;
 * peak resident memory of the process (``ru_maxrss``).
 
+``encoders`` measures ``uresnet``/``multitask`` once per encoder (for example
+EfficientNet-Lite0 against ResNet-18 and ResNet-34), and ``channels_last`` in
+``(False, True)`` measures each model in PyTorch's default memory format and in
+``channels_last`` (fastai's ``Learner.to_channelslast(use_amp=False)``; the plain
+loop converts the model the same way). The cpu profile's encoder, image size and
+epochs were chosen from these figures (RESULTS.md).
+
 The plain loop is written here by hand on purpose: it is the yardstick.
 """
 
@@ -35,14 +42,16 @@ def _rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 1024**2
 
 
-def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCHES, seed: int = 0) -> dict:
+def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCHES, seed: int = 0,
+            encoder: str | None = None, channels_last: bool = False) -> dict:
     """Throughput figures of one model (runs in the calling process)."""
     import torch
     from fastai.callback.core import Callback
 
     from .learners import TrainConfig, build_learner, prepare_data
 
-    kw = settings_for(profile, arch)
+    kw = settings_for(profile, arch, encoder=encoder)
+    kw["channels_last"] = channels_last
     kw["pretrained"] = False  # speed does not depend on the starting weights
     kw["max_images"] = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +78,7 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
             def after_train(self):
                 self.seconds = time.perf_counter() - self.t0
 
-        learn = build_learner(dls, cfg)
+        learn = build_learner(dls, cfg)  # channels_last: fastai's Learner.to_channelslast(use_amp=False)
         learn.dls.train.n = (n_batches + 1) * bs  # one epoch = warm-up batch + timed batches
         learn.dls.valid.n = min(bs, len(dls.valid_ds))  # validation is not timed; keep it short
         timer = Timer()
@@ -111,6 +120,8 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
             single_ips = len(x) / (time.perf_counter() - t0)
     return {
         "arch": cfg.arch,
+        "encoder": cfg.encoder if cfg.task != "classify" else None,
+        "channels_last": channels_last,
         "image_size": cfg.image_size,
         "batch_size": bs,
         "threads": torch.get_num_threads(),
@@ -124,39 +135,49 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
     }
 
 
-def _child(arch, data, profile, n_batches, q):
+def _child(arch, data, profile, n_batches, encoder, channels_last, q):
     try:
-        q.put(measure(arch, data, profile, n_batches))
+        q.put(measure(arch, data, profile, n_batches, encoder=encoder, channels_last=channels_last))
     except Exception as e:  # report the failure of one model, keep measuring the others
         q.put({"arch": arch, "error": f"{type(e).__name__}: {e}"})
 
 
 def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_batches: int = N_BATCHES,
-              log=print) -> list[dict]:
-    """Measure every model in its own process; write ``speed.json`` and ``speed.md`` into ``out``."""
+              log=print, encoders: list[str] | None = None, channels_last=(False,)) -> list[dict]:
+    """Measure every model (each encoder of ``encoders`` for the encoder models, each memory format of
+    ``channels_last``) in its own process; write ``speed.json`` and ``speed.md`` into ``out``."""
     from .learners import environment
 
     ctx = mp.get_context("spawn")
     rows = []
     for arch in models:
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(arch, data, profile, n_batches, q))
-        p.start()
-        row = q.get()
-        p.join()
-        row["model"] = arch
-        rows.append(row)
-        log(speed_line(row))
+        uses_encoder = arch in ("uresnet", "multitask")
+        for encoder in (encoders or [None]) if uses_encoder else [None]:
+            for cl in channels_last:
+                q = ctx.Queue()
+                p = ctx.Process(target=_child, args=(arch, data, profile, n_batches, encoder, cl, q))
+                p.start()
+                row = q.get()
+                p.join()
+                row["model"] = arch
+                rows.append(row)
+                log(speed_line(row))
     out = Path(out)
     write_json(out / "speed.json", {"profile": profile, "rows": rows, "environment": environment()})
     atomic_write_bytes(out / "speed.md", speed_markdown(rows).encode())
     return rows
 
 
+def _name(r: dict) -> str:
+    """``multitask · tf_efficientnet_lite0 · channels_last``: the model, its encoder and memory format."""
+    parts = [r["model"]] + ([r["encoder"]] if r.get("encoder") else [])
+    return " · ".join(parts + (["channels_last"] if r.get("channels_last") else []))
+
+
 def speed_line(r: dict) -> str:
     if "error" in r:
-        return f"{r['model']:12s} failed: {r['error']}"
-    return (f"{r['model']:12s} {r['image_size']:4d} px  load {r['loading_images_per_s']:7.1f} img/s  "
+        return f"{_name(r):12s} failed: {r['error']}"
+    return (f"{_name(r):12s} {r['image_size']:4d} px  load {r['loading_images_per_s']:7.1f} img/s  "
             f"train fastai {r['train_images_per_s_fastai']:6.2f} / plain {r['train_images_per_s_plain']:6.2f} img/s "
             f"(x{r['fastai_to_plain']:.2f})  infer {r['infer_images_per_s_batch']:6.1f} batch / "
             f"{r['infer_images_per_s_single']:6.1f} single img/s  peak {r['peak_rss_mb']:.0f} MB")
@@ -170,10 +191,10 @@ def speed_markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | failed: {r['error']} |")
+            lines.append(f"| {_name(r)} | failed: {r['error']} |")
             continue
         lines.append(
-            f"| {r['model']} ({r['arch']}) | {r['image_size']} | {r['loading_images_per_s']:.0f} | "
+            f"| {_name(r)} ({r['arch']}) | {r['image_size']} | {r['loading_images_per_s']:.0f} | "
             f"{r['train_images_per_s_fastai']:.1f} | {r['train_images_per_s_plain']:.1f} | "
             f"{r['fastai_to_plain']:.2f} | {r['infer_images_per_s_batch']:.1f} | "
             f"{r['infer_images_per_s_single']:.1f} | {r['peak_rss_mb']:.0f} |"

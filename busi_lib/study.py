@@ -50,7 +50,9 @@ def flat_metrics(metrics: dict, part: str = "test") -> dict:
         "task": metrics.get("task"),
         "image_size": settings.get("image_size"),
         "epochs": settings.get("epochs"),
-        "pretrained": settings.get("pretrained"),
+        # where the starting weights came from ("from scratch", "ImageNet (...)"); older runs: the setting
+        "weights": metrics.get("weights", "ImageNet" if settings.get("pretrained") else "from scratch"),
+        "pretrained": metrics["weights"] != "from scratch" if "weights" in metrics else settings.get("pretrained"),
         "threshold": _num(metrics.get("threshold")),
         "n_test": metrics.get("n_images", {}).get(part),
         "train_seconds": metrics.get("train_seconds"),
@@ -155,7 +157,7 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     from .data import load_dataset
     from .learners import predict_loader
     from .loaders import make_dataset
-    from .saving import load_model
+    from .saving import config_normalization, load_model
     from .splits import apply_split, load_split
 
     folder = Path(model_folder)
@@ -165,7 +167,8 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     split = load_split(run_dir / "split.csv")
     part_df = apply_split(df[df["image_id"].isin(split["image_id"])], split)
     part_df = part_df[part_df["split"] == part].reset_index(drop=True)
-    ds = make_dataset(part_df, config["image_size"], config["task"], cache_dir=cache_dir)
+    ds = make_dataset(part_df, config["image_size"], config["task"], cache_dir=cache_dir,
+                      norm=config_normalization(config))
     pred = predict_loader(model, DataLoader(ds, bs=16, shuffle=False), config["task"])
     images, _ = cached_arrays(part_df, config["image_size"], cache_dir=cache_dir)
     return {**pred, "table": part_df, "images": images, "config": config}

@@ -16,7 +16,9 @@ Choices for ultrasound:
   dynamic-range settings differ between scanners.
 
 Scans are grayscale; networks pretrained on ImageNet expect three channels, so
-the gray channel is repeated and normalised with ImageNet's mean and std.
+the gray channel is repeated and normalised with the mean and std of the
+network's pretrained weights (:func:`busi_lib.weights.normalization_for`:
+ImageNet's numbers for torchvision models, 0.5 and 0.5 for EfficientNet-Lite).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .weights import IMAGENET_MEAN, IMAGENET_STD
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
+IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
 AUGMENTATIONS = ("none", "default", "strong")
 
 
@@ -59,21 +63,22 @@ def _intensity(strong: bool) -> list:
     return tfms
 
 
-def build_transforms(augment: str = "default", seed: int | None = None) -> A.Compose:
+def build_transforms(augment: str = "default", seed: int | None = None, norm: Normalization = IMAGENET) -> A.Compose:
     """The albumentations pipeline for one side of a split.
 
     ``augment`` is ``"none"`` (validation, test, prediction), ``"default"``
     (training) or ``"strong"`` (more intensity change, for robustness to other
     scanners). Input: a uint8 (H, W) scan and optional (H, W) mask, already
     resized (see :mod:`busi_lib.cache`). Output: a float tensor (3, H, W) and,
-    if given, the mask as a tensor (H, W).
+    if given, the mask as a tensor (H, W). ``norm`` is the (mean, std) of the
+    network's pretrained weights.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     tfms = []
     if augment != "none":
         tfms += _geometry() + _intensity(strong=augment == "strong")
-    tfms += [A.ToRGB(p=1.0), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
+    tfms += [A.ToRGB(p=1.0), A.Normalize(mean=norm[0], std=norm[1]), ToTensorV2()]
     compose = A.Compose(tfms, seed=seed)
     return compose if seed is None else seed_transforms(compose, seed)
 
@@ -95,11 +100,11 @@ def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
     return tfms
 
 
-def denormalize(x):
-    """Undo the normalisation of a (…, 3, H, W) tensor or array for display: values in [0, 1]."""
+def denormalize(x, norm: Normalization = IMAGENET):
+    """Undo the normalisation ``norm`` of a (…, 3, H, W) tensor or array for display: values in [0, 1]."""
     import torch
 
     x = torch.as_tensor(x).detach().float().cpu()
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(norm[0]).view(3, 1, 1)
+    std = torch.tensor(norm[1]).view(3, 1, 1)
     return (x * std + mean).clamp(0, 1)

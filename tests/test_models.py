@@ -18,12 +18,14 @@ ARCHS = [
     ("resnet18", {}),
     ("resnet50", {}),
     ("vgg16_bn", {}),
+    ("tf_efficientnet_lite0", {"pretrained": True}),
     ("vit_tiny_patch16_224", {}),
     ("swin_tiny_patch4_window7_224", {}),
     ("unet", {}),
     ("uresnet", {"encoder": "resnet18"}),
     ("fcn", {}),
     ("multitask", {"encoder": "resnet18"}),
+    ("multitask", {"encoder": "tf_efficientnet_lite0", "pretrained": True}),
 ]
 
 
@@ -34,7 +36,7 @@ def _cfg(data, out, arch, **kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("arch, kw", ARCHS, ids=[a for a, _ in ARCHS])
+@pytest.mark.parametrize("arch, kw", ARCHS, ids=[f"{a}-{kw['encoder']}" if "encoder" in kw else a for a, kw in ARCHS])
 def test_every_learner_trains_one_epoch(synthetic_dir, tmp_path, arch, kw):
     res = train(_cfg(synthetic_dir, tmp_path, arch, **kw))
     m = json.loads((tmp_path / "metrics.json").read_text())

@@ -19,7 +19,7 @@ from busi_lib.errors import BusiDataError
 from busi_lib.images import image_to_gray, read_image
 from busi_lib.learners import predict_loader
 from busi_lib.loaders import make_dataset
-from busi_lib.models import build_model, task_of
+from busi_lib.models import build_model, input_normalization, task_of
 from busi_lib.predict import (
     Prediction,
     caption_of,
@@ -30,22 +30,30 @@ from busi_lib.predict import (
     predict_folder,
     preprocess,
 )
-from busi_lib.saving import load_model, save_model
+from busi_lib.saving import config_normalization, load_model, save_model
+from busi_lib.transforms import IMAGENET
 
 
-def tiny_model(folder: Path, arch: str = "multitask", size: int = 64, threshold: float = 0.5, **config) -> Path:
-    """An untrained small model saved like ``busi train`` saves one (weights seeded, so tests are repeatable)."""
+def tiny_model(folder: Path, arch: str = "multitask", size: int = 64, threshold: float = 0.5,
+               encoder: str = "resnet18", **config) -> Path:
+    """An untrained small model saved like ``busi train`` saves one (weights seeded, so tests are repeatable).
+
+    A ResNet model says ``normalization: "imagenet"``, as folders saved before the statistics were stored do."""
     torch.manual_seed(0)
-    model = build_model(arch, encoder="resnet18", pretrained=False, image_size=size)
-    cfg = dict(arch=arch, task=task_of(arch), encoder="resnet18", image_size=size, threshold=threshold,
-               normalization="imagenet", classes=["benign", "malignant"], seed=0, **config)
+    model = build_model(arch, encoder=encoder, pretrained=False, image_size=size)
+    mean, std = input_normalization(arch, encoder)
+    norm = "imagenet" if (mean, std) == IMAGENET else {"mean": list(mean), "std": list(std)}
+    cfg = dict(arch=arch, task=task_of(arch), encoder=encoder, image_size=size, threshold=threshold,
+               normalization=norm, classes=["benign", "malignant"], seed=0, **config)
     return save_model(model, cfg, folder)
 
 
 @pytest.fixture(scope="module")
 def models(module_tmp) -> dict:
     root = module_tmp / "models"
-    return {arch: load_model(tiny_model(root / arch, arch)) for arch in ("multitask", "custom_cnn", "uresnet")}
+    models = {arch: load_model(tiny_model(root / arch, arch)) for arch in ("multitask", "custom_cnn", "uresnet")}
+    models["multitask_lite0"] = load_model(tiny_model(root / "lite0", "multitask", encoder="tf_efficientnet_lite0"))
+    return models
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +62,15 @@ def scans(synthetic_dir) -> list[Path]:
         (synthetic_dir / "malignant").glob("malignant (?).png"))[:3]
 
 
-def test_same_numbers_as_the_evaluation_path(models, synthetic_dir):
-    """predict_arrays on the files == predict_loader on the cached training arrays (busi evaluate's path)."""
-    model, config = models["multitask"]
+@pytest.mark.parametrize("name", ["multitask", "multitask_lite0"])
+def test_same_numbers_as_the_evaluation_path(models, synthetic_dir, name):
+    """predict_arrays on the files == predict_loader on the cached training arrays (busi evaluate's path),
+    each normalised with the statistics saved with the model (ImageNet's; EfficientNet-Lite's 0.5 and 0.5)."""
+    model, config = models[name]
     df = load_dataset(synthetic_dir).head(6)
-    ds = make_dataset(df, 64, "multitask")
+    norm = config_normalization(config)
+    assert (norm == IMAGENET) == (name == "multitask")
+    ds = make_dataset(df, 64, "multitask", norm=norm)
     from fastai.data.load import DataLoader
 
     ref = predict_loader(model, DataLoader(ds, bs=6), "multitask")
