@@ -25,6 +25,7 @@ Modules, one idea each:
 ``cam``            Grad-CAM of the classification (pytorch-grad-cam)
 ``calibration``    ECE, Brier, reliability, temperature scaling
 ``external``       scoring a saved model on a folder it never saw
+``external_sets``  BUS-BRA and BUS-UCLM, as published, into a folder ``external`` reads
 ``report``         the external-validation report (Markdown + figures)
 ``bench``          leakage-free cross-validation of every model, RESULTS.md
 ``speed``          throughput: fastai vs a plain PyTorch loop

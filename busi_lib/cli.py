@@ -7,6 +7,7 @@
     busi data download  --to DIR [--no-verify]
     busi data verify    --data DIR
     busi data split     --data DIR --out CSV [--folds K] [--seed S]
+    busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
     busi train          --arch NAME --data DIR --out DIR [options]
     busi evaluate       --model DIR --data DIR [--labels CSV] [--split CSV --part test] --out DIR
     busi calibrate      --model DIR --data DIR [--split CSV]
@@ -118,6 +119,16 @@ def cmd_data(args) -> int:
         save_split(split, args.out)
         print(split_report(df, split).to_string())
         print(f"split written to {args.out}")
+    elif args.data_cmd == "external":
+        from .external_sets import convert_external
+
+        conv = convert_external(args.name, args.source, args.out, skip_bad=args.skip_bad, hardlink=args.hardlink,
+                                progress=not args.json)
+        if args.json:
+            print(json.dumps(conv.to_dict(), indent=2))
+        else:
+            print(conv.summary())
+            print(f"next: busi evaluate --model MODEL_DIR --data {conv.out} --labels {conv.labels} --out EVAL_DIR")
     return 0
 
 
@@ -335,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="busi", description="Deep learning on breast ultrasound (BUSI).")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    data = sub.add_parser("data", help="inspect, generate, download or split data")
+    data = sub.add_parser("data", help="inspect, generate, download, convert or split data")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     p = dsub.add_parser("summary", help="counts, sizes, duplicate groups and rejected files")
     _data_arg(p)
@@ -356,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (0: train/valid/test)")
     p.add_argument("--seed", type=int, default=42)
+    p = dsub.add_parser("external", help="turn BUS-BRA or BUS-UCLM, unpacked as published, into a folder with a "
+                        "labels CSV for `busi evaluate`")
+    p.add_argument("name", choices=["busbra", "busuclm"], help="the public set")
+    p.add_argument("source", metavar="SOURCE_DIR", help="the set as unpacked (only read, never written)")
+    p.add_argument("--out", required=True, help="new folder for labels.csv, images/ and masks/ (not inside SOURCE_DIR)")
+    p.add_argument("--skip-bad", action="store_true", help="report bad rows and files and go on")
+    p.add_argument("--hardlink", action="store_true", help="hard-link the scans instead of copying them")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     data.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train one model")
