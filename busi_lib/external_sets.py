@@ -41,8 +41,8 @@ BUS-BRA
 -------
 Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a
 breast ultrasound dataset for assessing computer-aided diagnosis systems.
-*Medical Physics* 51(4):3110 (2024). Data on Zenodo
-(doi:10.5281/zenodo.7730709). Licence CC BY 4.0. 1,875 scans of 1,064 patients.
+*Medical Physics* 51(4):3110-3123 (2024); data on Zenodo. Licence: as stated
+on the data record (not checked from here). 1,875 scans of 1,064 patients.
 
 Layout: ``BUSBRA/Images/bus_0001-l.png``, ``BUSBRA/Masks/mask_0001-l.png``,
 ``BUSBRA/bus_data.csv`` (and ``5-fold-cv.csv``, ``10-fold-cv.csv``, not read).
@@ -57,10 +57,10 @@ Layout: ``BUSBRA/Images/bus_0001-l.png``, ``BUSBRA/Masks/mask_0001-l.png``,
 
 BUS-UCLM
 --------
-Vallez N, Bueno G, Deniz O, Rienda MA, Pastor C. BUS-UCLM: breast ultrasound
-lesion segmentation dataset. *Scientific Data* (2025); data on Mendeley Data
-(doi:10.17632/7fvgj4jsp7.1). Licence CC BY 4.0. 683 scans (174 benign,
-90 malignant, 419 normal) of 38 patients.
+Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset.
+*Scientific Data* (2025), doi:10.1038/s41597-025-04562-3. Licence: as stated on
+the data record (not checked from here). 683 scans (174 benign, 90 malignant,
+419 normal) of 38 patients.
 
 Layout: ``images/``, ``masks/`` (a mask has its scan's file name) and
 ``INFO.csv``; ``SOURCE_DIR`` is the folder holding them or the folder one level
@@ -144,15 +144,15 @@ SETS: dict[str, ExternalSet] = {
     "busbra": ExternalSet(
         "busbra", "BUS-BRA",
         "Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a breast ultrasound dataset "
-        "for assessing computer-aided diagnosis systems. Medical Physics 51(4):3110 (2024). "
-        "Zenodo doi:10.5281/zenodo.7730709",
-        "CC BY 4.0", {"images": 1875, "patients": 1064},
+        "for assessing computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024). Data on Zenodo.",
+        "as stated on the data record", {"images": 1875, "patients": 1064},
     ),
     "busuclm": ExternalSet(
         "busuclm", "BUS-UCLM",
-        "Vallez N, Bueno G, Deniz O, Rienda MA, Pastor C. BUS-UCLM: breast ultrasound lesion segmentation dataset. "
-        "Scientific Data (2025). Mendeley Data doi:10.17632/7fvgj4jsp7.1",
-        "CC BY 4.0", {"images": 683, "patients": 38, "per_class": {"benign": 174, "malignant": 90, "normal": 419}},
+        "Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset. Scientific Data (2025), "
+        "doi:10.1038/s41597-025-04562-3",
+        "as stated on the data record",
+        {"images": 683, "patients": 38, "per_class": {"benign": 174, "malignant": 90, "normal": 419}},
     ),
 }
 
