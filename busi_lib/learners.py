@@ -213,9 +213,7 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
 
     pos_w = dls.pos_weight
     loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
-    opt = {"adam": Adam, "sgd": SGD}[cfg.optimizer.lower()]
-    kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints",
-              cbs=[AugmentEpoch()])
+    opt = OPTIMIZERS[cfg.optimizer.lower()]
     pretrained = cfg.uses_pretrained
     if cfg.task == "classify" and cfg.arch != "custom_cnn":
         arch = torchvision_arch(cfg.arch)
@@ -224,6 +222,8 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
             ensure_torchvision_weights(cfg.arch) if arch is not None else ensure_timm_weights(cfg.arch)
         extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size)
         # normalize=False: the albumentations pipeline already normalises with the weights' statistics
+        kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints",
+                  cbs=[AugmentEpoch()])  # as make_learner
         learn = vision_learner(
             dls, arch or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False, **kw, **extra
         )
@@ -234,7 +234,20 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
             learn.freeze()
         return learn
     model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=pretrained, image_size=cfg.image_size)
-    return Learner(dls, model, **kw)
+    return make_learner(dls, model, loss, cfg.out, opt)
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def make_learner(dls, model, loss_func, out, opt_func=Adam) -> Learner:
+    """A fastai ``Learner``: the loaders, the model, its loss, the metrics of the task and the optimiser.
+
+    ``AugmentEpoch`` tells the training set which epoch it is, so that a scan's
+    augmentation depends on (seed, epoch, scan) only; files go to ``out``.
+    """
+    return Learner(dls, model, loss_func=loss_func, metrics=metrics_for(dls.kind), opt_func=opt_func, path=out,
+                   model_dir="checkpoints", cbs=[AugmentEpoch()])
 
 
 @torch.no_grad()
@@ -400,12 +413,13 @@ def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     train_seconds = time.time() - t0
     # After the fit every process holds the same weights (the best epoch's, saved by the main process and
     # loaded by all); the main process scores them on the whole, unsharded loaders and writes the files.
-    metrics = main_process_result(_evaluate_and_save, learn, dls, df, cfg, train_seconds)
+    metrics = main_process_result(evaluate_and_save, learn, dls, df, cfg, train_seconds)
     return TrainResult(learn, metrics, out, dls, df, split)
 
 
-def _evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, train_seconds: float) -> dict:
-    """The end of :func:`train`: metrics on the validation and test parts, ``metrics.json`` and ``model/``."""
+def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, train_seconds: float) -> dict:
+    """The end of :func:`train` (and of a lesson's own fit): metrics on the validation and test parts, with the
+    threshold chosen on validation; ``metrics.json`` and ``model/`` written into ``cfg.out``."""
     out = Path(cfg.out)
     metrics = evaluate_learner(learn, dls, cfg)
     metrics.update(

@@ -125,11 +125,15 @@ class FCN(nn.Module):
 
 
 class MultitaskUResNet(nn.Module):
-    """One ResNet encoder shared by a classification head and a U-Net decoder.
+    """One encoder shared by a classification head and a U-Net decoder.
 
     ``forward`` returns ``(class_logit, mask_logits)`` with shapes (B, 1) and
-    (B, 1, H, W). Built on smp's ``Unet``: its ``aux_params`` head pools the
-    encoder's deepest feature map (global average pooling → dropout → linear).
+    (B, 1, H, W). The parts are smp's ``Unet`` with ``aux_params``: the encoder
+    gives one feature map per stage; the decoder upsamples the deepest one stage
+    by stage, merging each encoder map of the same size (skip connections); the
+    segmentation head turns the result into one logit per pixel; the
+    classification head pools the deepest map (global average pooling → dropout
+    → linear) into one logit per scan.
     """
 
     def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2):
@@ -137,8 +141,11 @@ class MultitaskUResNet(nn.Module):
         self.net = _smp_unet(encoder, pretrained, aux_params=dict(classes=1, dropout=dropout))
 
     def forward(self, x):
-        masks, labels = self.net(x)
-        return labels, masks
+        features = self.net.encoder(x)  # feature maps, from the input's resolution down to 1/32 of it
+        decoded = self.net.decoder(features)  # upsampling with skip connections back to full resolution
+        mask_logits = self.net.segmentation_head(decoded)  # (B, 1, H, W)
+        class_logit = self.net.classification_head(features[-1])  # the deepest map, pooled: (B, 1)
+        return class_logit, mask_logits
 
 
 class SegmentationNet(nn.Module):

@@ -77,14 +77,20 @@ class Run:
         return self.out.parent
 
     def config(self, arch: str, *, folder: str | None = None, **overrides):
-        """The ``TrainConfig`` of ``arch`` under this run's profile; ``None`` overrides keep the profile's value.
+        """The ``TrainConfig`` of ``arch`` under this run's profile; ``None`` overrides keep the profile's value,
+        except ``lr``: ``None`` (or 0, the CLI's switch) means fastai's ``lr_find`` picks the rate, as in
+        ``TrainConfig`` (where ``lr`` is given at all). The smoke profile keeps its fixed rate (it only checks that
+        everything runs, fast).
 
         The model's files go to ``run.out/<folder or arch>``. Progress bars are
         off in the smoke profile (tests read the output).
         """
         from .learners import TrainConfig
 
+        has_lr, lr = "lr" in overrides, overrides.pop("lr", None)
         kw = settings_for(self.profile, arch, **overrides)
+        if has_lr and (lr or self.profile != "smoke"):
+            kw["lr"] = lr or None  # None: lr_find
         kw.setdefault("progress", self.profile != "smoke")
         kw.update(data=str(self.data), out=str(self.out / (folder or arch)), seed=self.seed)
         return TrainConfig(**kw)

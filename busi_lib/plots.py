@@ -113,12 +113,21 @@ def plot_data_overview(df):
     return fig
 
 
-def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax=None, classes=("benign", "malignant"), title=None):
-    """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction)."""
-    ax = ax or plt.subplots(figsize=(3.6, 3))[1]
+def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax=None, classes=("benign", "malignant"), title=None,
+                   threshold: float | None = None):
+    """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction), titled with the rates it implies.
+
+    With ``threshold``, the title says at which p(malignant) a scan was called malignant.
+    """
+    ax = ax or plt.subplots(figsize=(3.8, 3.3))[1]
     cm = np.array([[tn, fp], [fn, tp]])
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=classes, yticklabels=classes, ax=ax)
-    ax.set(title=title or "Confusion matrix", xlabel="predicted", ylabel="true")
+    sens = tp / (tp + fn) if tp + fn else float("nan")
+    spec = tn / (tn + fp) if tn + fp else float("nan")
+    rates = f"sensitivity {sens:.2f}, specificity {spec:.2f}"
+    at = f"threshold {threshold:.2f}: " if threshold is not None else ""
+    ax.set_title(f"{title or 'Confusion matrix'}\n{at}{rates}", fontsize=9)
+    ax.set(xlabel="predicted", ylabel="true")
     return ax.figure
 
 
@@ -142,16 +151,42 @@ def plot_roc(y_true, prob, ax=None, label=None, point=None):
     return ax.figure
 
 
+# the validation metric drawn beside the losses, first match wins
+CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"), ("accuracy", "accuracy"))
+
+
 def plot_training_curves(log, ax=None):
-    """Loss curves (and the per-task parts, if logged) from an epoch-log DataFrame."""
-    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
-    for col in log.columns:
-        if "loss" in col:
-            # the per-task parts of a multitask loss are logged on the validation part
-            label = col if col in ("train_loss", "valid_loss") else f"{col} (validation)"
-            ax.plot(log["epoch"], log[col], marker=".", label=label)
-    ax.set(title="Training curves", xlabel="epoch", ylabel="loss")
+    """Losses per epoch (left) and a validation metric per epoch (right), from an epoch-log DataFrame.
+
+    The loss axis stops at 1.5 times the largest loss after the first epoch, so one
+    huge first-epoch validation loss (common when batch norm statistics are still
+    settling) does not squash the rest; a point above it is drawn on the edge and
+    said in the title.
+    """
+    metric = next(((c, name) for c, name in CURVE_METRICS if c in log.columns), None)
+    if ax is None:
+        fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(9 if metric else 5, 3.2), squeeze=False)
+        ax, ax_metric = axes[0, 0], (axes[0, 1] if metric else None)
+    else:
+        ax_metric = None
+    losses = [c for c in log.columns if "loss" in c]
+    for col in losses:
+        # the per-task parts of a multitask loss are logged on the validation part
+        label = col if col in ("train_loss", "valid_loss") else f"{col} (validation)"
+        ax.plot(log["epoch"], log[col], marker=".", label=label)
+    title = "Losses"
+    later = log[losses].iloc[1:] if len(log) > 1 else log[losses]
+    top = float(np.nanmax(later.to_numpy())) * 1.5 if later.size else None
+    if top and np.isfinite(top) and float(np.nanmax(log[losses].to_numpy())) > top:
+        ax.set_ylim(0, top)
+        title += " (epoch 0 above the axis)"
+    ax.set(title=title, xlabel="epoch", ylabel="loss")
     ax.legend(fontsize=8)
+    if ax_metric is not None:
+        col, name = metric
+        ax_metric.plot(log["epoch"], log[col], marker=".", color="tab:green")
+        ax_metric.set(title=f"Validation {name}", xlabel="epoch", ylabel=name, ylim=(0, 1.02))
+        ax.figure.tight_layout()
     return ax.figure
 
 

@@ -56,9 +56,13 @@ def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Rel
 
 
 def worst_indices(predictions, n: int = 8) -> np.ndarray:
-    """Rows of the worst errors: largest ``|truth - probability|`` (classifiers), else lowest Dice."""
+    """Rows of the worst errors: the wrong calls first (with a ``called`` column), each group by largest
+    ``|truth - probability|`` (classifiers); else lowest Dice."""
     if "prob" in predictions:
         err = np.abs(predictions["target"].to_numpy() - predictions["prob"].to_numpy())
+        if "called" in predictions:
+            wrong = (predictions["called"] != predictions["label"]).to_numpy()
+            err = err + wrong  # every wrong call ranks before every right one
         return np.argsort(-err, kind="stable")[:n]
     dice = predictions["dice"].to_numpy()
     order = np.argsort(np.where(np.isnan(dice), np.inf, dice), kind="stable")
@@ -91,7 +95,8 @@ def plot_worst_errors(predictions, pred: dict, images, n: int = 8, ncols: int = 
     probs = rows["prob"].to_numpy() if "prob" in rows else None
     fig = show_samples(images[idx], masks=masks, pred_masks=pred_masks, probs=probs, titles=titles,
                        ncols=min(ncols, len(idx)))
-    fig.suptitle("Worst errors (red: true mask, cyan: predicted mask)", fontsize=10)
+    fig.suptitle("Worst errors" + (" (red: true mask, cyan: predicted mask)" if masks is not None else
+                                   ": wrong calls first, most confident first"), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,96 @@
+"""The lessons write out the code they teach, and the package holds that very code.
+
+A notebook cell whose first line is ``# lesson code: busi_lib.<module>`` defines
+functions or classes that ``busi_lib.<module>`` also defines. Each definition in
+the cell must be, character for character, the source of the package's object
+(``inspect.getsource``), so a lesson never shows code that the library does not
+run. This is how rasbt/LLMs-from-scratch keeps its chapters and its package in step.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+MARKER = "# lesson code: "
+# what each lesson must write out, at least
+REQUIRED = {
+    "02_custom_cnn": {"busi_lib.models.CustomCNN", "busi_lib.learners.make_learner"},
+    "04_unet_segmentation": {"busi_lib.losses.soft_dice_loss", "busi_lib.losses.SegmentationLoss",
+                             "busi_lib.metrics.segmentation_counts", "busi_lib.metrics.scores_from_counts"},
+    "05_multitask_uresnet": {"busi_lib.models.MultitaskUResNet", "busi_lib.losses.MultitaskLoss"},
+}
+
+
+def lesson_cells(path: Path) -> list[tuple[int, str, str]]:
+    """(cell index, module name, cell source) of every lesson-code cell of a notebook."""
+    nb = json.loads(path.read_text())
+    out = []
+    for i, c in enumerate(nb["cells"]):
+        src = "".join(c["source"])
+        if c["cell_type"] == "code" and src.startswith(MARKER):
+            out.append((i, src.splitlines()[0][len(MARKER):].strip(), src))
+    return out
+
+
+def definitions(src: str) -> dict[str, str]:
+    """Top-level functions and classes of a cell, with their exact source text."""
+    tree = ast.parse(src)
+    return {node.name: ast.get_source_segment(src, node, padded=False)
+            for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+CELLS = [(nb, *cell) for nb in ALL for cell in lesson_cells(nb)]
+
+
+@pytest.mark.parametrize("nb, index, module, src", CELLS, ids=[f"{nb.stem}-cell{i}" for nb, i, _, _ in CELLS])
+def test_lesson_code_is_the_package_code(nb, index, module, src):
+    mod = importlib.import_module(module)
+    defs = definitions(src)
+    assert defs, f"{nb.name} cell {index} is marked as lesson code but defines nothing"
+    for name, text in defs.items():
+        assert hasattr(mod, name), f"{nb.name} cell {index}: {module} has no {name}"
+        package = inspect.getsource(getattr(mod, name)).rstrip("\n")
+        assert text == package, f"{nb.name} cell {index}: {name} differs from {module}.{name}"
+
+
+@pytest.mark.parametrize("stem, names", sorted(REQUIRED.items()))
+def test_each_lesson_writes_out_what_it_teaches(stem, names):
+    shown = {f"{module}.{name}" for _, module, src in lesson_cells(NOTEBOOKS / f"{stem}.ipynb")
+             for name in definitions(src)}
+    assert names <= shown, f"{stem} does not write out {sorted(names - shown)}"
+
+
+def test_a_changed_line_is_caught(tmp_path):
+    """The check fails when a lesson's copy drifts from the package (so it is not a test that cannot fail)."""
+    from busi_lib import models
+
+    src = MARKER + "busi_lib.models\n" + inspect.getsource(models.CustomCNN).replace("dropout: float = 0.3",
+                                                                                     "dropout: float = 0.5")
+    (defn,) = definitions(src).values()
+    assert defn != inspect.getsource(models.CustomCNN).rstrip("\n")
+
+
+@pytest.mark.parametrize("nb", ALL, ids=[p.stem for p in ALL])
+def test_every_lesson_ends_with_questions_experiments_and_answers(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    texts = ["".join(c["source"]) for c in cells]
+    text = next((t for t in texts if t.startswith("## Questions and experiments")), None)
+    assert text is not None, f"{nb.name} has no 'Questions and experiments' section"
+    assert texts.index(text) >= len(cells) - 2  # at the end (before the cell that saves the metrics, if any)
+    questions = text.split("**Questions**")[1].split("**Experiments**")[0]
+    experiments = text.split("**Experiments**")[1]
+    n_q = sum(1 for line in questions.splitlines() if line[:1].isdigit())
+    n_e = sum(1 for line in experiments.splitlines() if line[:1].isdigit())
+    assert 6 <= n_q <= 10 and 2 <= n_e <= 3, (n_q, n_e)
+    assert experiments.count("*What to expect:*") == n_e
+    answers = (NOTEBOOKS / "answers" / f"{nb.stem}.md").read_text()
+    n_answers = sum(1 for line in answers.split("## Experiments")[0].splitlines() if line[:1].isdigit())
+    assert n_answers == n_q, f"{nb.stem}: {n_q} questions, {n_answers} answers"
