@@ -47,12 +47,9 @@ from .learners import subset
 from .metrics import bootstrap_many, classification_metrics, scores_from_counts, segmentation_counts
 from .profiles import STUDY_MODELS, resolve_arch, settings_for
 from .splits import cv_fold_split, kfold_split, save_split
+from .study import STUDY_MULTITASK
 
-# The reference study's multitask model (the poster's table).
-STUDY = {
-    "classification": {"accuracy": 0.908, "precision": 0.886, "recall": 0.821, "f1": 0.838},
-    "segmentation": {"precision": 0.842, "recall": 0.821, "dice": 0.831, "iou": 0.711},
-}
+STUDY = STUDY_MULTITASK  # the reference study's multitask model (the poster's table), defined in busi_lib.study
 CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
 SEG_METRICS = ("precision", "recall", "dice", "iou")
 
