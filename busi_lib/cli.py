@@ -458,6 +458,11 @@ def main(argv=None) -> int:
     except BusiDataError as e:
         print(f"busi: error: {e}", file=sys.stderr)
         return 2
+    except FileNotFoundError as e:
+        if type(e).__name__ != "WeightsNotFoundError":  # busi_lib.weights' error (not imported for `busi --help`)
+            raise
+        print(f"busi: error: {e}", file=sys.stderr)
+        return 2
     finally:
         if "torch.distributed" in sys.modules:  # only a command that imported torch can have joined a process group
             from .distributed import stop_processes  # heavy (torch, fastai): not imported for `busi --help`

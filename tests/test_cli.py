@@ -46,3 +46,20 @@ def test_train_then_evaluate(synthetic_dir, tmp_path, capsys):
 def test_python_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "busi_lib", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout and "data" in r.stdout
+
+
+def test_missing_hub_weights_are_one_clear_line(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """ResNet-50's ImageNet weights are in no package: without them in the cache, one line and exit 2."""
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = main(["train", "--arch", "multitask", "--encoder", "resnet50", "--data", str(synthetic_dir),
+                 "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("busi: error: ImageNet weights for resnet50") and "Traceback" not in err
+    assert "--no-pretrained" in err
