@@ -120,6 +120,25 @@ class Run:
         return json.loads(path.read_text())
 
 
+def versions_line() -> str:
+    """``busi_lib 0.1.0 · torch 2.14.1 · fastai 2.8.12 · ... · device cpu``, as MONAI's ``print_config`` does."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("busi-lib", "torch", "fastai", "timm", "segmentation-models-pytorch", "albumentations"):
+        try:
+            parts.append(f"{name.replace('segmentation-models-pytorch', 'smp')} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} not installed")
+    try:
+        import torch
+
+        parts.append(f"device {'cuda (' + torch.cuda.get_device_name(0) + ')' if torch.cuda.is_available() else 'cpu'}")
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return "Versions: " + " · ".join(parts)
+
+
 def _seed_everything(seed: int) -> None:
     import numpy as np
 
@@ -160,6 +179,7 @@ def start(name: str, profile: str = "cpu", data_dir=None, out_dir=None, seed: in
         expected = EXPECTED_TIME.get(name, {}).get(profile, "unknown")
         print(f"Profile: {profile} ({profile_line(profile)}); expected run time {expected}")
         print(f"Outputs: {run.out}")
+        print(versions_line())
     write_json(
         run.out / "run.json",
         {"notebook": name, "profile": profile, "data": str(run.data), "is_real": is_real, "seed": run.seed},
