@@ -46,8 +46,8 @@ def test_one_parameters_cell_that_papermill_reads(path):
     nb = nbformat.read(path, as_version=4)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
-    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
-    assert tagged[0] == first_code, "the parameters cell must be the first code cell"
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    assert tagged[0] == code_cells[1], "the parameters cell must be the second code cell, after the Colab setup"
     names = set(pm.inspect_notebook(str(path)))
     assert REQUIRED_PARAMETERS <= names, f"{path.name} lacks parameters {REQUIRED_PARAMETERS - names}"
 
@@ -65,9 +65,14 @@ def test_generic_kernel_and_no_outputs(path):
 def test_starts_with_its_own_name_and_the_shared_colab_cell(path):
     nb = nbformat.read(path, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert "REPO_URL" in code[1] and "google.colab" in code[1], "the cell after the parameters is the Colab setup"
-    reference = [c.source for c in nbformat.read(NOTEBOOKS[0], as_version=4).cells if c.cell_type == "code"][1]
-    assert code[1] == reference, "every notebook uses the same Colab setup cell as 01"
+    # First the Colab setup (before the parameters cell, which reads the BUSI_* variables it sets in Colab):
+    # the install, guarded so that it runs in Colab only, then busi_lib.colab.setup().
+    lines = [line for line in code[0].splitlines() if not line.startswith("#")]
+    assert lines[:2] == ['if "google.colab" in str(get_ipython()):', lines[1]], "the install runs in Colab only"
+    assert lines[1].startswith('    %pip install -q "busi-lib @ git+'), "the install line: %pip, keeping Colab's torch"
+    assert lines[2:] == ["import busi_lib.colab", "colab = busi_lib.colab.setup(drive=True)"]
+    reference = [c.source for c in nbformat.read(NOTEBOOKS[0], as_version=4).cells if c.cell_type == "code"][0]
+    assert code[0] == reference, "every notebook uses the same Colab setup cell as 01"
     names = re.findall(r"""start\(\s*["']([^"']+)["']""", "\n".join(code))
     assert names == [path.stem], f"start() must be called once with the notebook's own name, got {names}"
     assert "colab.research.google.com" in nb.cells[0].source, "first cell: title with the Open-in-Colab badge"
