@@ -10,8 +10,11 @@ tree, then the notebook's two setup lines.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata as md
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,6 +23,11 @@ import types
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest's own dependency
+    import tomli as tomllib
 from test_download import _make_busi, _zip_folder, server  # noqa: F401  (server: the local HTTP fixture)
 
 from busi_lib import colab
@@ -228,9 +236,10 @@ def test_a_simulated_colab_machine(tmp_path, server):  # noqa: F811
     torch_files = {p: p.stat().st_mtime_ns for p in (site / "torch/__init__.py", site / "torchvision/__init__.py")}
     torch_dist = sorted(p.name for p in site.glob("torch*.dist-info"))
 
-    # The cell's first line: %pip install "busi-lib @ git+<URL>" (here without -q, to read pip's report).
+    # The cell's first line: %pip install "busi-lib @ git+<URL>" (here without -q, to read pip's report). The host
+    # "localhost" is there for older pip, whose URL parser refuses git+file:/// (no host) in a "name @ URL".
     t = time.monotonic()
-    r = _run([python, "-m", "pip", "install", f"busi-lib @ git+file://{repo}"], env=env, cwd=tmp_path)
+    r = _run([python, "-m", "pip", "install", f"busi-lib @ git+file://localhost{repo}"], env=env, cwd=tmp_path)
     times["pip install busi-lib"] = time.monotonic() - t
     installed = next((line for line in r.stdout.splitlines() if line.startswith("Successfully installed")), "")
     assert "busi-lib-" in installed, r.stdout[-3000:]
@@ -281,3 +290,37 @@ def test_a_simulated_colab_machine(tmp_path, server):  # noqa: F811
     times["total"] = time.monotonic() - t0
     print("\nColab simulation:", ", ".join(f"{k} {v:.0f} s" for k, v in times.items()),
           f"; disk {_du(tmp_path) / 1e9:.2f} GB (venv {_du(venv) / 1e9:.2f} GB)")
+
+
+# --------------------------------------------------------------------------- what a Colab install brings
+
+
+def test_the_runtime_package_imports_only_runtime_dependencies():
+    """Every module busi_lib imports is the standard library's or comes with a runtime dependency of
+    pyproject.toml (not with the [dev] or [lab] extras, which a Colab or `pip install -e .` install lacks)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def name(req: str) -> str:
+        return re.split(r"[ <>=!~;\[@]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    runtime = {name(r) for r in project["dependencies"]}
+    extras = {name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    # Modules of packages that a runtime dependency brings (its own requirement); kaggle, which busi_lib.download
+    # imports only when it is installed; google.colab, which only Colab has (busi_lib.colab, in Colab only).
+    indirect = {"cv2": "albumentations", "fastcore": "fastai", "fastprogress": "fastai", "huggingface_hub": "timm",
+                "IPython": "ipykernel", "kaggle": None, "google": None}
+    dists = md.packages_distributions()
+    imported = set()
+    for path in (ROOT / "busi_lib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    for module in sorted(imported - set(sys.stdlib_module_names) - {"busi_lib", "__future__"}):
+        if module in indirect:
+            assert indirect[module] is None or indirect[module] in runtime, module
+            continue
+        owners = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        assert owners & runtime, f"busi_lib imports {module} ({owners or 'unknown'}), not a runtime dependency"
+        assert not owners & (extras - runtime), f"busi_lib imports {module}, which only an extra installs"
