@@ -9,10 +9,15 @@
     busi data split     --data DIR --out CSV [--folds K] [--seed S]
     busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
     busi train          --arch NAME --data DIR --out DIR [options]
-    busi evaluate       --model DIR --data DIR [--labels CSV] [--split CSV --part test] --out DIR
+    busi evaluate       --model DIR [DIR...] --data DIR [--labels CSV] [--split CSV --part test] --out DIR
+                        [--adapt-bn] [--calibration-size F_OR_N]
     busi calibrate      --model DIR --data DIR [--split CSV]
-    busi predict        --model DIR IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--batch-size N]
+    busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
     busi predict        --model DIR --benchmark [--batch-size N]
+
+``--model`` takes a model folder, a run folder holding ``model/`` (a ``busi
+train`` or bench fold folder), or a folder of such runs (all folds); several
+are averaged as an ensemble (:mod:`busi_lib.ensemble`).
 
 ``--data`` defaults to ``$BUSI_DATA_DIR``, and without it to a synthetic BUSI
 generated once into the cache folder (so every command runs on a fresh machine). Bad input ends with one line naming
@@ -161,7 +166,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="ImageNet weights for the transfer models (default: on)")
     p.add_argument("--encoder", default=d.encoder,
                    help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
-    p.add_argument("--augment", choices=["none", "default", "strong"], default=d.augment)
+    from .transforms import AUGMENTATIONS
+
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment,
+                   help="training augmentation: geometry = flips and affine only; scanner = geometry and gain, "
+                   "gamma, speckle, blur, low resolution (default: %(default)s)")
+    p.add_argument("--aspect-crop", action=argparse.BooleanOptionalAction, default=d.aspect_crop,
+                   help="random aspect-ratio crops that keep the whole lesion (default: off)")
     p.add_argument("--w-cls", type=float, default=d.w_cls)
     p.add_argument("--w-seg", type=float, default=d.w_seg)
     p.add_argument("--dice-weight", type=float, default=d.dice_weight)
@@ -209,7 +220,8 @@ def cmd_evaluate(args) -> int:
     ev = evaluate_model(
         args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
         split=args.split, part=args.part, out=args.out, tta=args.tta, n_boot=args.n_boot, seed=args.seed,
-        n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet,
+        n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet, adapt_bn=args.adapt_bn,
+        calibration_size=args.calibration_size,
     )
     _print_evaluation(ev.metrics)
     print(f"report: {Path(args.out) / 'report.md'}  (every number: evaluation.json, every image: predictions.csv)")
@@ -243,6 +255,14 @@ def _print_evaluation(m: dict) -> None:
               f"Brier {cal['before']['brier']:.3f}"
               + (f"; after temperature {after['temperature']:.2f}: ECE {after['ece']:.3f}, Brier {after['brier']:.3f}"
                  if after else ""))
+    if m.get("site_threshold", {}).get("threshold") is not None:
+        st = m["site_threshold"]
+        print(f"re-tuned on a calibration part ({st['n_calibration_images']} images, {st['unit']}-grouped, seed "
+              f"{st['seed']}): threshold {st['threshold']:.3f}, scored on the other {st['n_scored_images']}: "
+              + "  ".join(f"{k}={st['classification'][k]:.3f}" for k in keys[1:])
+              + f"  (saved threshold there: accuracy={st['saved_threshold_classification']['accuracy']:.3f})")
+    elif m.get("site_threshold"):
+        print(f"calibration part: {m['site_threshold']['note']}")
     if "segmentation" in m:
         line("segmentation", m["segmentation"], m["segmentation_ci"], ("dice_pooled", "iou_pooled", "dice_per_image"))
 
@@ -273,14 +293,21 @@ def _probability(text: str) -> float:
     return value
 
 
+def _calibration_size(text: str) -> float:
+    value = float(text)
+    if not value > 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1 or a whole number, got {text}")
+    return int(value) if value >= 1 else value
+
+
 def cmd_predict(args) -> int:
     """Exit status: 0 all scans predicted; 1 some files unreadable, the others done; 2 nothing predicted."""
     from .predict import best_device, measure_speed, predict_folder
 
     if args.benchmark:
-        from .saving import load_model
+        from .ensemble import load_models
 
-        model, config = load_model(args.model, device=best_device())
+        model, config = load_models(args.model, device=best_device())
         s = measure_speed(model, config, batch_size=args.batch_size)
         print(f"{s['arch']} ({s['encoder']}) at {s['image_size']} px on {s['device']}, {s['threads']} threads: "
               f"{s['images_per_s_batch']} images/s in batches of {s['batch_size']}, "
@@ -289,7 +316,10 @@ def cmd_predict(args) -> int:
     if not args.inputs or not args.out:
         raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
     rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, adapt_bn=args.adapt_bn)
+    if rep.adaptation:
+        print(f"BatchNorm statistics re-estimated on the {rep.adaptation['n_images']} readable scans "
+              "(in memory; the model folder is unchanged)")
     for _, row in rep.failed.iterrows():
         print(f"busi predict: skipped {row['file']}: {row['error']}", file=sys.stderr)
     print(f"{len(rep.done)} scans predicted, {len(rep.failed)} unreadable; results in {rep.csv}")
@@ -383,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a saved model on a folder it never saw (external validation)")
-    p.add_argument("--model", required=True, help="saved model folder (the run's model/)")
+    p.add_argument("--model", required=True, nargs="+", action="extend",
+                   help="saved model folder(s): a model/, a run or fold folder holding model/, or a folder of fold "
+                   "runs; several are averaged (an ensemble, threshold: the mean of theirs)")
     _data_arg(p)
     p.add_argument("--labels", help="labels CSV (image path relative to --data, label; optional mask, patient_id); "
                    "without it --data must have the BUSI layout")
@@ -397,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bins", type=int, default=10, help="equal-width calibration bins (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the scored scans first (AdaBN; images only, no labels)")
+    p.add_argument("--calibration-size", type=_calibration_size, metavar="F_OR_N",
+                   help="also re-tune the threshold on a labelled part of this site (fraction < 1 or a number of "
+                   "patients, images without ids; seeded by --seed) and score the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("calibrate", help="fit a probability temperature on the validation part; save it with the model")
@@ -437,12 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, help="seconds per cell (default: 300 for smoke, 4 h otherwise)")
     p.set_defaults(func=cmd_notebooks)
     p = sub.add_parser("predict", help="probability, label, lesion mask, overlay (and Grad-CAM) for new scans")
-    p.add_argument("--model", required=True, help="a saved model folder (busi train's <out>/model)")
+    p.add_argument("--model", required=True, action="append",
+                   help="a saved model folder (busi train's <out>/model, or <out>); repeat --model for an ensemble "
+                   "(probabilities averaged)")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="scans, or folders walked for scans")
     p.add_argument("--out", help="output folder (never an input folder)")
     p.add_argument("--threshold", type=_probability, help="malignant when probability >= this (default: the model's)")
     p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only)")
     p.add_argument("--benchmark", action="store_true", help="measure images per second instead (no inputs)")
     p.set_defaults(func=cmd_predict)
     return parser

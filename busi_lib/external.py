@@ -75,6 +75,7 @@ from .saving import config_normalization
 
 __all__ = [
     "COLUMN_ALIASES",
+    "calibration_split",
     "ExternalData",
     "compare",
     "evaluate_model",
@@ -84,6 +85,7 @@ __all__ = [
     "predict_table",
     "read_labels_csv",
     "score_external",
+    "site_threshold",
 ]
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -299,13 +301,16 @@ def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> Ex
 
 # ----------------------------------------------------------------------------- predicting
 def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int = 32, tta: bool = False,
-                  progress: bool = True, cache_dir=None) -> tuple[dict, np.ndarray]:
+                  progress: bool = True, cache_dir=None, adapt_bn: bool = False, return_adaptation: bool = False):
     """Predictions of a saved model on the rows of ``table``: ``(pred, images)``.
 
     ``pred`` is :func:`busi_lib.learners.predict_loader`'s dict (``y``, ``prob``;
     ``mask``, ``mask_prob`` for the segmenting models), ``images`` the uint8
     (N, S, S) scans at the model's input size (for figures). Masks are compared
-    at that size too.
+    at that size too. ``adapt_bn``: first re-estimate the model's BatchNorm
+    statistics (in memory) on these scans, images only
+    (:func:`busi_lib.ensemble.adapt_batchnorm`); ``return_adaptation``: also
+    return its summary (None without it).
     """
     from fastai.data.load import DataLoader
 
@@ -314,9 +319,17 @@ def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int =
 
     ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
                       norm=config_normalization(config))
+    import torch
+
+    adapted = None
+    if adapt_bn:
+        from .ensemble import adapt_batchnorm
+
+        adapted = adapt_batchnorm(model, config, list(ds.images), batch_size=batch_size)  # the scans, no label
     dl = DataLoader(ds, bs=batch_size, shuffle=False)
-    pred = predict_loader(model, _progress(dl, progress, "predicting"), config["task"], tta=tta)
-    return pred, ds.images
+    with torch.no_grad():
+        pred = predict_loader(model, _progress(dl, progress, "predicting"), config["task"], tta=tta)
+    return (pred, ds.images, adapted) if return_adaptation else (pred, ds.images)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -462,6 +475,82 @@ def score_external(
     return res
 
 
+# ----------------------------------------------------------------------------- the threshold at a new site
+def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.ndarray:
+    """Which rows of ``table`` form the labelled *calibration part* of a new site (a boolean array).
+
+    The unit is the patient when every row has a patient id (a patient's images
+    are all in or all out), else the image. ``size`` below 1 is a fraction of
+    the units, 1 or more a number of units. The draw is seeded and stratified by
+    the unit's label (a patient is malignant if any image is), so both parts
+    keep both classes whenever there are at least two units of each.
+    """
+    patients = table["patient_id"].notna().all()
+    units = table["patient_id"].astype(str).to_numpy() if patients else np.arange(len(table)).astype(str)
+    target = pd.Series(table["target"].to_numpy()).groupby(units).max()
+    n_units = len(target)
+    if not size > 0:
+        raise ValueError(f"calibration size must be > 0 (a fraction below 1 or a count), got {size!r}")
+    if size >= 1 and int(size) != size:
+        raise ValueError(f"a calibration size of 1 or more is a number of units, got {size!r}")
+    want = size * n_units if size < 1 else float(size)
+    if not 1 <= round(want) < n_units:
+        unit = "patients" if patients else "images"
+        raise ValueError(f"calibration size {size!r} leaves no calibration or no scored part ({n_units} {unit})")
+    rng = np.random.default_rng(seed)
+    total = int(np.floor(want + 0.5))
+    ids_of = {c: np.sort(target.index[target.to_numpy() == c].to_numpy()) for c in (0, 1)}
+    k_of = {0: int(np.floor(total * len(ids_of[0]) / n_units + 0.5))}
+    k_of[1] = total - k_of[0]  # the parts add up to the size asked for
+    chosen: list[str] = []
+    for c, ids in ids_of.items():
+        if len(ids) == 0:
+            continue
+        k = k_of[c]
+        if len(ids) >= 2:
+            k = min(max(k, 1), len(ids) - 1)  # at least one of each class on each side
+        chosen += list(rng.permutation(ids)[:k])
+    return np.isin(units, chosen)
+
+
+def site_threshold(table: pd.DataFrame, pred: dict, saved_threshold: float, size: float, *, seed: int = 0,
+                   n_boot: int = 1000, alpha: float = 0.05, n_bins: int = DEFAULT_BINS,
+                   criterion: str = "youden") -> dict:
+    """The honest re-tuned threshold: chosen on a labelled calibration part of the new site, scored on the rest.
+
+    The calibration part is :func:`calibration_split` (patient-grouped when
+    patient ids exist, seeded); the threshold is :func:`best_threshold`
+    (Youden's J) on it; the other scans are scored with it, and with the saved
+    threshold for comparison on exactly the same scans. Unlike the optimistic
+    threshold, no scored scan took part in choosing it.
+    """
+    cal = calibration_split(table, size, seed)
+    y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
+    patients = table["patient_id"].notna().all()
+    res = dict(size=size, seed=int(seed), unit="patient" if patients else "image",
+               n_calibration_images=int(cal.sum()), n_scored_images=int((~cal).sum()), rule=f"{criterion} "
+               "on the calibration part", saved_threshold=float(saved_threshold))
+    if patients:
+        res["n_calibration_patients"] = int(table.loc[cal, "patient_id"].nunique())
+        res["n_scored_patients"] = int(table.loc[~cal, "patient_id"].nunique())
+    if len(np.unique(y[cal])) < 2:
+        res["note"] = "the calibration part holds one class only: no threshold can be chosen on it"
+        return res
+    t = best_threshold(y[cal], p[cal], criterion)
+    rest_y, rest_p = y[~cal], p[~cal]
+    groups = table.loc[~cal, "patient_id"].to_numpy() if patients else None
+    ci = bootstrap_many(_classification_round(t, 1.0, n_bins), rest_y, rest_p, n_boot=n_boot, seed=seed,
+                        groups=groups, alpha=alpha)
+    res.update(
+        threshold=float(t), classification=classification_metrics(rest_y, rest_p, t),
+        classification_ci={k: ci[k] for k in CI_KEYS},
+        saved_threshold_classification=classification_metrics(rest_y, rest_p, saved_threshold),
+        note="HONEST: the threshold was chosen on the labelled calibration part only and scored on the other scans; "
+             "a smaller or unlucky calibration part gives a noisier threshold (try another seed)",
+    )
+    return res
+
+
 # ----------------------------------------------------------------------------- the whole evaluation
 @dataclass
 class Evaluation:
@@ -497,7 +586,7 @@ def predictions_frame(table: pd.DataFrame, pred: dict, threshold: float, tempera
 
 
 def evaluate_model(
-    model_dir: str | Path,
+    model_dir: str | Path | list,
     data: str | Path,
     *,
     labels: str | Path | None = None,
@@ -513,34 +602,59 @@ def evaluate_model(
     n_worst: int = 8,
     progress: bool = True,
     name: str | None = None,
+    adapt_bn: bool = False,
+    calibration_size: float | None = None,
 ) -> Evaluation:
     """Score the saved model in ``model_dir`` on the folder ``data`` and (with ``out``) write the report.
 
+    ``model_dir``: a model folder, a run folder holding ``model/``, or several
+    (a list): their probabilities are averaged (:mod:`busi_lib.ensemble`).
     ``labels``: a labels CSV (else the BUSI layout is expected); ``split`` and
     ``part``: score only one part of a saved split (e.g. BUSI's own held-out
     ``test`` part, for the comparison); ``tta``: average the scan and its
-    mirror image. Writes ``evaluation.json``, ``predictions.csv``, ``report.md``
-    and the figures into ``out``.
+    mirror image; ``adapt_bn``: re-estimate the BatchNorm statistics on the
+    scored scans first (AdaBN, images only, see :func:`busi_lib.ensemble.adapt_batchnorm`);
+    ``calibration_size``: also re-tune the threshold on that part of the scans
+    (a fraction, or a number of patients) and score the rest (:func:`site_threshold`).
+    Writes ``evaluation.json``, ``predictions.csv``, ``report.md`` and the figures into ``out``.
     """
+    from .ensemble import load_models
     from .files import atomic_write_bytes, write_json
-    from .saving import load_model
 
     t0 = time.time()
-    model, config = load_model(model_dir)
+    model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
     ext = load_external(data, labels, columns=columns, progress=progress)
     if split is not None:
         ext = restrict_to_split(ext, split, part)
-    pred, images = predict_table(model, config, ext.table, batch_size=batch_size, tta=tta, progress=progress)
+    pred, images, adapted = predict_table(model, config, ext.table, batch_size=batch_size, tta=tta,
+                                          progress=progress, adapt_bn=adapt_bn, return_adaptation=True)
     threshold, temperature = float(config.get("threshold", 0.5)), float(config.get("temperature", 1.0))
+    members = config["members"]
+    notes = list(ext.notes)
+    if len(members) > 1:
+        notes.append(f"ensemble of {len(members)} models: probabilities averaged; threshold "
+                     f"{config['threshold_rule']}")
+    if config.get("ensemble_note"):
+        notes.append(config["ensemble_note"])
+    if adapted:
+        notes.append(f"BatchNorm statistics re-estimated on the {adapted['n_images']} scored scans "
+                     f"({adapted['n_layers']} layers; images only, no labels; the saved model is unchanged)")
     metrics = dict(
         name=name or Path(data).name,
-        model=str(model_dir), arch=config["arch"], task=config["task"], image_size=config["image_size"],
+        model=members[0] if len(members) == 1 else members, members=members,
+        arch=config["arch"], task=config["task"], image_size=config["image_size"],
         data=str(data), layout=ext.layout, labels=str(labels) if labels else None,
         split=str(split) if split else None, part=part if split else None, tta=bool(tta),
-        excluded=ext.excluded, skipped=ext.skipped, notes=ext.notes,
+        adapt_bn=adapted or None, excluded=ext.excluded, skipped=ext.skipped, notes=notes,
     )
     metrics.update(score_external(ext.table, pred, threshold, temperature=temperature, n_boot=n_boot, seed=seed,
                                   n_bins=n_bins))
+    if len(members) > 1:
+        metrics["threshold_source"] = (f"the mean of the {len(members)} members' saved thresholds (each chosen on "
+                                       "its own validation data, not on this data)")
+    if calibration_size is not None and "prob" in pred:
+        metrics["site_threshold"] = site_threshold(ext.table, pred, threshold, calibration_size, seed=seed,
+                                                   n_boot=n_boot, n_bins=n_bins)
     metrics["seconds"] = round(time.time() - t0, 1)
     predictions = predictions_frame(ext.table, pred, threshold, temperature)
     result = Evaluation(metrics, predictions, pred, images, Path(out) if out else None)

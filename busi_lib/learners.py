@@ -88,7 +88,8 @@ class TrainConfig:
     optimizer: str = "adam"  # or "sgd"
     pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
     encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)
-    augment: str = "default"
+    augment: str = "default"  # none | default | strong | geometry | scanner (busi_lib.transforms)
+    aspect_crop: bool = False  # lesion-preserving aspect-ratio crops on the training scans
     w_cls: float = 0.4  # multitask loss weights
     w_seg: float = 0.6
     dice_weight: float = 1.0  # 0: BCE only for masks
@@ -160,6 +161,7 @@ def prepare_data(cfg: TrainConfig):
         num_workers=cfg.num_workers,
         cache_dir=cfg.cache_dir,
         norm=input_normalization(cfg.arch, cfg.encoder),
+        aspect_crop=cfg.aspect_crop,
     )
     return df, split, dls
 

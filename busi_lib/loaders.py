@@ -118,10 +118,11 @@ class AugmentEpoch(Callback):
 
 
 def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None,
-                 norm: Normalization = IMAGENET):
-    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``), normalised with ``norm``."""
+                 norm: Normalization = IMAGENET, aspect_crop: bool = False):
+    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``), normalised with ``norm``
+    (``augment``, ``aspect_crop``: see :func:`busi_lib.transforms.build_transforms`)."""
     images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
-    tfms = build_transforms(augment, seed, norm)
+    tfms = build_transforms(augment, seed, norm, aspect_crop=aspect_crop)
     return BusiDataset(images, masks, df["target"], kind, tfms, df["image_id"], seed)
 
 
@@ -137,6 +138,7 @@ def make_dataloaders(
     device=None,
     cache_dir=None,
     norm: Normalization = IMAGENET,
+    aspect_crop: bool = False,
 ) -> BusiDataLoaders:
     """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
 
@@ -161,8 +163,9 @@ def make_dataloaders(
     for s in ("train", "valid", "test"):
         if len(parts[s]) == 0:
             continue
-        ds = make_dataset(parts[s], image_size, kind, augment if s == "train" else "none", seed, cache_dir, norm)
         train = s == "train"
+        ds = make_dataset(parts[s], image_size, kind, augment if train else "none", seed, cache_dir, norm,
+                          aspect_crop=aspect_crop and train)
         loaders.append(
             DataLoader(
                 ds,

@@ -174,6 +174,8 @@ def predict_arrays(
     temperature, thr = decision_threshold(config, threshold)
     if cam and task == "segment":
         raise ValueError("a segmentation-only model has no classification to explain: drop cam")
+    if cam and len(config.get("members", [])) > 1:
+        raise ValueError("Grad-CAM explains one network: give a single --model for --cam")
     device = next(model.parameters()).device
     model.eval()
     images = list(images)
@@ -316,6 +318,7 @@ class PredictReport:
 
     table: pd.DataFrame
     csv: Path
+    adaptation: dict | None = None  # what --adapt-bn did (None without it)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -343,10 +346,12 @@ def predict_files(
     inputs = [Path(i) for i in inputs]
     paths = find_images(inputs)
     out = check_output_folder(out, inputs)
-    out.mkdir(parents=True, exist_ok=True)
-    protected = {p.resolve() for p in paths}
     task = task_of_config(config)
     cam = cam and task != "segment"
+    if cam and len(config.get("members", [])) > 1:
+        raise BusiDataError(None, "Grad-CAM explains one network: give a single --model for --cam")
+    out.mkdir(parents=True, exist_ok=True)
+    protected = {p.resolve() for p in paths}
     rows: list[dict] = []
     csv = out / "predictions.csv"
     names = _names(paths)
@@ -388,12 +393,32 @@ def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def predict_folder(model_dir: str | Path, inputs: Iterable[str | Path], out: str | Path, **kwargs) -> PredictReport:
-    """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does."""
-    from .saving import load_model
+def predict_folder(model_dir, inputs: Iterable[str | Path], out: str | Path, *, adapt_bn: bool = False,
+                   **kwargs) -> PredictReport:
+    """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does.
 
-    model, config = load_model(model_dir, device=best_device())
-    return predict_files(model, config, inputs, out, **kwargs)
+    ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.ensemble`).
+    ``adapt_bn``: first re-estimate the BatchNorm statistics on the readable input
+    scans (AdaBN, in memory only: the model folder is not written).
+    """
+    from .ensemble import adapt_batchnorm, load_models
+
+    model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],
+                                device=best_device())
+    adaptation = None
+    if adapt_bn:
+        inputs = [Path(i) for i in inputs]
+        size = int(config["image_size"])
+        scans = []
+        for path in find_images(inputs):
+            try:  # kept at the model's size only: a folder of big scans does not fill the memory
+                scans.append(cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_AREA))
+            except BusiDataError:
+                continue  # reported by predict_files
+        adaptation = adapt_batchnorm(model, config, scans, batch_size=kwargs.get("batch_size", 16))
+    rep = predict_files(model, config, inputs, out, **kwargs)
+    rep.adaptation = adaptation
+    return rep
 
 
 # --------------------------------------------------------------------- speed

@@ -157,11 +157,34 @@ CLS_KEYS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f
 SEG_KEYS = ("dice_pooled", "iou_pooled", "precision_pooled", "recall_pooled", "dice_per_image", "iou_per_image")
 
 
+def site_threshold_section(st: dict) -> list[str]:
+    """The report's lines for the threshold re-tuned on a labelled calibration part of the new site."""
+    unit = st["unit"]
+    n_cal = st.get(f"n_calibration_{unit}s", st["n_calibration_images"])
+    n_rest = st.get(f"n_scored_{unit}s", st["n_scored_images"])
+    L = ["", f"### Honest: threshold re-tuned on a calibration part of this site (size {st['size']}, seed "
+             f"{st['seed']})", "",
+         f"{n_cal} {unit}s ({st['n_calibration_images']} images) chosen at random, stratified by label, were used "
+         f"to choose the threshold ({st['rule']}); the other {n_rest} {unit}s ({st['n_scored_images']} images) "
+         "are scored."]
+    if "threshold" not in st:
+        return L + ["", f"> {st['note']}"]
+    L += ["", f"> {st['note']}", "",
+          f"| metric | saved threshold {st['saved_threshold']:.3f} | re-tuned threshold {st['threshold']:.3f} "
+          "| 95 % CI |", "|---|---|---|---|"]
+    ci, a, b = st["classification_ci"], st["saved_threshold_classification"], st["classification"]
+    L += [f"| {k} | {_f(a[k])} | {_f(b[k])} | {_ci(ci.get(k))} |" for k in CLS_KEYS[1:]]
+    return L
+
+
 def markdown_report(m: dict, figures=()) -> str:
     """The text of ``report.md`` for the metrics dict of an evaluation (``evaluation.json``)."""
     figures = set(figures)
     L = [f"# External evaluation: {m.get('name', '')}", ""]
-    L += [f"- model: `{m['model']}` ({m['arch']}, {m['task']}, {m['image_size']} px input)",
+    members = m.get("members") or [m["model"]]
+    model = f"`{members[0]}`" if len(members) == 1 else \
+        f"ensemble of {len(members)} (" + ", ".join(f"`{x}`" for x in members) + ")"
+    L += [f"- model: {model} ({m['arch']}, {m['task']}, {m['image_size']} px input)",
           f"- data: `{m['data']}` ("
           + ("BUSI folder layout" if m["layout"] == "busi" else f"labels CSV `{m['labels']}`") + ")"]
     if m.get("split"):
@@ -193,6 +216,8 @@ def markdown_report(m: dict, figures=()) -> str:
                   f"> {o['note']}", "", f"| metric | saved threshold {m['threshold']:.3f} | best threshold on this "
                   f"data {o['threshold']:.3f} (optimistic) |", "|---|---|---|"]
             L += [f"| {k} | {_f(c[k])} | {_f(o['classification'][k])} |" for k in CLS_KEYS[1:]]
+        if m.get("site_threshold"):
+            L += site_threshold_section(m["site_threshold"])
         cal = m["calibration"]
         L += ["", f"## Calibration ({cal['n_bins']} equal-width bins)", "",
               "| | ECE | 95 % CI | Brier | 95 % CI |", "|---|---|---|---|---|",
