@@ -7,8 +7,8 @@ heatmap (one cell per 32 x 32 pixels at the last ResNet stage) of the regions
 that raised the score. The maintained ``pytorch-grad-cam`` package does the
 work; this module only says *which* layer and *which* score:
 
-* layer: the last encoder stage (``layer4`` of a ResNet, the last block of the
-  custom CNN), the deepest maps that still have a spatial layout;
+* layer: the last encoder stage (``layer4`` of a ResNet, the last block stage of
+  EfficientNet-Lite, the features of the custom CNN), the deepest maps that still have a spatial layout;
 * score: the malignancy logit (the multitask model is wrapped so that Grad-CAM
   sees only that output), with its sign flipped for a scan called benign, so
   the map always shows the evidence *for the label the model gave*.
@@ -46,7 +46,9 @@ def cam_target_layer(model: torch.nn.Module, config: dict) -> torch.nn.Module:
     """The last encoder stage, whose feature maps Grad-CAM weighs by the classifier's gradient."""
     arch = config["arch"]
     if arch == "multitask":
-        return model.net.encoder.layer4  # smp's ResNet encoder is a torchvision ResNet
+        encoder = model.net.encoder
+        # smp's ResNet encoder is a torchvision ResNet; its "tu-" encoders (EfficientNet-Lite) hold timm's network
+        return encoder.layer4 if hasattr(encoder, "layer4") else encoder.model.blocks[-1]
     if arch == "custom_cnn":
         return model.features
     if isinstance(model, torch.nn.Sequential) and isinstance(model[0], torch.nn.Sequential):
