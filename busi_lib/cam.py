@@ -7,8 +7,8 @@ heatmap (one cell per 32 x 32 pixels at the last ResNet stage) of the regions
 that raised the score. The maintained ``pytorch-grad-cam`` package does the
 work; this module only says *which* layer and *which* score:
 
-* layer: the last encoder stage (``layer4`` of a ResNet, the last block of the
-  custom CNN), the deepest maps that still have a spatial layout;
+* layer: the last encoder stage (``layer4`` of a ResNet, the last block stage of
+  EfficientNet-Lite, the features of the custom CNN), the deepest maps that still have a spatial layout;
 * score: the malignancy logit (the multitask model is wrapped so that Grad-CAM
   sees only that output), with its sign flipped for a scan called benign, so
   the map always shows the evidence *for the label the model gave*.
@@ -46,7 +46,9 @@ def cam_target_layer(model: torch.nn.Module, config: dict) -> torch.nn.Module:
     """The last encoder stage, whose feature maps Grad-CAM weighs by the classifier's gradient."""
     arch = config["arch"]
     if arch == "multitask":
-        return model.net.encoder.layer4  # smp's ResNet encoder is a torchvision ResNet
+        encoder = model.net.encoder
+        # smp's ResNet encoder is a torchvision ResNet; its "tu-" encoders (EfficientNet-Lite) hold timm's network
+        return encoder.layer4 if hasattr(encoder, "layer4") else encoder.model.blocks[-1]
     if arch == "custom_cnn":
         return model.features
     if isinstance(model, torch.nn.Sequential) and isinstance(model[0], torch.nn.Sequential):
@@ -77,3 +79,30 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
     with GradCAM(model=net, target_layers=[layer]) as cam:
         maps = cam(input_tensor=x, targets=targets)
     return maps.astype(np.float32)
+
+
+def cam_gallery(model_folder, part: dict, n_per_class: int = 3) -> dict:
+    """Grad-CAM maps of the first ``n_per_class`` benign and ``n_per_class`` malignant scans of a part.
+
+    ``model_folder``: a run folder (``model/`` inside) or the model folder; ``part``: what
+    :func:`busi_lib.study.predict_part` returns for that model. The scans keep the part's order, benign
+    first. Returns ``images`` (uint8, the model's input size), ``maps`` (N, S, S) in [0, 1], ``y``,
+    ``prob``, ``called`` (1 malignant, 0 benign, at the model's saved threshold), ``threshold`` and
+    ``image_ids``.
+    """
+    from pathlib import Path
+
+    from .predict import preprocess
+    from .saving import config_normalization, load_model
+
+    folder = Path(model_folder)
+    model, config = load_model(folder if folder.name == "model" else folder / "model")
+    y = np.asarray(part["y"]).astype(int)
+    picked = np.concatenate([np.flatnonzero(y == c)[:n_per_class] for c in (0, 1)])
+    threshold = float(config.get("threshold", 0.5))
+    prob = np.asarray(part["prob"])[picked]
+    called = (prob >= threshold).astype(int)
+    x = preprocess(list(part["images"][picked]), int(config["image_size"]), config_normalization(config))
+    return {"images": part["images"][picked], "maps": grad_cam(model, config, x, called), "y": y[picked],
+            "prob": prob, "called": called, "threshold": threshold,
+            "image_ids": list(part["table"]["image_id"].iloc[picked])}

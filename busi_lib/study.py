@@ -18,6 +18,9 @@ import pandas as pd
 from .profiles import STUDY_MODELS
 
 # The reference study's multitask UResNet (test set), for the side-by-side table of notebook 05/06.
+# Where its numbers are shown, they are cited with STUDY_SOURCE.
+STUDY_SOURCE = ("the reference study's poster (multitask UResNet on BUSI, ImageNet weights, GPU; "
+                "one unpublished split, test part)")
 STUDY_MULTITASK = {
     "classification": {"accuracy": 0.908, "precision": 0.886, "recall": 0.821, "f1": 0.838},
     "segmentation": {"precision": 0.842, "recall": 0.821, "dice": 0.831, "iou": 0.711},
@@ -172,6 +175,32 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     pred = predict_loader(model, DataLoader(ds, bs=16, shuffle=False), config["task"])
     images, _ = cached_arrays(part_df, config["image_size"], cache_dir=cache_dir)
     return {**pred, "table": part_df, "images": images, "config": config}
+
+
+def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 1000, seed: int = 0,
+                   cache_dir=None) -> dict[str, tuple[float, float]]:
+    """95 % bootstrap intervals of a saved model's test metrics, from its per-scan test predictions.
+
+    The model is reloaded and run on the test part of its split (:func:`predict_part`); ``n_boot``
+    resamples of the duplicate groups (a group's scans come or go together) are scored as
+    :func:`busi_lib.bench.score_table` scores them, at the model's saved threshold. Keys are the
+    columns of :func:`flat_metrics` (``accuracy``, ``sensitivity``, ..., ``dice_pooled``, ...).
+    """
+    from .bench import confidence_intervals
+    from .metrics import segmentation_counts
+
+    p = predict_part(model_folder, data, cache_dir=cache_dir)
+    t = p["table"][["image_id", "target", "dup_group"]].copy()
+    if "prob" in p:
+        t["prob"], t["threshold"] = p["prob"], float(p["config"].get("threshold", 0.5))
+    if "mask_prob" in p:
+        t["tp"], t["fp"], t["fn"] = segmentation_counts(p["mask"], p["mask_prob"].astype(np.float32))
+    names = {v: k for k, v in CLASSIFICATION_KEYS.items()}
+    out = {}
+    for key, (low, high) in confidence_intervals(t, n_boot=n_boot, seed=seed).items():
+        section, name = key.split(".", 1)
+        out[names.get(name, name) if section == "classification" else name] = (low, high)
+    return out
 
 
 def _resize(a: np.ndarray, size: int) -> np.ndarray:

@@ -22,7 +22,9 @@ MARKER = "# lesson code: "
 # what each lesson must write out, at least
 REQUIRED = {
     "02_custom_cnn": {"busi_lib.models.CustomCNN", "busi_lib.learners.make_learner"},
-    "04_unet_segmentation": {"busi_lib.losses.soft_dice_loss", "busi_lib.losses.SegmentationLoss",
+    "03_transfer_learning": {"busi_lib.learners.transfer_learner", "busi_lib.learners.stages"},
+    "04_unet_segmentation": {"busi_lib.models.DecoderBlock", "busi_lib.models.UNetDecoder",
+                             "busi_lib.losses.soft_dice_loss", "busi_lib.losses.SegmentationLoss",
                              "busi_lib.metrics.segmentation_counts", "busi_lib.metrics.scores_from_counts"},
     "05_multitask_uresnet": {"busi_lib.models.MultitaskUResNet", "busi_lib.losses.MultitaskLoss"},
 }
@@ -94,3 +96,26 @@ def test_every_lesson_ends_with_questions_experiments_and_answers(nb):
     answers = (NOTEBOOKS / "answers" / f"{nb.stem}.md").read_text()
     n_answers = sum(1 for line in answers.split("## Experiments")[0].splitlines() if line[:1].isdigit())
     assert n_answers == n_q, f"{nb.stem}: {n_q} questions, {n_answers} answers"
+
+
+@pytest.mark.parametrize("nb", ALL, ids=[p.stem for p in ALL])
+def test_the_header_shows_the_run_times_that_start_prints(nb):
+    """Each notebook's header states the run times that ``start`` prints (busi_lib.notebook.EXPECTED_TIME), so
+    re-measuring means changing the dictionary and the headers together, and this test says where they differ."""
+    from busi_lib.notebook import EXPECTED_TIME
+
+    header = "".join(json.loads(nb.read_text())["cells"][0]["source"])
+    line = next((x for x in header.splitlines() if x.startswith("**Run time**")), None)
+    assert line is not None, f"{nb.name}: no '**Run time**' line in the first cell"
+    times = EXPECTED_TIME[nb.stem]
+    for profile in ("smoke", "cpu"):
+        assert f"{profile} {times[profile]}" in line, f"{nb.name}: header says {line!r}, EXPECTED_TIME {times}"
+
+
+def test_the_lesson_decoder_is_the_one_the_models_run():
+    """Notebook 04's UNetDecoder is not a copy on the side: every U-shaped model of the package runs it."""
+    from busi_lib.models import MultitaskUResNet, UNetDecoder, build_model
+
+    assert isinstance(build_model("unet").net.decoder, UNetDecoder)
+    assert isinstance(build_model("uresnet", encoder="resnet18").net.decoder, UNetDecoder)
+    assert isinstance(MultitaskUResNet("resnet18").net.decoder, UNetDecoder)

@@ -147,3 +147,27 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
     torch.save(ref.state_dict(), path)
     model = build_model("multitask", encoder="resnet18", pretrained=True)
     assert torch.equal(model.net.encoder.conv1.weight, ref.conv1.weight)
+
+
+@pytest.mark.parametrize("encoder", ["vgg11_bn", "tf_efficientnet_lite0"])
+def test_the_lesson_decoder_computes_what_smp_computes(encoder):
+    """busi_lib's UNetDecoder (written out in notebook 04) against smp's own UnetDecoder: same weights, same output;
+    and a model built with it starts from smp's weights, with the random numbers smp alone leaves."""
+    import segmentation_models_pytorch as smp
+
+    from busi_lib.models import SegmentationNet, UNetDecoder, _smp_unet
+
+    name = "tu-" + encoder if encoder.startswith("tf_") else encoder
+    torch.manual_seed(0)
+    ref = smp.Unet(encoder_name=name, encoder_weights=None, in_channels=3, classes=1).eval()
+    after_ref = torch.rand(1)
+    torch.manual_seed(0)
+    ours = _smp_unet(encoder, False).eval()
+    assert isinstance(ours.decoder, UNetDecoder) and torch.rand(1) == after_ref
+    assert ours.state_dict().keys() == ref.state_dict().keys()  # saved models load into either
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        features = ref.encoder(x)
+        assert torch.equal(ours.decoder(features), ref.decoder(features))
+        assert torch.equal(SegmentationNet(ours)(x), ref(x))  # the whole U-Net: smp's forward, unchanged

@@ -27,11 +27,12 @@ REQUIRED_PARAMETERS = {"profile", "data_dir", "out_dir", "seed"}
 
 # Figures each lesson must save (in <out>/<notebook>/); notebooks not listed must save at least one PNG.
 FIGURES = {
-    "01_data_exploration": {"data_overview", "example_scans", "augmented_batch"},
+    "01_data_exploration": {"data_overview", "example_scans", "augmentations"},
     "02_custom_cnn": {"training_batch", "lr_find", "training_curves", "confusion", "roc", "worst_errors"},
-    "03_transfer_learning": {"metrics_bars", "roc", "confusion"},
+    "03_transfer_learning": {"metrics_bars", "roc", "confusion", "worst_errors"},
     "04_unet_segmentation": {"metrics_bars", "mask_grid", "training_curves"},
-    "05_multitask_uresnet": {"model_diagram", "training_curves", "confusion", "roc", "study_comparison"},
+    "05_multitask_uresnet": {"model_diagram", "training_curves", "confusion", "roc", "worst_errors", "gradcam",
+                             "study_comparison"},
     "06_results": {"figure2_classification", "figure2_segmentation", "figure3_masks", "roc_all"},
     "07_external_validation": {"two_hospitals", "reliability", "roc_home_away"},
 }
