@@ -44,7 +44,13 @@ from .distributed import barrier, is_main_process, main_process_result, start_pr
 from .duplicates import duplicate_groups
 from .files import atomic_write_bytes, write_json
 from .learners import subset
-from .metrics import bootstrap_many, classification_metrics, scores_from_counts, segmentation_counts
+from .metrics import (
+    bootstrap_many,
+    classification_metrics,
+    classification_round,
+    scores_from_counts,
+    segmentation_counts,
+)
 from .profiles import STUDY_MODELS, resolve_arch, settings_for
 from .splits import cv_fold_split, kfold_split, save_split
 from .study import STUDY_MULTITASK
@@ -134,19 +140,22 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
     return result
 
 
-def score_table(t: pd.DataFrame, suffix: str = "") -> dict:
+def score_table(t: pd.DataFrame, suffix: str = "", fast: bool = False) -> dict:
     """Classification and segmentation metrics of a per-scan prediction table.
 
     Each row is called malignant at its own fold's threshold, so pooled tables
-    of several folds are scored exactly as each fold was.
+    of several folds are scored exactly as each fold was. ``fast``: the numpy twin
+    :func:`busi_lib.metrics.classification_round` (the :data:`~busi_lib.metrics.CI_KEYS`
+    only, no counts), for the bootstrap's thousands of rounds.
     """
     out: dict = {}
     if "prob" + suffix in t:
         y, p = t["target"].to_numpy(), t["prob" + suffix].to_numpy()
         calls = (p >= t["threshold"].to_numpy()).astype(float)
-        m = classification_metrics(y, calls, 0.5)  # counts and rates of the calls
-        m["roc_auc"] = classification_metrics(y, p)["roc_auc"]  # ranking quality, threshold-free
-        m.pop("threshold")
+        score = classification_round if fast else classification_metrics
+        m = score(y, calls, 0.5)  # counts and rates of the calls
+        m["roc_auc"] = score(y, p, 0.5)["roc_auc"]  # ranking quality, threshold-free
+        m.pop("threshold", None)
         out["classification"] = m
     if "tp" + suffix in t:
         c = [t[k + suffix].to_numpy() for k in ("tp", "fp", "fn")]
@@ -160,7 +169,7 @@ def confidence_intervals(t: pd.DataFrame, suffix: str = "", n_boot: int = 1000, 
     """95 % bootstrap intervals of every metric on pooled predictions, resampling duplicate groups."""
 
     def all_metrics(i):
-        s = score_table(t.iloc[i], suffix)
+        s = score_table(t.iloc[i], suffix, fast=True)
         return {f"{sec}.{k}": v for sec, vals in s.items() for k, v in vals.items() if isinstance(v, float)}
 
     return bootstrap_many(all_metrics, np.arange(len(t)), n_boot=n_boot, seed=seed, groups=t["dup_group"].to_numpy())

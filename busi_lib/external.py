@@ -59,14 +59,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from .calibration import DEFAULT_BINS, apply_temperature, brier_score, calibration_metrics, expected_calibration_error
 from .errors import BusiDataError
 from .metrics import (
+    CI_KEYS,
     best_threshold,
     bootstrap_many,
     classification_metrics,
+    classification_round,
     scores_from_counts,
     segmentation_counts,
     segmentation_metrics,
@@ -97,8 +98,6 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 REQUIRED = ("image", "label")
 LABEL_VALUES = {"benign": 0, "0": 0, "0.0": 0, "malignant": 1, "1": 1, "1.0": 1}
 
-#: The threshold metrics given a bootstrap interval (counts are not).
-CI_KEYS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc")
 
 PATIENT_RULE = "a patient's probability is the highest of their images'; malignant if any image is"
 
@@ -333,35 +332,6 @@ def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int =
 
 
 # ----------------------------------------------------------------------------- scoring
-def classification_round(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """The :data:`CI_KEYS` of :func:`busi_lib.metrics.classification_metrics`, computed with numpy.
-
-    Why a second computation? A bootstrap recomputes the metrics thousands of
-    times, and ``classification_metrics`` makes seven validated scikit-learn
-    calls (about 15 ms on a small CPU): 1000 resamples of three kinds would take
-    a minute. This function takes well under a millisecond and follows the same
-    conventions (0 when a ratio is 0/0, ROC AUC NaN with one class, ties counted
-    half); the point estimates still come from ``classification_metrics``, and
-    tests check that both agree on random resamples.
-    """
-    pos, pred = y == 1, p >= threshold
-    n, n1 = y.size, int(np.count_nonzero(pos))
-    tp, fp = int(np.count_nonzero(pred & pos)), int(np.count_nonzero(pred & ~pos))
-    fn, tn = n1 - tp, n - n1 - fp
-
-    def ratio(a, b):
-        return a / b if b else 0.0
-
-    recall = ratio(tp, tp + fn)
-    if 0 < n1 < n:  # Mann-Whitney: AUC = P(score of a malignant > score of a benign), ties counting half
-        auc = (rankdata(p)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * (n - n1))
-    else:
-        auc = float("nan")
-    return dict(accuracy=(tp + tn) / n if n else float("nan"), precision=ratio(tp, tp + fp), recall=recall,
-                sensitivity=recall, specificity=ratio(tn, tn + fp), f1=ratio(2 * tp, 2 * tp + fp + fn),
-                roc_auc=float(auc))
-
-
 def _classification_round(threshold: float, temperature: float, n_bins: int):
     """One bootstrap round's numbers: threshold metrics, ROC AUC, Brier and ECE (before/after temperature)."""
 

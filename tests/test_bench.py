@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from busi_lib.bench import results_markdown, run_bench, score_table
+from busi_lib.bench import confidence_intervals, results_markdown, run_bench, score_table
 from busi_lib.data import load_dataset
-from busi_lib.metrics import scores_from_counts
+from busi_lib.metrics import bootstrap_many, scores_from_counts
 from busi_lib.splits import cv_fold_split, groups_straddling, kfold_split
 
 
@@ -82,6 +82,24 @@ def test_score_table_calls_each_row_at_its_threshold():
     t = pd.DataFrame({"target": [1, 0, 1, 0], "prob": [0.6, 0.6, 0.3, 0.1], "threshold": [0.5, 0.7, 0.2, 0.2]})
     c = score_table(t)["classification"]
     assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (2, 0, 2, 0)
+
+
+def test_bootstrap_fast_path_gives_the_intervals_of_the_sklearn_path():
+    """The bench's intervals use the numpy twin; with the same resamples they equal scikit-learn's exactly."""
+    rng = np.random.default_rng(3)
+    n = 60
+    t = pd.DataFrame({"target": rng.integers(0, 2, n), "prob": np.round(rng.random(n), 2),
+                      "threshold": rng.choice([0.3, 0.5, 0.7], n), "dup_group": rng.integers(0, 40, n)})
+
+    def slow(i):
+        s = score_table(t.iloc[i])["classification"]
+        return {f"classification.{k}": v for k, v in s.items() if isinstance(v, float)}
+
+    ref = bootstrap_many(slow, np.arange(n), n_boot=200, seed=0, groups=t["dup_group"].to_numpy())
+    fast = confidence_intervals(t, n_boot=200, seed=0)
+    assert set(fast) == set(ref) and len(ref) == 7
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], nan_ok=True), k
 
 
 def test_speed_bench_measures_both_loops(synthetic_dir, tmp_path):

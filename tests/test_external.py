@@ -26,15 +26,13 @@ from sklearn.metrics import (
 from busi_lib.cli import main
 from busi_lib.errors import BusiDataError
 from busi_lib.external import (
-    CI_KEYS,
-    classification_round,
     compare,
     evaluate_model,
     load_external,
     read_labels_csv,
     score_external,
 )
-from busi_lib.metrics import classification_metrics
+from busi_lib.metrics import CI_KEYS, classification_metrics, classification_round
 from busi_lib.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
 
 N_B = 10  # scans per class in the second hospital

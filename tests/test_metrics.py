@@ -28,7 +28,6 @@ from busi_lib.metrics import (
     classification_metrics,
     dice_from_iou,
     iou_from_dice,
-    multitask_fastai_metrics,
     scores_from_counts,
     segmentation_counts,
     segmentation_fastai_metrics,
@@ -369,7 +368,7 @@ def test_multitask_tuple_is_unpacked():
     pred = (_logit(prob)[:, None], _logit(mask_prob)[:, None])
     yb = (torch.from_numpy(y).float(), torch.from_numpy(truth).float()[:, None])
     batches = [((pred[0][s], pred[1][s]), (yb[0][s], yb[1][s])) for s in (slice(0, 7), slice(7, 12))]
-    metrics = multitask_fastai_metrics()
+    metrics = (classification_fastai_metrics() + segmentation_fastai_metrics())
     assert [m.name for m in metrics] == ["accuracy", "f1", "roc_auc", "dice_pooled", "iou_pooled"]
     for m in metrics:
         expected = seg_plain[m.name] if isinstance(m, SegmentationMetric) else cls_plain[m.name]
@@ -441,7 +440,8 @@ def test_metrics_inside_a_fastai_learner():
         return bce(pred[0], yc) + bce(pred[1], ym)
 
     model = _TinyMultitask()
-    metrics = multitask_fastai_metrics() + [SegmentationMetric("dice", pooled=False)]
+    metrics = [*classification_fastai_metrics(), *segmentation_fastai_metrics(),
+               SegmentationMetric("dice", pooled=False)]
     learn = Learner(dls, model, loss_func=loss, metrics=metrics)
     with learn.no_logging():
         record = learn.validate()  # Recorder: reset, accumulate per batch, value at the end
