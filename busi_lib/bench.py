@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import dataset_fingerprint, load_dataset
+from .data import dataset_fingerprint
+from .dataset import load_dataset
 from .distributed import barrier, is_main_process, main_process_result, start_processes
 from .duplicates import duplicate_groups
 from .files import atomic_write_bytes, write_json

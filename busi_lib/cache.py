@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .data import load_pair, scan_folder
+from .duplicates import PHASH_THRESHOLD, add_duplicate_groups
 from .files import atomic_write_bytes, temp_path_for
 
 CACHE_VERSION = 2
@@ -45,8 +46,6 @@ def folder_key(root: str | Path, *extra) -> str:
 
 def cached_table(root, *, skip_bad=False, duplicates=True, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """:func:`busi_lib.data.scan_folder` plus duplicate groups, cached."""
-    from .duplicates import PHASH_THRESHOLD, add_duplicate_groups
-
     key = folder_key(root, "table", skip_bad, duplicates, PHASH_THRESHOLD)
     path = cache_root(cache_dir) / f"table-{key}.json"
     if path.exists():

@@ -116,7 +116,7 @@ def cmd_data(args) -> int:
         print(res)
         return 0 if res.ok else 1
     elif args.data_cmd == "split":
-        from .data import load_dataset
+        from .dataset import load_dataset
         from .splits import kfold_split, save_split, split_report, train_valid_test_split
 
         df = load_dataset(_need_data(args.data))
@@ -139,7 +139,7 @@ def cmd_data(args) -> int:
 
 def _need_data(data) -> Path:
     """The data folder: ``--data``, else ``$BUSI_DATA_DIR``, else the synthetic BUSI (said on stderr)."""
-    from .data import resolve_data_dir
+    from .dataset import resolve_data_dir
 
     path, real = resolve_data_dir(data)
     if not data and not real:

@@ -10,7 +10,7 @@ A BUSI folder looks like this (the public download's layout)::
 :func:`scan_folder` turns it into a :class:`pandas.DataFrame` with one row per
 scan: its path, class, mask files, size, lesion area and, once
 :func:`busi_lib.duplicates.add_duplicate_groups` has run, its near-duplicate
-group. :func:`load_dataset` does both and keeps the task's rows.
+group. :func:`load_dataset` does both and keeps the rows of one label set.
 
 Tasks:
 
@@ -34,9 +34,12 @@ from .duplicates import phash_hex
 from .errors import BusiDataError
 from .images import IMAGE_SUFFIXES, read_image, read_mask
 
+#: BUSI's three folders in ``target`` order: the one place the class names are written.
 CLASSES = ("benign", "malignant", "normal")
-TASK_CLASSES = {"binary": ("benign", "malignant"), "three_class": ("benign", "malignant", "normal")}
-POSITIVE_CLASS = "malignant"
+#: The course's main question, benign (0) against malignant (1, the positive class).
+LESION_CLASSES = CLASSES[:2]
+#: The label sets :func:`load_dataset` keeps ("task" is a model's kind, classify / segment / multitask).
+LABEL_SETS = {"binary": LESION_CLASSES, "three_class": CLASSES}
 
 MASK_RE = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<k>\d+))?$")
 
@@ -160,38 +163,17 @@ def mask_paths_of(row) -> list[str]:
     return [p for p in s.split("|") if p] if isinstance(s, str) else []
 
 
-def select_task(df: pd.DataFrame, task: str = "binary") -> pd.DataFrame:
-    """Keep the rows of a task and add its integer ``target`` column."""
-    if task not in TASK_CLASSES:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_CLASSES)}")
-    classes = TASK_CLASSES[task]
+def select_labels(df: pd.DataFrame, labels: str = "binary") -> pd.DataFrame:
+    """Keep the rows of a label set (:data:`LABEL_SETS`) and add its integer ``target`` column."""
+    if labels not in LABEL_SETS:
+        raise ValueError(f"unknown label set {labels!r}; choose one of {sorted(LABEL_SETS)}")
+    classes = LABEL_SETS[labels]
     out = df[df["label"].isin(classes)].copy()
     out["target"] = out["label"].map({c: i for i, c in enumerate(classes)}).astype(int)
     out.attrs.update(df.attrs)
-    out.attrs["task"] = task
+    out.attrs["labels"] = labels
     out.attrs["classes"] = list(classes)
     return out.reset_index(drop=True)
-
-
-def load_dataset(
-    root: str | Path,
-    task: str = "binary",
-    *,
-    duplicates: bool = True,
-    skip_bad: bool = False,
-    cache_dir: str | Path | None = None,
-) -> pd.DataFrame:
-    """Scan a BUSI folder, find near-duplicate groups, and keep the rows of ``task``.
-
-    The table of the whole folder (all classes) is cached in ``cache_dir`` (see
-    :mod:`busi_lib.cache`), so the second call on the same folder is instant.
-    Duplicate groups are computed over all classes before the task's rows are
-    kept, so a normal scan that duplicates a benign one is still known.
-    """
-    from .cache import cached_table  # local import: cache imports this module
-
-    df = cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir)
-    return select_task(df, task)
 
 
 def load_pair(row) -> tuple[np.ndarray, np.ndarray]:
@@ -214,14 +196,6 @@ def pos_weight(targets) -> float:
     return float((t == 0).sum()) / n_pos
 
 
-def class_weights(targets, n_classes: int) -> np.ndarray:
-    """Inverse-frequency class weights (``sklearn``'s "balanced" rule) for a multi-class loss."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    t = np.asarray(targets)
-    return compute_class_weight("balanced", classes=np.arange(n_classes), y=t).astype(np.float32)
-
-
 def dataset_fingerprint(df: pd.DataFrame) -> str:
     """A short hash of which scans, with which labels (and pixel hashes, if known), a table holds.
 
@@ -232,30 +206,3 @@ def dataset_fingerprint(df: pd.DataFrame) -> str:
     cols = [c for c in ("image_id", "label", "phash") if c in df]
     rows = sorted(map(tuple, df[cols].astype(str).to_numpy()))
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
-
-
-def resolve_data_dir(
-    data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir=None
-) -> tuple[Path, bool]:
-    """Where the scans are: ``(folder, is_real)``.
-
-    ``data`` if given; else ``$BUSI_DATA_DIR`` if set; else a synthetic BUSI
-    (generated once from ``seed`` into the cache folder and reused). A given
-    folder that does not exist is an error, not a silent switch to synthetic data.
-    """
-    import os
-
-    if data is None or str(data) == "":
-        data = os.environ.get("BUSI_DATA_DIR") or None
-    if data is not None:
-        path = Path(data).expanduser()
-        if not path.is_dir():
-            raise BusiDataError(path, "data folder does not exist (unset it to use the synthetic set)")
-        return path, not (path / "synthetic_manifest.csv").exists()
-    from .cache import cache_root
-    from .synthetic import make_synthetic_busi
-
-    path = cache_root(cache_dir) / f"synthetic-busi-n{n_per_class}-seed{seed}"
-    if not (path / "synthetic_manifest.csv").exists():
-        make_synthetic_busi(path, n_per_class=n_per_class, seed=seed, overwrite=True)
-    return path, False

@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from .calibration import DEFAULT_BINS, apply_temperature, brier_score, calibration_metrics, expected_calibration_error
+from .data import LESION_CLASSES
 from .errors import BusiDataError
 from .metrics import (
     CI_KEYS,
@@ -209,7 +210,7 @@ def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None
             if not patient:
                 raise BusiDataError(csv_path, f"{where}: empty patient id for '{rel}'")
         target = LABEL_VALUES[label_text]
-        rows.append(dict(image_id=rel, label=("benign", "malignant")[target], target=target, path=str(img),
+        rows.append(dict(image_id=rel, label=LESION_CLASSES[target], target=target, path=str(img),
                          mask_paths="|".join(masks), has_mask=bool(masks), patient_id=patient, row=i))
     if not rows:
         raise BusiDataError(csv_path, "no benign or malignant image listed")
@@ -240,7 +241,7 @@ def load_external(
     Unreadable files are skipped and listed in ``.skipped``; normal scans are
     left out and counted in ``.excluded``. See the module docstring for the CSV.
     """
-    from .data import ScanReport, check_data_folder, scan_folder, select_task
+    from .data import ScanReport, check_data_folder, scan_folder, select_labels
 
     root = check_data_folder(data)
     if labels is not None:
@@ -252,7 +253,7 @@ def load_external(
         # masks optional (an external folder may have none), bad files reported instead of raised
         df = scan_folder(root, require_masks=False, skip_bad=True, report=report)
         excluded = {"normal": int((df["label"] == "normal").sum())}
-        table = select_task(df, "binary")
+        table = select_labels(df, "binary")
         table["has_mask"] = table["n_masks"] > 0
         table["patient_id"] = None
         table = table[["image_id", "label", "target", "path", "mask_paths", "has_mask", "patient_id"]]

@@ -108,6 +108,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .data import CLASSES, LESION_CLASSES
 from .errors import BusiDataError
 from .files import write_json
 from .images import IMAGE_SUFFIXES, _open, _to_array, mask_to_binary, read_image, read_mask
@@ -163,7 +164,7 @@ INFO_COLUMNS: dict[str, tuple[str, ...]] = {
     "label": ("label", "class", "diagnosis", "pathology", "classification", "category", "lesion_type", "type"),
     "patient": ("patient_id", "patient", "case_id", "case", "subject_id", "subject"),
 }
-INFO_LABELS = ("benign", "malignant", "normal")
+INFO_LABELS = CLASSES
 
 
 @dataclass
@@ -384,7 +385,7 @@ def _read_busbra(root: Path, bad: _Bad, skipped: list) -> list[_Scan]:
             bad(csv_path, f"{where}: ID '{sid}' is listed twice (also row {seen[sid]})")
             continue
         seen[sid] = i
-        if pathology not in ("benign", "malignant"):
+        if pathology not in LESION_CLASSES:
             bad(csv_path, f"{where} ({sid}): unknown Pathology '{r['Pathology']}' (expected benign or malignant)")
             continue
         if not case:
@@ -547,7 +548,7 @@ def _busuclm_mask(scan: _Scan) -> tuple[np.ndarray, str]:
     colour = "malignant" if n["red"] else "benign" if n["green"] else None if lesion.any() else "normal"
     given = scan.label
     if colour is None:  # a gray mask with a lesion: only INFO.csv can tell
-        if given not in ("benign", "malignant"):
+        if given not in LESION_CLASSES:
             raise BusiDataError(scan.mask, "the mask marks a lesion without colour (red: malignant, green: benign) "
                                            "and INFO.csv gives no benign/malignant label")
         return lesion.astype(np.uint8), given

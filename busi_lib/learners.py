@@ -51,7 +51,8 @@ from fastai.optimizer import SGD, Adam
 from fastai.torch_core import set_seed
 
 from .checkpoints import EpochCheckpoint, EpochLog, ResumeEpochs, checkpoint_path, read_checkpoint, run_identity
-from .data import dataset_fingerprint, load_dataset
+from .data import LESION_CLASSES, dataset_fingerprint
+from .dataset import load_dataset
 from .distributed import distributed, is_main_process, main_process_result, n_processes, start_processes
 from .errors import BusiDataError
 from .files import atomic_write_bytes, write_json
@@ -449,7 +450,7 @@ def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, t
         image_size=cfg.image_size,
         threshold=metrics.get("threshold", 0.5),
         normalization=dict(zip(("mean", "std"), map(list, dls.norm))),
-        classes=["benign", "malignant"],
+        classes=list(LESION_CLASSES),
         data_fingerprint=metrics["data_fingerprint"],
         seed=cfg.seed,
     )

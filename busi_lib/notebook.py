@@ -154,7 +154,7 @@ def _seed_everything(seed: int) -> None:
 
 def start(name: str, profile: str = "cpu", data_dir=None, out_dir=None, seed: int = 42, *, verbose: bool = True) -> Run:
     """Set up a notebook run: data folder, output folder, seeds, quiet warnings; print what was chosen."""
-    from .data import resolve_data_dir
+    from .dataset import resolve_data_dir
 
     check_profile(profile)
     try:  # another module of the library; optional so a notebook still starts without it

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .data import CLASSES, LESION_CLASSES
 from .transforms import IMAGENET, Normalization, denormalize
 
 if TYPE_CHECKING:  # names for the type hints only
@@ -57,7 +58,7 @@ def show_samples(
     titles: Sequence | None = None,
     ncols: int = 4,
     size: float = 2.6,
-    classes: Sequence[str] | None = ("benign", "malignant"),
+    classes: Sequence[str] | None = LESION_CLASSES,
     norm: Normalization = IMAGENET,
 ) -> Figure:
     """A grid of scans with the true mask outlined (and a predicted one, if given).
@@ -105,7 +106,7 @@ def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: N
     return fig
 
 
-def plot_cam_gallery(gallery: dict, classes: Sequence[str] = ("benign", "malignant"), size: float = 2.6,
+def plot_cam_gallery(gallery: dict, classes: Sequence[str] = LESION_CLASSES, size: float = 2.6,
                      title: str = "Grad-CAM: where the evidence for the model's call lies") -> Figure:
     """Scans with their Grad-CAM heat overlaid and one colour bar; each titled with the true label, p(malignant)
     and the call. ``gallery``: what :func:`busi_lib.cam.cam_gallery` returns."""
@@ -132,7 +133,7 @@ def plot_cam_gallery(gallery: dict, classes: Sequence[str] = ("benign", "maligna
 def plot_class_balance(df: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Bar chart of scans per class."""
     ax = ax or plt.subplots(figsize=(4, 3))[1]
-    counts = df["label"].value_counts().reindex(["benign", "malignant", "normal"]).dropna()
+    counts = df["label"].value_counts().reindex(list(CLASSES)).dropna()
     sns.barplot(x=counts.index, y=counts.values, hue=counts.index, ax=ax, palette="Set2", legend=False)
     for i, v in enumerate(counts.values):
         ax.text(i, v, str(int(v)), ha="center", va="bottom")
@@ -168,7 +169,7 @@ def plot_data_overview(df: pd.DataFrame) -> Figure:
 
 
 def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax: Axes | None = None,
-                   classes: Sequence[str] = ("benign", "malignant"), title: str | None = None,
+                   classes: Sequence[str] = LESION_CLASSES, title: str | None = None,
                    threshold: float | None = None) -> Figure:
     """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction), titled with the rates it implies.
 

@@ -67,13 +67,13 @@ import pandas as pd
 import torch
 
 from .cam import grad_cam
+from .data import LESION_CLASSES
 from .errors import BusiDataError
 from .files import atomic_write_bytes
 from .images import IMAGE_SUFFIXES, image_to_gray, read_image
 from .saving import config_normalization
 from .transforms import IMAGENET, Normalization, build_transforms
 
-CLASSES = ("benign", "malignant")
 MASK_THRESHOLD = 0.5
 COLUMNS = ["file", "width", "height", "probability", "label", "threshold", "lesion_area_px", "lesion_fraction",
            "mask_png", "overlay_png", "cam_png", "error"]
@@ -193,7 +193,7 @@ def predict_arrays(
             h, w = np.asarray(im).shape[:2]
             p = Prediction(height=h, width=w)
             if probs is not None:
-                p.probability, p.label, p.threshold = float(probs[i]), CLASSES[labels[i]], thr
+                p.probability, p.label, p.threshold = float(probs[i]), LESION_CLASSES[labels[i]], thr
             if mask_probs is not None:
                 # resize the probability, not the binary mask, so the outline is smooth at any scan size
                 full = cv2.resize(mask_probs[i], (w, h), interpolation=cv2.INTER_LINEAR)

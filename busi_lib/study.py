@@ -157,7 +157,7 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     from fastai.data.load import DataLoader
 
     from .cache import cached_arrays
-    from .data import load_dataset
+    from .dataset import load_dataset
     from .learners import predict_loader
     from .loaders import make_dataset
     from .saving import config_normalization, load_model

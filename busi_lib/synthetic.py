@@ -69,9 +69,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .data import CLASSES
 from .errors import BusiDataError
 
-CLASSES = ("benign", "malignant", "normal")
 MANIFEST_NAME = "synthetic_manifest.csv"
 
 #: Default image size: widths 200-320 and heights 180-280 pixels, drawn per image.

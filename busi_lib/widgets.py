@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .data import load_pair
+from .data import CLASSES, LESION_CLASSES, load_pair
 from .metrics import classification_metrics, segmentation_metrics
 from .plots import MASK_COLOR, PRED_COLOR, _as_gray, draw_mask, plot_confusion, plot_roc
 
@@ -155,7 +155,7 @@ def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
     """
     if len(df) == 0:
         raise ValueError("dataset_browser needs a non-empty table")
-    classes = [c for c in ("benign", "malignant", "normal") if c in set(df["label"])]
+    classes = [c for c in CLASSES if c in set(df["label"])]
     classes += sorted(set(df["label"]) - set(classes))
     by_class = {c: df[df["label"] == c].reset_index(drop=True) for c in classes}
 
@@ -228,7 +228,7 @@ def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
 # ----------------------------------------------------------------------------
 # Threshold explorer
 # ----------------------------------------------------------------------------
-def threshold_explorer(y, prob, threshold: float = 0.5, classes: Sequence[str] = ("benign", "malignant")):
+def threshold_explorer(y, prob, threshold: float = 0.5, classes: Sequence[str] = LESION_CLASSES):
     """Move the decision threshold over held-out predictions and watch the trade-off.
 
     ``y`` (0 benign / 1 malignant) and ``prob`` (predicted probability of
@@ -300,7 +300,7 @@ def _squeeze_stack(a, name: str) -> np.ndarray:
     return a
 
 
-def mask_picker(images, masks, mask_probs, y=None, prob=None, classes: Sequence[str] = ("benign", "malignant")):
+def mask_picker(images, masks, mask_probs, y=None, prob=None, classes: Sequence[str] = LESION_CLASSES):
     """Pick a scan and compare its true lesion mask with the model's predicted one.
 
     ``images``: (N, H, W) uint8 scans or the loader's normalised tensors

@@ -62,6 +62,6 @@ def real_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_table(real_dir):
-    from busi_lib.data import load_dataset
+    from busi_lib.dataset import load_dataset
 
-    return load_dataset(real_dir, task="three_class")
+    return load_dataset(real_dir, labels="three_class")

@@ -21,7 +21,7 @@ from PIL import Image
 from test_predict import tiny_model
 
 from busi_lib.cli import main
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.errors import BusiDataError
 from busi_lib.images import read_image, read_mask
 from busi_lib.predict import predict_arrays, predict_files

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from busi_lib.bench import confidence_intervals, results_markdown, run_bench, score_table
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.metrics import bootstrap_many, scores_from_counts
 from busi_lib.splits import cv_fold_split, groups_straddling, kfold_split
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from busi_lib.data import load_dataset, pos_weight, resolve_data_dir, scan_folder, select_task
+from busi_lib.data import pos_weight, scan_folder, select_labels
+from busi_lib.dataset import load_dataset, resolve_data_dir
 from busi_lib.errors import BusiDataError
 
 
@@ -23,18 +24,18 @@ def test_table_of_synthetic_folder(synthetic_dir):
     assert np.allclose(df["lesion_fraction"], df["lesion_area"] / (df["width"] * df["height"]), equal_nan=True)
 
 
-def test_tasks(synthetic_dir):
+def test_label_sets(synthetic_dir):
     df = load_dataset(synthetic_dir)
     assert set(df["label"]) == {"benign", "malignant"} and len(df) == 24
     assert (df["target"] == (df["label"] == "malignant")).all()
-    three = load_dataset(synthetic_dir, task="three_class")
+    three = load_dataset(synthetic_dir, labels="three_class")
     assert len(three) == 36 and sorted(three["target"].unique()) == [0, 1, 2]
-    with pytest.raises(ValueError, match="unknown task"):
-        select_task(df, "four_class")
+    with pytest.raises(ValueError, match="unknown label set"):
+        select_labels(df, "four_class")
 
 
 def test_duplicate_groups_found_in_synthetic(synthetic_dir):
-    df = load_dataset(synthetic_dir, task="three_class")
+    df = load_dataset(synthetic_dir, labels="three_class")
     manifest = pd.read_csv(synthetic_dir / "synthetic_manifest.csv")
     copies = manifest.dropna(subset=["duplicate_of"])
     assert len(copies) > 0

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 import busi_lib
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.learners import predict_loader, score_predictions
 from busi_lib.loaders import make_dataloaders
 from busi_lib.metrics import classification_metrics, segmentation_metrics

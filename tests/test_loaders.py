@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.loaders import check_image_size, make_dataloaders
 from busi_lib.splits import train_valid_test_split
 from busi_lib.transforms import build_transforms

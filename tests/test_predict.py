@@ -14,7 +14,7 @@ from PIL import Image
 
 from busi_lib.calibration import apply_temperature
 from busi_lib.cli import main
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.errors import BusiDataError
 from busi_lib.images import image_to_gray, read_image
 from busi_lib.learners import predict_loader

@@ -33,7 +33,7 @@ def test_known_duplicates_are_grouped(real_table):
 
 
 def test_binary_task_and_group_aware_splits(real_dir):
-    from busi_lib.data import load_dataset
+    from busi_lib.dataset import load_dataset
 
     df = load_dataset(real_dir)
     assert len(df) == 647 and df["target"].sum() == 210
@@ -46,7 +46,7 @@ def test_binary_task_and_group_aware_splits(real_dir):
 
 
 def test_a_multitask_batch_loads_and_folder_is_unchanged(real_dir, checksums):
-    from busi_lib.data import load_dataset
+    from busi_lib.dataset import load_dataset
     from busi_lib.loaders import make_dataloaders
 
     before = checksums(real_dir)

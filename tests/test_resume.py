@@ -152,7 +152,7 @@ def test_cli_resume_flag(synthetic_dir, tmp_path):
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index(synthetic_dir):
-    from busi_lib.data import load_dataset
+    from busi_lib.dataset import load_dataset
     from busi_lib.loaders import make_dataset
 
     df = load_dataset(synthetic_dir).head(6)

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from busi_lib.cache import cached_arrays
-from busi_lib.data import load_dataset
+from busi_lib.dataset import load_dataset
 from busi_lib.metrics import classification_metrics, segmentation_metrics
 from busi_lib.widgets import LiveFigure, dataset_browser, mask_picker, show, threshold_explorer
 
 
 @pytest.fixture(scope="module")
 def table(synthetic_dir):
-    return load_dataset(synthetic_dir, task="three_class")
+    return load_dataset(synthetic_dir, labels="three_class")
 
 
 @pytest.fixture()
