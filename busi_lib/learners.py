@@ -55,6 +55,7 @@ from .data import dataset_fingerprint, load_dataset
 from .distributed import distributed, is_main_process, main_process_result, n_processes, start_processes
 from .errors import BusiDataError
 from .files import atomic_write_bytes, write_json
+from .hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from .loaders import AugmentEpoch, make_dataloaders
 from .losses import loss_for
 from .metrics import (
@@ -99,8 +100,9 @@ class TrainConfig:
     max_images: int | None = None  # a stratified subset, for quick runs
     progress: bool = True
     tta: bool = False  # also report metrics with flip test-time augmentation
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 0 without a GPU, up to 4 with one (busi_lib.hardware)
     channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
+    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only) or mixed (bf16/fp16 on a GPU, fp32 on a CPU)
     cache_dir: str | None = None
     resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
     keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
@@ -157,9 +159,9 @@ def prepare_data(cfg: TrainConfig):
         cfg.batch_size,
         cfg.augment,
         cfg.seed,
-        num_workers=cfg.num_workers,
         cache_dir=cfg.cache_dir,
         norm=input_normalization(cfg.arch, cfg.encoder),
+        **loader_options(cfg.num_workers),  # workers and pinned memory when a GPU is here
     )
     return df, split, dls
 
@@ -201,10 +203,12 @@ def metrics_for(task: str) -> list:
 
 
 def build_learner(dls, cfg: TrainConfig) -> Learner:
-    """The fastai ``Learner`` of a configuration (in ``channels_last`` memory format if ``cfg.channels_last``)."""
+    """The fastai ``Learner`` of a configuration: in ``channels_last`` memory format if ``cfg.channels_last``,
+    with mixed precision if ``cfg.precision`` asks for it (:func:`busi_lib.hardware.apply_precision`)."""
     learn = _learner(dls, cfg)
     if cfg.channels_last:
-        learn.to_channelslast(use_amp=False)  # float32: mixed precision is a GPU matter
+        learn.to_channelslast(use_amp=False)  # precision is cfg.precision's business, not fastai's fp16 default
+    apply_precision(learn, cfg.precision)
     return learn
 
 
@@ -406,6 +410,8 @@ def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed, reproducible=True)  # the same seed in every process: the same initial weights
+    configure_backends()  # on a GPU: cuDNN autotuning, so figures repeat to a few decimals, not bit for bit
+    resolve_precision(cfg.precision)  # a precision this machine cannot run fails here, before any work
     df, split, dls = prepare_data(cfg)
     learn = build_learner(dls, cfg)
     t0 = time.time()
@@ -426,6 +432,7 @@ def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, t
         settings=asdict(cfg),
         task=cfg.task,
         weights=weights_source(cfg),
+        precision=resolve_precision(cfg.precision),
         n_images={k: len(v) for k, v in dls.tables.items()},
         pos_weight=dls.pos_weight,
         data_fingerprint=dataset_fingerprint(df),
