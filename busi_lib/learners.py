@@ -68,7 +68,7 @@ from .metrics import (
 from .models import build_model, input_normalization, task_of, timm_kwargs, torchvision_arch, weights_network
 from .saving import save_model
 from .splits import load_split, save_split, train_valid_test_split
-from .weights import PACKAGED, ensure_timm_weights, ensure_torchvision_weights, is_packaged, load_packaged_weights
+from .weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
 
 FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
 
@@ -223,8 +223,10 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
         arch = torchvision_arch(cfg.arch)
         packaged = is_packaged(cfg.arch)
         if pretrained and not packaged:
-            ensure_torchvision_weights(cfg.arch) if arch is not None else ensure_timm_weights(cfg.arch)
-        extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size)
+            if arch is not None:
+                ensure_torchvision_weights(cfg.arch)
+        # timm: the cached weights file (or the clear error), passed to timm so that it does not ask the hub again
+        extra = {} if arch is not None else timm_kwargs(cfg.arch, cfg.image_size, pretrained and not packaged)
         # normalize=False: the albumentations pipeline already normalises with the weights' statistics
         kw = dict(loss_func=loss, metrics=metrics_for(cfg.task), opt_func=opt, path=cfg.out, model_dir="checkpoints",
                   cbs=[AugmentEpoch()])  # as make_learner
