@@ -94,7 +94,7 @@ def test_missing_weights_fail_fast_in_one_line(arch_args, env, synthetic_dir, tm
         assert "127.0.0.1:9 cannot be reached" in msg and "hf download timm/vit_base_patch16_224" in msg
         assert str(tmp_path / "hf" / "hub" / "models--timm--vit_base_patch16_224") in msg
     print(f"{arch_args[1]}: exit 2 after {seconds:.1f} s")  # ~12 s of CPU here, 8 of them imports
-    assert seconds < 100  # loose (imports alone take 30 s on this loaded 2-core machine); "Retry" is the guard
+    # no timing assertion: on a loaded 2-core machine the imports alone took 30-110 s; "Retry" above is the guard
 
 
 def test_reachable_probe():
