@@ -148,6 +148,18 @@ def _need_data(data) -> Path:
 
 
 # --------------------------------------------------------------------- train
+PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: GPUs from Ampere on, and CPUs); fp16 (float16 autocast with loss "
+                  "scaling, CUDA only); mixed (bf16 where the GPU has it, else fp16; fp32 without a GPU)")
+
+
+def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
+    from .hardware import PRECISIONS
+
+    shown = "the profile's; with --speed several, each measured, e.g. fp32 mixed" if default is None else default
+    p.add_argument("--precision", choices=PRECISIONS, default=default, nargs=nargs,
+                   help=f"{PRECISION_HELP} (default: {shown})")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .learners import TrainConfig
 
@@ -173,6 +185,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    "gamma, speckle, blur, low resolution (default: %(default)s)")
     p.add_argument("--aspect-crop", action=argparse.BooleanOptionalAction, default=d.aspect_crop,
                    help="random aspect-ratio crops that keep the whole lesion (default: off)")
+    _precision_arg(p, d.precision)
     p.add_argument("--w-cls", type=float, default=d.w_cls)
     p.add_argument("--w-seg", type=float, default=d.w_seg)
     p.add_argument("--dice-weight", type=float, default=d.dice_weight)
@@ -330,12 +343,15 @@ def cmd_predict(args) -> int:
 
 # --------------------------------------------------------------------- bench
 def cmd_bench(args) -> int:
+    from .profiles import PROFILES
+
     if args.speed:
         from .speed import run_speed
 
         cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
         run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile,
-                  encoders=args.encoder, channels_last=cl)
+                  encoders=args.encoder, channels_last=cl,
+                  precisions=args.precision or [PROFILES[args.profile]["precision"]])
         return 0
     from .bench import run_bench
 
@@ -345,7 +361,10 @@ def cmd_bench(args) -> int:
         raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
     if args.encoder and len(args.encoder) > 1:
         raise SystemExit("busi bench: one --encoder for cross-validation (several are for --speed)")
-    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None)
+    if args.precision and len(args.precision) > 1:
+        raise SystemExit("busi bench: one --precision for cross-validation (several are for --speed)")
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None,
+                     precision=args.precision[0] if args.precision else None)
     res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
                     seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
     from .distributed import is_main_process
@@ -460,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --speed: several, each measured)")
     p.add_argument("--channels-last", choices=["no", "yes", "both"], default="no",
                    help="with --speed: measure in PyTorch's channels_last memory format too")
+    _precision_arg(p, None, nargs="+")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--speed", action="store_true", help="measure training / inference throughput instead")

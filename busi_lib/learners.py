@@ -56,6 +56,7 @@ from .dataset import load_dataset
 from .distributed import distributed, is_main_process, main_process_result, n_processes, start_processes
 from .errors import BusiDataError
 from .files import atomic_write_bytes, write_json
+from .hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from .loaders import AugmentEpoch, make_dataloaders
 from .losses import loss_for
 from .metrics import (
@@ -68,7 +69,7 @@ from .metrics import (
 from .models import build_model, input_normalization, task_of, timm_kwargs, torchvision_arch, weights_network
 from .saving import save_model
 from .splits import load_split, save_split, train_valid_test_split
-from .weights import PACKAGED, ensure_timm_weights, ensure_torchvision_weights, is_packaged, load_packaged_weights
+from .weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
 
 FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
 
@@ -101,8 +102,9 @@ class TrainConfig:
     max_images: int | None = None  # a stratified subset, for quick runs
     progress: bool = True
     tta: bool = False  # also report metrics with flip test-time augmentation
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 0 without a GPU, up to 4 with one (busi_lib.hardware)
     channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
+    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only) or mixed (bf16/fp16 on a GPU, fp32 on a CPU)
     cache_dir: str | None = None
     resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
     keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
@@ -159,10 +161,10 @@ def prepare_data(cfg: TrainConfig):
         cfg.batch_size,
         cfg.augment,
         cfg.seed,
-        num_workers=cfg.num_workers,
         cache_dir=cfg.cache_dir,
         norm=input_normalization(cfg.arch, cfg.encoder),
         aspect_crop=cfg.aspect_crop,
+        **loader_options(cfg.num_workers),  # workers and pinned memory when a GPU is here
     )
     return df, split, dls
 
@@ -204,10 +206,12 @@ def metrics_for(task: str) -> list:
 
 
 def build_learner(dls, cfg: TrainConfig) -> Learner:
-    """The fastai ``Learner`` of a configuration (in ``channels_last`` memory format if ``cfg.channels_last``)."""
+    """The fastai ``Learner`` of a configuration: in ``channels_last`` memory format if ``cfg.channels_last``,
+    with mixed precision if ``cfg.precision`` asks for it (:func:`busi_lib.hardware.apply_precision`)."""
     learn = _learner(dls, cfg)
     if cfg.channels_last:
-        learn.to_channelslast(use_amp=False)  # float32: mixed precision is a GPU matter
+        learn.to_channelslast(use_amp=False)  # precision is cfg.precision's business, not fastai's fp16 default
+    apply_precision(learn, cfg.precision)
     return learn
 
 
@@ -233,9 +237,10 @@ def transfer_learner(dls, cfg: TrainConfig, loss_func, opt_func=Adam) -> Learner
     pretrained = cfg.uses_pretrained
     body = torchvision_arch(cfg.arch)  # a torchvision ResNet or VGG; None: a timm network, by name
     packaged = is_packaged(cfg.arch)
-    if pretrained and not packaged:
-        ensure_torchvision_weights(cfg.arch) if body is not None else ensure_timm_weights(cfg.arch)
-    extra = {} if body is not None else timm_kwargs(cfg.arch, cfg.image_size)
+    if pretrained and not packaged and body is not None:
+        ensure_torchvision_weights(cfg.arch)
+    # timm: the cached weights file (or the clear error), passed to timm so that it does not ask the hub again
+    extra = {} if body is not None else timm_kwargs(cfg.arch, cfg.image_size, pretrained and not packaged)
     # normalize=False: the albumentations pipeline already normalises with the weights' statistics
     learn = vision_learner(dls, body or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False,
                            loss_func=loss_func, metrics=metrics_for(cfg.task), opt_func=opt_func, path=cfg.out,
@@ -415,6 +420,8 @@ def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed, reproducible=True)  # the same seed in every process: the same initial weights
+    configure_backends()  # on a GPU: cuDNN autotuning, so figures repeat to a few decimals, not bit for bit
+    resolve_precision(cfg.precision)  # a precision this machine cannot run fails here, before any work
     df, split, dls = prepare_data(cfg)
     learn = build_learner(dls, cfg)
     t0 = time.time()
@@ -435,6 +442,7 @@ def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, t
         settings=asdict(cfg),
         task=cfg.task,
         weights=weights_source(cfg),
+        precision=resolve_precision(cfg.precision),
         n_images={k: len(v) for k, v in dls.tables.items()},
         pos_weight=dls.pos_weight,
         data_fingerprint=dataset_fingerprint(df),

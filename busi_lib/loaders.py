@@ -139,13 +139,16 @@ def make_dataloaders(
     cache_dir=None,
     norm: Normalization = IMAGENET,
     aspect_crop: bool = False,
+    pin_memory: bool = False,
 ) -> BusiDataLoaders:
     """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
 
     ``norm``: the (mean, std) of the network's pretrained weights (:func:`busi_lib.weights.normalization_for`).
 
     ``num_workers`` defaults to 0: the work per item is small (arrays are cached),
-    and worker processes hang in Jupyter on Windows and macOS.
+    and worker processes hang in Jupyter on Windows and macOS. A training run picks
+    workers and ``pin_memory`` for its machine (:func:`busi_lib.hardware.loader_options`:
+    both only with a GPU). A scan's augmentation does not depend on the worker that makes it.
     """
     check_image_size(image_size)
     if kind not in KINDS:
@@ -173,6 +176,7 @@ def make_dataloaders(
                 shuffle=train,
                 drop_last=train and len(ds) > batch_size,
                 num_workers=num_workers,
+                pin_memory=pin_memory,
                 device=device,
             )
         )

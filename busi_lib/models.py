@@ -47,11 +47,11 @@ import torch.nn.functional as F
 
 from .transforms import Normalization
 from .weights import (
-    ensure_timm_weights,
     ensure_torchvision_weights,
     is_packaged,
     load_packaged_weights,
     normalization_for,
+    timm_pretrained_kwargs,
     torchvision_state_dict,
 )
 
@@ -275,9 +275,7 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
         if pretrained:
             load_packaged_weights(model[0].model, arch)  # fastai's TimmBody holds timm's model, classifier-free
         return model
-    if pretrained:
-        ensure_timm_weights(arch)
-    return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size))[0]
+    return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size, pretrained))[0]
 
 
 def torchvision_arch(name: str):
@@ -289,8 +287,9 @@ def torchvision_arch(name: str):
     return None
 
 
-def timm_kwargs(arch: str, image_size: int) -> dict:
-    """Transformers fix their input size at creation: tell timm the training size."""
+def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
+    """Transformers fix their input size at creation: tell timm the training size. With ``pretrained``, the
+    weights come from the cached file (:func:`busi_lib.weights.timm_pretrained_kwargs`, a clear error without it)."""
     kw = {}
     if arch.startswith(("vit_", "deit_", "swin")):
         kw["img_size"] = image_size
@@ -298,6 +297,9 @@ def timm_kwargs(arch: str, image_size: int) -> dict:
         # Swin's forward_features returns channels-last maps that fastai's pooling head
         # cannot read; without a pool_size in its config fastai uses timm's own pooling.
         kw["pretrained_cfg_overlay"] = dict(pool_size=None)
+    overlay = timm_pretrained_kwargs(arch, pretrained).get("pretrained_cfg_overlay")
+    if overlay:
+        kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), **overlay}
     return kw
 
 

@@ -20,17 +20,20 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(
         image_size=32, epochs=1, batch_size=8, lr=2e-3, pretrained=True, encoder="tf_efficientnet_lite0",
         transformer="vit_tiny_patch16_224", max_images=48, augment="default", keep_checkpoints=False,
-        channels_last=False,
+        channels_last=False, precision="fp32",
     ),
     "cpu": dict(
         image_size=128, epochs=6, batch_size=16, lr=2e-3, pretrained=True, encoder="tf_efficientnet_lite0",
         transformer="vit_tiny_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
-        channels_last=True,
+        channels_last=True, precision="fp32",
     ),
     "gpu": dict(
         image_size=256, epochs=40, batch_size=16, lr=1e-3, pretrained=True, encoder="resnet50",
         transformer="vit_base_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
-        channels_last=False,  # not yet measured on a GPU (there, with mixed precision, it usually helps)
+        # mixed: bfloat16 on GPUs that have it (Ampere and newer), else float16 with loss scaling (busi_lib.hardware).
+        # channels_last: with mixed precision, cuDNN's tensor-core convolutions want NHWC; not yet measured here:
+        # `busi bench --speed --profile gpu --precision fp32 mixed --channels-last both` measures both.
+        channels_last=True, precision="mixed",
     ),
 }
 
@@ -55,7 +58,7 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
         "unet": dict(image_size=96),
         "fcn": dict(image_size=64, pretrained=False),
     },
-    "gpu": {"transformer": dict(image_size=224)},
+    "gpu": {"transformer": dict(image_size=224, channels_last=False)},  # a ViT has one conv (patches): no gain
 }
 
 # Model names that stand for an architecture with fixed weights: the pretrained EfficientNet-Lite0 classifier and
@@ -71,7 +74,7 @@ STUDY_MODELS = ("custom_cnn", "efficientnet_lite0", "efficientnet_lite0_scratch"
                 "transformer", "unet", "uresnet", "fcn", "multitask")
 
 TRAIN_KEYS = ("image_size", "epochs", "batch_size", "lr", "pretrained", "encoder", "max_images", "augment",
-              "keep_checkpoints", "channels_last")
+              "keep_checkpoints", "channels_last", "precision")
 
 
 WEIGHTS_LINE = {

@@ -16,7 +16,10 @@ process (so that peak memory belongs to that model alone):
 EfficientNet-Lite0 against ResNet-18 and ResNet-34), and ``channels_last`` in
 ``(False, True)`` measures each model in PyTorch's default memory format and in
 ``channels_last`` (fastai's ``Learner.to_channelslast(use_amp=False)``; the plain
-loop converts the model the same way). The cpu profile's encoder, image size and
+loop converts the model the same way). ``precisions`` (``--precision fp32 mixed``)
+measures each model in float32 and in mixed precision (:mod:`busi_lib.hardware`; the
+plain loop autocasts and scales the loss the same way). On a GPU the clock is read
+after ``torch.cuda.synchronize()``. The cpu profile's encoder, image size and
 epochs were chosen from these figures (RESULTS.md).
 
 The plain loop is written here by hand on purpose: it is the yardstick.
@@ -43,15 +46,18 @@ def _rss_mb() -> float:
 
 
 def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCHES, seed: int = 0,
-            encoder: str | None = None, channels_last: bool = False) -> dict:
+            encoder: str | None = None, channels_last: bool = False, precision: str = "fp32") -> dict:
     """Throughput figures of one model (runs in the calling process)."""
     import torch
     from fastai.callback.core import Callback
 
+    from .hardware import autocast_context, resolve_precision
     from .learners import TrainConfig, build_learner, prepare_data
 
     kw = settings_for(profile, arch, encoder=encoder)
     kw["channels_last"] = channels_last
+    kw["precision"] = precision
+    used = resolve_precision(precision)
     kw["pretrained"] = False  # speed does not depend on the starting weights
     kw["max_images"] = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,6 +82,8 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
                     self.t0 = time.perf_counter()
 
             def after_train(self):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
                 self.seconds = time.perf_counter() - self.t0
 
         learn = build_learner(dls, cfg)  # channels_last: fastai's Learner.to_channelslast(use_amp=False)
@@ -86,42 +94,56 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
             learn.fit(1, cfg.lr or 1e-3, cbs=[timer])
         fastai_ips = n_batches * bs / timer.seconds
 
-        # the plain PyTorch loop over the same network, loss and optimiser
+        # the plain PyTorch loop over the same network, loss and optimiser (and the same autocast and loss scaling)
         torch.manual_seed(seed)
         model = learn.model
         loss_func = learn.loss_func
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 1e-3)
+        device = next(model.parameters()).device.type
+        scaler = torch.amp.GradScaler(device, enabled=used == "fp16")
         model.train()
 
+        def sync():
+            if device == "cuda":
+                torch.cuda.synchronize()
+
         def step(b):
-            out = model(b[0])
-            loss = loss_func(out, *b[1:])
+            with autocast_context(used, device):
+                out = model(b[0])
+                loss = loss_func(out, *b[1:])
             opt.zero_grad()
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
         step(batches[0])  # warm-up
+        sync()
         t0 = time.perf_counter()
         for b in batches[1:]:
             step(b)
+        sync()
         plain_ips = (len(batches) - 1) * bs / (time.perf_counter() - t0)
 
         model.eval()
         x = batches[0][0]
-        with torch.no_grad():
+        with torch.no_grad(), autocast_context(used, device):
             model(x)
+            sync()
             t0 = time.perf_counter()
             for _ in range(3):
                 model(x)
+            sync()
             batch_ips = 3 * len(x) / (time.perf_counter() - t0)
             t0 = time.perf_counter()
             for i in range(len(x)):
                 model(x[i : i + 1])
+            sync()
             single_ips = len(x) / (time.perf_counter() - t0)
     return {
         "arch": cfg.arch,
         "encoder": cfg.encoder if cfg.task != "classify" else None,
         "channels_last": channels_last,
+        "precision": used,
         "image_size": cfg.image_size,
         "batch_size": bs,
         "threads": torch.get_num_threads(),
@@ -135,17 +157,20 @@ def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCH
     }
 
 
-def _child(arch, data, profile, n_batches, encoder, channels_last, q):
+def _child(arch, data, profile, n_batches, encoder, channels_last, precision, q):
     try:
-        q.put(measure(arch, data, profile, n_batches, encoder=encoder, channels_last=channels_last))
+        q.put(measure(arch, data, profile, n_batches, encoder=encoder, channels_last=channels_last,
+                      precision=precision))
     except Exception as e:  # report the failure of one model, keep measuring the others
         q.put({"arch": arch, "error": f"{type(e).__name__}: {e}"})
 
 
 def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_batches: int = N_BATCHES,
-              log=print, encoders: list[str] | None = None, channels_last=(False,)) -> list[dict]:
+              log=print, encoders: list[str] | None = None, channels_last=(False,),
+              precisions: list[str] | None = None) -> list[dict]:
     """Measure every model (each encoder of ``encoders`` for the encoder models, each memory format of
-    ``channels_last``) in its own process; write ``speed.json`` and ``speed.md`` into ``out``."""
+    ``channels_last``, each precision of ``precisions``: default fp32) in its own process; write ``speed.json``
+    and ``speed.md`` into ``out``."""
     from .learners import environment
 
     ctx = mp.get_context("spawn")
@@ -154,14 +179,15 @@ def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_
         uses_encoder = arch in ("uresnet", "multitask")
         for encoder in (encoders or [None]) if uses_encoder else [None]:
             for cl in channels_last:
-                q = ctx.Queue()
-                p = ctx.Process(target=_child, args=(arch, data, profile, n_batches, encoder, cl, q))
-                p.start()
-                row = q.get()
-                p.join()
-                row["model"] = arch
-                rows.append(row)
-                log(speed_line(row))
+                for precision in precisions or ["fp32"]:
+                    q = ctx.Queue()
+                    p = ctx.Process(target=_child, args=(arch, data, profile, n_batches, encoder, cl, precision, q))
+                    p.start()
+                    row = q.get()
+                    p.join()
+                    row["model"] = arch
+                    rows.append(row)
+                    log(speed_line(row))
     out = Path(out)
     write_json(out / "speed.json", {"profile": profile, "rows": rows, "environment": environment()})
     atomic_write_bytes(out / "speed.md", speed_markdown(rows).encode())
@@ -169,9 +195,11 @@ def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_
 
 
 def _name(r: dict) -> str:
-    """``multitask · tf_efficientnet_lite0 · channels_last``: the model, its encoder and memory format."""
+    """``multitask · tf_efficientnet_lite0 · channels_last · bf16``: the model, its encoder, memory format and
+    precision (float32 unnamed)."""
     parts = [r["model"]] + ([r["encoder"]] if r.get("encoder") else [])
-    return " · ".join(parts + (["channels_last"] if r.get("channels_last") else []))
+    parts += ["channels_last"] if r.get("channels_last") else []
+    return " · ".join(parts + ([r["precision"]] if r.get("precision", "fp32") != "fp32" else []))
 
 
 def speed_line(r: dict) -> str:

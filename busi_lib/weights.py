@@ -23,9 +23,11 @@ torchvision and timm always keep them:
 * torchvision: ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints``);
 * timm: the Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``).
 
-If the file is there it is used. If not, one download is tried; if that fails
-too (no internet, a firewall), :class:`WeightsNotFoundError` says which file
-to put in which folder, or to pass ``pretrained=False``. Training never falls
+If the file is there it is used, and the hub is not asked again. If not, one
+download is tried, after a 3-second look at whether the server can be reached at all
+(:func:`reachable`; ``BUSI_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips it and the
+download); if it cannot be (no internet, a firewall), :class:`WeightsNotFoundError`
+says at once which file to put in which folder, or to pass ``pretrained=False``. Training never falls
 back to random weights silently: a "pretrained" result from random weights
 would be a wrong number in a table.
 """
@@ -155,6 +157,55 @@ def torchvision_weights_file(arch: str) -> tuple[str, Path]:
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+OFFLINE_VARIABLES = ("BUSI_OFFLINE", "HF_HUB_OFFLINE")  # either one set to 1: never try a download
+PROBE_SECONDS = 3.0
+
+
+def offline() -> bool:
+    """Whether ``$BUSI_OFFLINE`` or ``$HF_HUB_OFFLINE`` says not to try downloads (read at each call)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
+
+
+def reachable(url: str, seconds: float = PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the host of ``url`` opens within ``seconds`` (name lookup included).
+
+    One quick look before a download, so that a machine without internet gets the "put the file here"
+    message at once instead of after the downloaders' own retries and timeouts (the Hugging Face client
+    retries five times, about 30 s).
+    """
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=seconds).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(seconds)
+    return bool(result)
+
+
+def _why_not_downloaded(url: str) -> str | None:
+    """None when a download may be tried, else why not."""
+    if offline():
+        return "downloads are off ($BUSI_OFFLINE or $HF_HUB_OFFLINE)"
+    if not reachable(url):
+        host = url.split("/")[2] if "//" in url else url
+        return f"{host} cannot be reached"
+    return None
+
+
 def ensure_torchvision_weights(arch: str) -> Path:
     """The cached weights file of a torchvision model, downloading it once if possible."""
     import torch.hub
@@ -162,16 +213,19 @@ def ensure_torchvision_weights(arch: str) -> Path:
     url, path = torchvision_weights_file(arch)
     if path.is_file():
         return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), progress=False)
-    except Exception as e:  # any network or file-system failure
-        raise WeightsNotFoundError(
-            f"ImageNet weights for {arch} are not in the torchvision cache and could not be downloaded ({e}).\n"
-            f"Download {url}\nand put it at {path}\n(the folder is $TORCH_HOME/hub/checkpoints), "
-            f"or train from scratch with pretrained=False (--no-pretrained)."
-        ) from None
-    return path
+    why = _why_not_downloaded(url)
+    if why is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+            return path
+        except Exception as e:  # any network or file-system failure
+            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch} are not in the torchvision cache and {why}: download {url} "
+        f"and put it at {path} (the folder is $TORCH_HOME/hub/checkpoints), "
+        f"or train from scratch with --no-pretrained (pretrained=False)."
+    )
 
 
 def torchvision_state_dict(arch: str) -> dict:
@@ -181,30 +235,54 @@ def torchvision_state_dict(arch: str) -> dict:
     return torch.load(ensure_torchvision_weights(arch), map_location="cpu", weights_only=True)
 
 
-def ensure_timm_weights(arch: str) -> None:
-    """Check that timm can load pretrained weights for ``arch`` (cache or one download)."""
-    import timm
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a hub repository, in its order
 
-    cfg = timm.models.get_pretrained_cfg(arch.split(".")[0] if "." not in arch else arch)
+
+def timm_hub_repo(arch: str) -> str:
+    """The Hugging Face hub repository of timm's default pretrained weights for ``arch``."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:
         raise ValueError(f"timm knows no model named {arch!r}")
-    repo = cfg.hf_hub_id
-    if not repo:
+    if not cfg.hf_hub_id:
         raise WeightsNotFoundError(f"timm has no downloadable pretrained weights for {arch}; use pretrained=False")
-    for fname in ("model.safetensors", "pytorch_model.bin"):
+    return cfg.hf_hub_id
+
+
+def ensure_timm_weights(arch: str) -> Path:
+    """The weights file of timm's ``arch`` in the Hugging Face cache, downloading it once if possible.
+
+    The cache layout is the hub client's: ``$HF_HOME/hub/models--ORG--NAME/snapshots/COMMIT/model.safetensors``
+    with ``refs/main`` holding COMMIT (what ``hf download ORG/NAME model.safetensors`` writes).
+    :func:`timm_pretrained_kwargs` then makes timm read that file, without asking the hub again.
+    """
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    repo = timm_hub_repo(arch)
+    for fname in TIMM_FILES:
         hit = try_to_load_from_cache(repo, fname)
         if isinstance(hit, str):
-            return
-    try:
-        hf_hub_download(repo, "model.safetensors")
-    except Exception as e:
-        from huggingface_hub.constants import HF_HUB_CACHE
+            return Path(hit)
+    why = _why_not_downloaded(f"{constants.ENDPOINT}/{repo}")
+    if why is None:
+        try:
+            return Path(hf_hub_download(repo, TIMM_FILES[0]))
+        except Exception as e:
+            why = f"the download failed ({type(e).__name__})"
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch} are not in the Hugging Face cache and {why}: on a machine with internet run "
+        f"`hf download {repo} model.safetensors`, then copy its cache folder models--{repo.replace('/', '--')} to "
+        f"{folder} (model.safetensors under snapshots/COMMIT/, refs/main naming COMMIT; the folder is "
+        f"$HF_HOME/hub), or train from scratch with --no-pretrained (pretrained=False)."
+    )
 
-        folder = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
-        raise WeightsNotFoundError(
-            f"ImageNet weights for {arch} are not in the Hugging Face cache and could not be downloaded ({e}).\n"
-            f"Get model.safetensors of the hub repository '{repo}' into {folder} "
-            f"(for example `huggingface-cli download {repo}` on a machine with internet, then copy the cache), "
-            f"or train from scratch with pretrained=False (--no-pretrained)."
-        ) from None
+
+def timm_pretrained_kwargs(arch: str, pretrained: bool) -> dict:
+    """timm keyword arguments that load ``arch``'s ImageNet weights from the cached file
+    (:func:`ensure_timm_weights`): timm would otherwise ask the hub for a newer version first, and without
+    internet its client retries for about 30 s before it falls back to the same file."""
+    if not pretrained:
+        return {}
+    return dict(pretrained_cfg_overlay=dict(file=str(ensure_timm_weights(arch))))

@@ -63,3 +63,42 @@ def test_missing_hub_weights_are_one_clear_line(synthetic_dir, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("busi: error: ImageNet weights for resnet50") and "Traceback" not in err
     assert "--no-pretrained" in err
+
+
+@pytest.mark.parametrize("arch_args, env", [
+    (["--arch", "multitask", "--encoder", "resnet50"], {"BUSI_OFFLINE": "1"}),  # torchvision's cache
+    (["--arch", "vit_base_patch16_224"], {"HF_ENDPOINT": "http://127.0.0.1:9"}),  # timm's (HF) cache; a closed port
+])
+def test_missing_weights_fail_fast_in_one_line(arch_args, env, synthetic_dir, tmp_path):
+    """The command as a user types it, on a machine without the weights and without the hub: one line naming the
+    file and where it goes, exit 2, no traceback, and no retrying (the hub client alone retries for ~30 s)."""
+    import os
+    import time
+
+    environ = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), **env}
+    environ.pop("HF_HUB_OFFLINE", None)
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "busi_lib", "train", *arch_args, "--data", str(synthetic_dir),
+                        "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"],
+                       capture_output=True, text=True, env=environ, timeout=120)
+    seconds = time.time() - t0
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Retry" not in r.stderr, r.stderr
+    assert len([line for line in err if line.startswith("busi: error:")]) == 1, r.stderr
+    msg = next(line for line in err if line.startswith("busi: error:"))
+    assert "--no-pretrained" in msg
+    if "resnet50" in arch_args:
+        assert "downloads are off" in msg
+        assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in msg
+    else:
+        assert "127.0.0.1:9 cannot be reached" in msg and "hf download timm/vit_base_patch16_224" in msg
+        assert str(tmp_path / "hf" / "hub" / "models--timm--vit_base_patch16_224") in msg
+    print(f"{arch_args[1]}: exit 2 after {seconds:.1f} s")  # ~12 s of CPU here, 8 of them imports
+    # no timing assertion: on a loaded 2-core machine the imports alone took 30-110 s; "Retry" above is the guard
+
+
+def test_reachable_probe():
+    from busi_lib.weights import reachable
+
+    assert not reachable("http://127.0.0.1:9/nothing", seconds=2)  # the discard port: closed here
+    assert not reachable("not a url")
