@@ -1,42 +1,86 @@
-"""busi_lib: the small library behind the BUSI deep-learning notebooks.
+"""busi_lib: the library behind the BUSI deep-learning notebooks.
 
-Modules, one idea each:
+The folders follow the pipeline, left to right (smp's concept folders; one job per file, as
+going_modular does it):
 
-=================  =============================================================
-``data``           the BUSI folder as a table; tasks; class weights
-``images``         reading scans and masks into one representation
-``duplicates``     near-duplicate groups (perceptual hash) and label conflicts
-``splits``         seeded, stratified, group-aware splits saved as CSV
-``cache``          decode and resize once, outside the data folder
-``transforms``     albumentations pipelines (scan and mask together)
-``loaders``        fastai DataLoaders for classify / segment / multitask
-``synthetic``      a small BUSI-like data set (and a "second hospital") from a seed
-``download``       fetching and verifying the real BUSI
-``models``         every network of the study
-``weights``        ImageNet weights from the standard caches, or a clear error
-``losses``         BCE(WithLogits), Dice, the weighted multitask loss
-``metrics``        classification and segmentation metrics, bootstrap intervals
-``profiles``       smoke / cpu / gpu run sizes shared by notebooks and bench
-``learners``       fastai Learners, training, evaluation
-``checkpoints``    a checkpoint per epoch, and resuming bit-identically
-``distributed``    several processes through Accelerate (rank 0 writes)
-``saving``         the saved-model folder (safetensors + config)
-``predict``        predicting new scans: masks, overlays, CSV
-``cam``            Grad-CAM of the classification (pytorch-grad-cam)
-``calibration``    ECE, Brier, reliability, temperature scaling
-``external``       scoring a saved model on a folder it never saw
-``external_sets``  BUS-BRA and BUS-UCLM, as published, into a folder ``external`` reads
-``report``         the external-validation report (Markdown + figures)
-``bench``          leakage-free cross-validation of every model, RESULTS.md
-``speed``          throughput: fastai vs a plain PyTorch loop
-``plots``          figures
-``study``          the study's reference numbers and cross-notebook tables
-``widgets``        ipywidgets explorers, with still pictures in batch runs
-``quiet``          the narrow warning filters, in one place
-``notebook``       the first line of every lesson notebook
-``runner``         running the notebooks with papermill (``busi notebooks``)
-``cli``            the ``busi`` command
-=================  =============================================================
+==============  ===================================================================================
+``data/``       from the folder on disk to fastai DataLoaders: ``table`` (the BUSI folder as a
+                table, the class names), ``images`` (scans and masks in one representation),
+                ``duplicates`` (near-duplicate groups), ``cache`` (decode and resize once),
+                ``dataset`` (a folder ready to train on), ``splits`` (seeded, group-aware),
+                ``transforms`` (albumentations, scan and mask together), ``loaders`` (fastai
+                DataLoaders), ``synthetic`` (a BUSI-like set and a "second hospital" from a seed),
+                ``download`` (the real BUSI, verified), ``external_sets`` (BUS-BRA, BUS-UCLM)
+``models/``     ``networks`` (the lesson networks CustomCNN, the U-Net decoder and
+                MultitaskUResNet, and the registry that builds every network by name),
+                ``weights`` (ImageNet weights: pip packages, the torchvision / timm caches, or a
+                clear error)
+``training/``   ``losses``, ``learners`` (the fastai Learner, the training run, its config),
+                ``profiles`` (smoke / cpu / gpu), ``hardware`` (precision, GPU loaders),
+                ``checkpoints`` (resume), ``distributed`` (Accelerate), ``saving`` (the saved-model
+                folder)
+``evaluation/`` ``metrics`` (metrics, bootstrap intervals, the one scoring path), ``inference`` (the one
+                prediction path), ``ensemble`` (fold ensembles, AdaBN), ``calibration``, ``external`` (scoring a saved model on a new
+                site), ``report``, ``bench`` (cross-validation, RESULTS.md), ``speed``, ``study``
+                (the reference study)
+``apps/``       what a user runs: ``cli`` (``busi``), ``runner`` (``busi notebooks``), ``predict``,
+                ``cam`` (Grad-CAM)
+``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``widgets``,
+                ``quiet`` (the warning filters)
+top level       ``errors`` (the exception family), ``files`` (atomic writes), ``colab`` (Colab setup)
+==============  ===================================================================================
+
+The lesson code is re-exported here, as smp re-exports its models: ``from busi_lib import CustomCNN``.
+The names load on first use (PEP 562), so ``import busi_lib`` and ``busi --help`` stay fast and do not
+import torch.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# name -> module, in the order of the lessons
+_LESSON_API = {
+    # 01 the data
+    "load_dataset": "busi_lib.data.dataset",
+    "CLASSES": "busi_lib.data.table",
+    "duplicate_groups": "busi_lib.data.duplicates",
+    "train_valid_test_split": "busi_lib.data.splits",
+    "build_transforms": "busi_lib.data.transforms",
+    "make_dataloaders": "busi_lib.data.loaders",
+    # 02 a CNN from scratch
+    "CustomCNN": "busi_lib.models.networks",
+    "ClassificationLoss": "busi_lib.training.losses",
+    "make_learner": "busi_lib.training.learners",
+    # 04 segmentation
+    "soft_dice_loss": "busi_lib.training.losses",
+    "SegmentationLoss": "busi_lib.training.losses",
+    "segmentation_counts": "busi_lib.evaluation.metrics",
+    "scores_from_counts": "busi_lib.evaluation.metrics",
+    # 05 the multitask network
+    "MultitaskUResNet": "busi_lib.models.networks",
+    "MultitaskLoss": "busi_lib.training.losses",
+    # 06 on: the whole run in one call
+    "build_model": "busi_lib.models.networks",
+    "TrainConfig": "busi_lib.training.learners",
+    "train": "busi_lib.training.learners",
+    "load_model": "busi_lib.training.saving",
+    "classification_metrics": "busi_lib.evaluation.metrics",
+    "predict_folder": "busi_lib.apps.predict",
+    "evaluate_model": "busi_lib.evaluation.external",
+}
+__all__ = ["__version__", *_LESSON_API]
+
+
+def __getattr__(name: str):
+    if name in _LESSON_API:
+        value = getattr(importlib.import_module(_LESSON_API[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    raise AttributeError(f"module 'busi_lib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LESSON_API))

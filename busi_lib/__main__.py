@@ -1,6 +1,6 @@
 """``python -m busi_lib ...`` is the ``busi`` command."""
 
-from .cli import main
+from busi_lib.apps.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

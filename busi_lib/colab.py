@@ -19,7 +19,7 @@ In Colab, :func:`setup` does, printing one line for each thing it did:
    session. If you decline (or pass ``drive=False``, which asks nothing), the
    outputs stay on the session's disk and are lost when it ends.
 2. **Data**: unless ``$BUSI_DATA_DIR`` names an existing folder, downloads and
-   verifies BUSI into ``/content/data`` with :func:`busi_lib.download.download_busi`
+   verifies BUSI into ``/content/data`` with :func:`busi_lib.data.download.download_busi`
    and sets ``$BUSI_DATA_DIR``. Kaggle is used when the Colab secrets
    ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` exist (the key icon in Colab's left
    bar; give the notebook access): they become the environment variables
@@ -39,6 +39,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from busi_lib.data.download import DEFAULT_URL, FOLDER_NAME, download_busi, kaggle_configured
 
 DRIVE_ROOT = "/content/drive"
 DRIVE_RUNS = "MyDrive/busi/runs"  # under the mounted Drive
@@ -83,7 +85,7 @@ def setup(
     data : download BUSI when ``$BUSI_DATA_DIR`` is not an existing folder; ``False``: the synthetic set.
     data_root : where BUSI is downloaded to (``<data_root>/Dataset_BUSI_with_GT``).
     drive_root : where Drive is mounted.
-    data_url, reference : passed to :func:`~busi_lib.download.download_busi` (a mirror; tests).
+    data_url, reference : passed to :func:`~busi_lib.data.download.download_busi` (a mirror; tests).
     verbose : print one line per step.
     """
     result = ColabSetup(in_colab=in_colab())
@@ -106,7 +108,7 @@ def setup(
 
 
 def _mount_drive(root: Path, result: ColabSetup, say) -> None:
-    from google.colab import drive as gdrive
+    from google.colab import drive as gdrive  # optional: exists only in Colab
 
     try:
         gdrive.mount(str(root))
@@ -128,7 +130,7 @@ def _kaggle_from_secrets(result: ColabSetup, say) -> None:
     if all(os.environ.get(k) for k in KAGGLE_SECRETS):
         say("Kaggle: KAGGLE_USERNAME and KAGGLE_KEY already set")
         return
-    from google.colab import userdata
+    from google.colab import userdata  # optional: exists only in Colab
 
     values = {}
     for key in KAGGLE_SECRETS:
@@ -143,8 +145,6 @@ def _kaggle_from_secrets(result: ColabSetup, say) -> None:
 
 
 def _get_data(root: Path, url: str | None, reference, verbose: bool, result: ColabSetup, say) -> None:
-    from .download import DEFAULT_URL, FOLDER_NAME, download_busi, kaggle_configured
-
     env = os.environ.get("BUSI_DATA_DIR")
     if env and Path(env).expanduser().is_dir():
         result.data_dir = Path(env).expanduser()
@@ -168,7 +168,7 @@ def _choose_profile(result: ColabSetup, say) -> None:
         result.profile = os.environ["BUSI_PROFILE"]
         say(f"Profile: BUSI_PROFILE={result.profile} (yours, kept)")
         return
-    import torch
+    import torch  # heavy: imported on first use
 
     if torch.cuda.is_available():
         os.environ["BUSI_PROFILE"] = result.profile = "gpu"

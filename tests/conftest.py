@@ -44,7 +44,7 @@ def module_tmp(tmp_path_factory, request) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic BUSI (12 scans per class) shared by the fast tests. Treat it as read-only."""
-    from busi_lib.synthetic import make_synthetic_busi
+    from busi_lib.data.synthetic import make_synthetic_busi
 
     return make_synthetic_busi(tmp_path_factory.mktemp("synthetic") / "busi", n_per_class=12, seed=0)
 
@@ -62,6 +62,6 @@ def real_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_table(real_dir):
-    from busi_lib.dataset import load_dataset
+    from busi_lib.data.dataset import load_dataset
 
     return load_dataset(real_dir, labels="three_class")

@@ -31,7 +31,7 @@ except ImportError:  # Python 3.10: pytest's own dependency
 from test_download import _make_busi, _zip_folder, server  # noqa: F401  (server: the local HTTP fixture)
 
 from busi_lib import colab
-from busi_lib.download import FOLDER_NAME, pixel_fingerprint
+from busi_lib.data.download import FOLDER_NAME, pixel_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = ("BUSI_RUNS_DIR", "BUSI_DATA_DIR", "BUSI_PROFILE", "KAGGLE_USERNAME", "KAGGLE_KEY")
@@ -93,7 +93,7 @@ def test_in_colab_drive_kaggle_data_and_gpu(fake_colab, server, tmp_path, monkey
     busi = _make_busi(tmp_path / "src" / FOLDER_NAME)
     _zip_folder(busi, www / "Dataset_BUSI.zip")
     fake_colab.secrets.update(KAGGLE_USERNAME="me", KAGGLE_KEY="k3y-v4lue")
-    monkeypatch.setattr("busi_lib.download.find_spec", lambda name: None)  # no kaggle client: the URL is used
+    monkeypatch.setattr("busi_lib.data.download.find_spec", lambda name: None)  # no kaggle client: the URL is used
 
     result = colab.setup(drive_root=tmp_path / "drive", data_root=tmp_path / "data",
                          data_url=f"{base}/Dataset_BUSI.zip", reference=pixel_fingerprint(busi), verbose=True)
@@ -305,7 +305,7 @@ def test_the_runtime_package_imports_only_runtime_dependencies():
 
     runtime = {name(r) for r in project["dependencies"]}
     extras = {name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
-    # Modules of packages that a runtime dependency brings (its own requirement); kaggle, which busi_lib.download
+    # Modules of packages that a runtime dependency brings (its own requirement); kaggle, which busi_lib.data.download
     # imports only when it is installed; google.colab, which only Colab has (busi_lib.colab, in Colab only).
     indirect = {"cv2": "albumentations", "fastcore": "fastai", "fastprogress": "fastai", "huggingface_hub": "timm",
                 "IPython": "ipykernel", "kaggle": None, "google": None}

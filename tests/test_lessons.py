@@ -21,12 +21,13 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MARKER = "# lesson code: "
 # what each lesson must write out, at least
 REQUIRED = {
-    "02_custom_cnn": {"busi_lib.models.CustomCNN", "busi_lib.learners.make_learner"},
-    "03_transfer_learning": {"busi_lib.learners.transfer_learner", "busi_lib.learners.stages"},
-    "04_unet_segmentation": {"busi_lib.models.DecoderBlock", "busi_lib.models.UNetDecoder",
-                             "busi_lib.losses.soft_dice_loss", "busi_lib.losses.SegmentationLoss",
-                             "busi_lib.metrics.segmentation_counts", "busi_lib.metrics.scores_from_counts"},
-    "05_multitask_uresnet": {"busi_lib.models.MultitaskUResNet", "busi_lib.losses.MultitaskLoss"},
+    "02_custom_cnn": {"busi_lib.models.networks.CustomCNN", "busi_lib.training.learners.make_learner"},
+    "03_transfer_learning": {"busi_lib.training.learners.transfer_learner", "busi_lib.training.learners.stages"},
+    "04_unet_segmentation": {"busi_lib.models.networks.DecoderBlock", "busi_lib.models.networks.UNetDecoder",
+                             "busi_lib.training.losses.soft_dice_loss", "busi_lib.training.losses.SegmentationLoss",
+                             "busi_lib.evaluation.metrics.segmentation_counts",
+                             "busi_lib.evaluation.metrics.scores_from_counts"},
+    "05_multitask_uresnet": {"busi_lib.models.networks.MultitaskUResNet", "busi_lib.training.losses.MultitaskLoss"},
 }
 
 
@@ -72,9 +73,9 @@ def test_each_lesson_writes_out_what_it_teaches(stem, names):
 
 def test_a_changed_line_is_caught(tmp_path):
     """The check fails when a lesson's copy drifts from the package (so it is not a test that cannot fail)."""
-    from busi_lib import models
+    from busi_lib.models import networks as models
 
-    src = MARKER + "busi_lib.models\n" + inspect.getsource(models.CustomCNN).replace("dropout: float = 0.3",
+    src = MARKER + "busi_lib.models.networks\n" + inspect.getsource(models.CustomCNN).replace("dropout: float = 0.3",
                                                                                      "dropout: float = 0.5")
     (defn,) = definitions(src).values()
     assert defn != inspect.getsource(models.CustomCNN).rstrip("\n")
@@ -100,9 +101,9 @@ def test_every_lesson_ends_with_questions_experiments_and_answers(nb):
 
 @pytest.mark.parametrize("nb", ALL, ids=[p.stem for p in ALL])
 def test_the_header_shows_the_run_times_that_start_prints(nb):
-    """Each notebook's header states the run times that ``start`` prints (busi_lib.notebook.EXPECTED_TIME), so
+    """Each notebook's header states the run times that ``start`` prints (busi_lib.ui.notebook.EXPECTED_TIME), so
     re-measuring means changing the dictionary and the headers together, and this test says where they differ."""
-    from busi_lib.notebook import EXPECTED_TIME
+    from busi_lib.ui.notebook import EXPECTED_TIME
 
     header = "".join(json.loads(nb.read_text())["cells"][0]["source"])
     line = next((x for x in header.splitlines() if x.startswith("**Run time**")), None)
@@ -114,7 +115,7 @@ def test_the_header_shows_the_run_times_that_start_prints(nb):
 
 def test_the_lesson_decoder_is_the_one_the_models_run():
     """Notebook 04's UNetDecoder is not a copy on the side: every U-shaped model of the package runs it."""
-    from busi_lib.models import MultitaskUResNet, UNetDecoder, build_model
+    from busi_lib.models.networks import MultitaskUResNet, UNetDecoder, build_model
 
     assert isinstance(build_model("unet").net.decoder, UNetDecoder)
     assert isinstance(build_model("uresnet", encoder="resnet18").net.decoder, UNetDecoder)

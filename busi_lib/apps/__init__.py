@@ -1,0 +1,1 @@
+"""What a user runs: the busi command, the notebook runner, predict, and Grad-CAM."""

@@ -1,0 +1,108 @@
+"""Grad-CAM: where in the scan did the classifier find its evidence?
+
+Grad-CAM (Selvaraju et al., 2017) takes the feature maps of a late
+convolutional stage, weighs each map by the average gradient of the class
+score with respect to it, sums them and keeps the positive part: a coarse
+heatmap (one cell per 32 x 32 pixels at the last ResNet stage) of the regions
+that raised the score. The maintained ``pytorch-grad-cam`` package does the
+work; this module only says *which* layer and *which* score:
+
+* layer: the last encoder stage (``layer4`` of a ResNet, the last block stage of
+  EfficientNet-Lite, the features of the custom CNN), the deepest maps that still have a spatial layout;
+* score: the malignancy logit (the multitask model is wrapped so that Grad-CAM
+  sees only that output), with its sign flipped for a scan called benign, so
+  the map always shows the evidence *for the label the model gave*.
+
+What to look for: many BUSI scans carry caliper marks ("+" and dotted lines)
+and text burnt in by the scanner. Where such marks are more frequent in one
+class, a classifier can learn the marks instead of the tissue. Heat on the
+marks, on the text or on the image border is that shortcut; heat on and around
+the lesion is what we hope for. Grad-CAM is a hint, not a proof: it is
+coarse, and the same prediction can have several explanations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from busi_lib.evaluation.inference import preprocess
+from busi_lib.models.networks import task_of
+from busi_lib.training.saving import config_normalization, load_model
+
+
+class ClassLogit(torch.nn.Module):
+    """A multitask model seen by Grad-CAM: only its malignancy logit (B, 1)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+
+def cam_target_layer(model: torch.nn.Module, config: dict) -> torch.nn.Module:
+    """The last encoder stage, whose feature maps Grad-CAM weighs by the classifier's gradient."""
+    arch = config["arch"]
+    if arch == "multitask":
+        encoder = model.net.encoder
+        # smp's ResNet encoder is a torchvision ResNet; its "tu-" encoders (EfficientNet-Lite) hold timm's network
+        return encoder.layer4 if hasattr(encoder, "layer4") else encoder.model.blocks[-1]
+    if arch == "custom_cnn":
+        return model.features
+    if isinstance(model, torch.nn.Sequential) and isinstance(model[0], torch.nn.Sequential):
+        return model[0][-1]  # fastai's (body, head): the body's last stage (layer4 of a ResNet)
+    raise ValueError(
+        f"Grad-CAM is available for the CNN classifiers and the multitask model, not for {arch!r} "
+        "(transformers need a reshape of their tokens; segmentation models have no classification)"
+    )
+
+
+def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequence[int]) -> np.ndarray:
+    """Grad-CAM maps (N, S, S) in [0, 1] of the evidence for each scan's label (1 malignant, 0 benign).
+
+    ``model, config`` as :func:`busi_lib.training.saving.load_model` returns them; ``x``
+    the normalised batch (:func:`busi_lib.apps.predict.preprocess`). Each map is
+    scaled to [0, 1] on its own: compare where the heat is, not how much.
+    """
+    from pytorch_grad_cam import GradCAM  # heavy: imported on first use
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget  # heavy: imported on first use
+
+    task = config.get("task") or task_of(config["arch"])
+    if task == "segment":
+        raise ValueError("a segmentation-only model has no classification to explain")
+    layer = cam_target_layer(model, config)
+    net = ClassLogit(model) if task == "multitask" else model
+    # the target is the class logit, signed so that the map shows the evidence for the predicted label
+    targets = [BinaryClassifierOutputTarget(int(lab)) for lab in labels]
+    with GradCAM(model=net, target_layers=[layer]) as cam:
+        maps = cam(input_tensor=x, targets=targets)
+    return maps.astype(np.float32)
+
+
+def cam_gallery(model_folder, part: dict, n_per_class: int = 3) -> dict:
+    """Grad-CAM maps of the first ``n_per_class`` benign and ``n_per_class`` malignant scans of a part.
+
+    ``model_folder``: a run folder (``model/`` inside) or the model folder; ``part``: what
+    :func:`busi_lib.evaluation.study.predict_part` returns for that model. The scans keep the part's order, benign
+    first. Returns ``images`` (uint8, the model's input size), ``maps`` (N, S, S) in [0, 1], ``y``,
+    ``prob``, ``called`` (1 malignant, 0 benign, at the model's saved threshold), ``threshold`` and
+    ``image_ids``.
+    """
+
+
+    folder = Path(model_folder)
+    model, config = load_model(folder if folder.name == "model" else folder / "model")
+    y = np.asarray(part["y"]).astype(int)
+    picked = np.concatenate([np.flatnonzero(y == c)[:n_per_class] for c in (0, 1)])
+    threshold = float(config.get("threshold", 0.5))
+    prob = np.asarray(part["prob"])[picked]
+    called = (prob >= threshold).astype(int)
+    x = preprocess(list(part["images"][picked]), int(config["image_size"]), config_normalization(config))
+    return {"images": part["images"][picked], "maps": grad_cam(model, config, x, called), "y": y[picked],
+            "prob": prob, "called": called, "threshold": threshold,
+            "image_ids": list(part["table"]["image_id"].iloc[picked])}

@@ -1,0 +1,538 @@
+"""The ``busi`` command (also ``python -m busi_lib``).
+
+::
+
+    busi data summary   --data DIR [--json] [--skip-bad]
+    busi data synthetic --out DIR [--n-per-class N] [--seed S]
+    busi data download  --to DIR [--no-verify]
+    busi data verify    --data DIR
+    busi data split     --data DIR --out CSV [--folds K] [--seed S]
+    busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
+    busi train          --arch NAME --data DIR --out DIR [options]
+    busi evaluate       --model DIR [DIR...] --data DIR [--labels CSV] [--split CSV --part test] --out DIR
+                        [--adapt-bn] [--calibration-size F_OR_N]
+    busi calibrate      --model DIR --data DIR [--split CSV]
+    busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
+    busi predict        --model DIR --benchmark [--batch-size N]
+
+``--model`` takes a model folder, a run folder holding ``model/`` (a ``busi
+train`` or bench fold folder), or a folder of such runs (all folds); several
+are averaged as an ensemble (:mod:`busi_lib.evaluation.ensemble`).
+
+``--data`` defaults to ``$BUSI_DATA_DIR``, and without it to a synthetic BUSI
+generated once into the cache folder (so every command runs on a fresh machine). Bad input ends with one line naming
+the file and the reason, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from busi_lib.errors import BusiDataError
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        default=os.environ.get("BUSI_DATA_DIR"),
+        help="BUSI folder (default: $BUSI_DATA_DIR, else a synthetic BUSI)",
+    )
+
+
+# ---------------------------------------------------------------------- data
+def data_summary(data, skip_bad: bool = False) -> dict:
+    """The figures ``busi data summary`` prints, as a dict."""
+    from busi_lib.data.cache import cached_table
+    from busi_lib.data.duplicates import duplicate_groups
+
+    df = cached_table(data, skip_bad=skip_bad)
+    groups = duplicate_groups(df)
+    conflicts = groups[groups["conflict"]]
+    return {
+        "data": str(data),
+        "images": int(len(df)),
+        "per_class": {k: int(v) for k, v in df["label"].value_counts().sort_index().items()},
+        "mask_files": int(df["n_masks"].sum()),
+        "images_with_several_masks": int((df["n_masks"] > 1).sum()),
+        "several_masks": sorted(df.loc[df["n_masks"] > 1, "image_id"]),
+        "empty_masks": int((df["lesion_area"] == 0).sum()),
+        "width": {"min": int(df["width"].min()), "median": float(df["width"].median()), "max": int(df["width"].max())},
+        "height": {
+            "min": int(df["height"].min()),
+            "median": float(df["height"].median()),
+            "max": int(df["height"].max()),
+        },
+        "duplicate_groups": int(len(groups)),
+        "images_in_duplicate_groups": int(groups["size"].sum()) if len(groups) else 0,
+        "label_conflicts": [{"members": g["members"], "labels": g["labels"]} for _, g in conflicts.iterrows()],
+        "phash_threshold": df.attrs.get("phash_threshold"),
+        "rejected": [{"file": f, "reason": r} for f, r in df.attrs.get("rejected", [])],
+    }
+
+
+def _print_summary(s: dict) -> None:
+    print(f"BUSI folder: {s['data']}")
+    print(f"images: {s['images']}  " + "  ".join(f"{k}: {v}" for k, v in s["per_class"].items()))
+    print(f"mask files: {s['mask_files']}; images with several mask files: {s['images_with_several_masks']}")
+    print(f"images with an empty mask: {s['empty_masks']}")
+    w, h = s["width"], s["height"]
+    print(f"width  min/median/max: {w['min']} / {w['median']:.0f} / {w['max']}")
+    print(f"height min/median/max: {h['min']} / {h['median']:.0f} / {h['max']}")
+    print(
+        f"near-duplicate groups (pHash distance <= {s['phash_threshold']}): {s['duplicate_groups']} "
+        f"groups holding {s['images_in_duplicate_groups']} images"
+    )
+    print(f"label conflicts: {len(s['label_conflicts'])}")
+    for c in s["label_conflicts"]:
+        print(f"  {', '.join(c['members'])}  ({' vs '.join(c['labels'])})")
+    print(f"rejected files: {len(s['rejected'])}")
+    for r in s["rejected"]:
+        print(f"  {r['file']}: {r['reason']}")
+
+
+def cmd_data(args) -> int:
+    if args.data_cmd == "summary":
+        s = data_summary(_need_data(args.data), skip_bad=args.skip_bad)
+        print(json.dumps(s, indent=2)) if args.json else _print_summary(s)
+    elif args.data_cmd == "synthetic":
+        from busi_lib.data.synthetic import make_synthetic_busi
+
+        out = make_synthetic_busi(args.out, n_per_class=args.n_per_class, seed=args.seed, overwrite=args.overwrite)
+        print(f"synthetic BUSI written to {out}")
+    elif args.data_cmd == "download":
+        from busi_lib.data.download import download_busi
+
+        out = download_busi(args.to, verify=not args.no_verify)
+        print(f"BUSI is in {out}\nexport BUSI_DATA_DIR={out}")
+    elif args.data_cmd == "verify":
+        from busi_lib.data.download import verify_folder
+
+        res = verify_folder(_need_data(args.data))
+        print(res)
+        return 0 if res.ok else 1
+    elif args.data_cmd == "split":
+        from busi_lib.data.dataset import load_dataset
+        from busi_lib.data.splits import kfold_split, save_split, split_report, train_valid_test_split
+
+        df = load_dataset(_need_data(args.data))
+        split = kfold_split(df, args.folds, args.seed) if args.folds else train_valid_test_split(df, seed=args.seed)
+        save_split(split, args.out)
+        print(split_report(df, split).to_string())
+        print(f"split written to {args.out}")
+    elif args.data_cmd == "external":
+        from busi_lib.data.external_sets import convert_external
+
+        conv = convert_external(args.name, args.source, args.out, skip_bad=args.skip_bad, hardlink=args.hardlink,
+                                progress=not args.json)
+        if args.json:
+            print(json.dumps(conv.to_dict(), indent=2))
+        else:
+            print(conv.summary())
+            print(f"next: busi evaluate --model MODEL_DIR --data {conv.out} --labels {conv.labels} --out EVAL_DIR")
+    return 0
+
+
+def _need_data(data) -> Path:
+    """The data folder: ``--data``, else ``$BUSI_DATA_DIR``, else the synthetic BUSI (said on stderr)."""
+    from busi_lib.data.dataset import resolve_data_dir
+
+    path, real = resolve_data_dir(data)
+    if not data and not real:
+        print(f"busi: no --data and no BUSI_DATA_DIR: using the synthetic BUSI at {path}", file=sys.stderr)
+    return path
+
+
+# --------------------------------------------------------------------- train
+PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: GPUs from Ampere on, and CPUs); fp16 (float16 autocast with loss "
+                  "scaling, CUDA only); mixed (bf16 where the GPU has it, else fp16; fp32 without a GPU)")
+
+
+def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
+    from busi_lib.training.hardware import PRECISIONS
+
+    shown = "the profile's; with --speed several, each measured, e.g. fp32 mixed" if default is None else default
+    p.add_argument("--precision", choices=PRECISIONS, default=default, nargs=nargs,
+                   help=f"{PRECISION_HELP} (default: {shown})")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from busi_lib.training.learners import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--arch", default=d.arch, help="custom_cnn, resnet50, vgg16_bn, vit_*, swin_*, unet, uresnet, fcn, "
+                   "multitask (default: %(default)s)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", help="split CSV to reuse (default: a new seeded split)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate; 0 = fastai's lr_find suggestion")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
+                   help="ImageNet weights for the transfer models (default: on)")
+    p.add_argument("--encoder", default=d.encoder,
+                   help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
+    from busi_lib.data.transforms import AUGMENTATIONS
+
+    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment,
+                   help="training augmentation: geometry = flips and affine only; scanner = geometry and gain, "
+                   "gamma, speckle, blur, low resolution (default: %(default)s)")
+    p.add_argument("--aspect-crop", action=argparse.BooleanOptionalAction, default=d.aspect_crop,
+                   help="random aspect-ratio crops that keep the whole lesion (default: off)")
+    _precision_arg(p, d.precision)
+    p.add_argument("--w-cls", type=float, default=d.w_cls)
+    p.add_argument("--w-seg", type=float, default=d.w_seg)
+    p.add_argument("--dice-weight", type=float, default=d.dice_weight)
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    p.add_argument("--monitor", default=d.monitor)
+    p.add_argument("--max-images", type=int, default=None, help="train on a stratified subset (quick runs)")
+    p.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last finished epoch (same options)")
+
+
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from busi_lib.training.learners import TrainConfig, train
+
+    # every option has the name of a TrainConfig field (dashes become underscores)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given.update(data=str(_need_data(args.data)), lr=args.lr or None, progress=not args.quiet)
+    cfg = TrainConfig(**given)
+    from busi_lib.training.distributed import is_main_process
+
+    t0 = time.time()
+    res = train(cfg)
+    if is_main_process():  # under `accelerate launch`, one report, not one per process
+        _print_metrics(res.metrics)
+        print(f"done in {time.time() - t0:.0f} s; model and metrics in {res.out}")
+    return 0
+
+
+def _print_metrics(m: dict) -> None:
+    for part in ("valid", "test"):
+        if part not in m:
+            continue
+        for kind, vals in m[part].items():
+            keys = [k for k in vals if not k.startswith(("tp", "fp", "tn", "fn", "n"))]
+            print(f"{part:5s} {kind:14s} " + "  ".join(f"{k}={vals[k]:.3f}" for k in keys if vals[k] is not None))
+
+
+def cmd_evaluate(args) -> int:
+    """``busi evaluate``: score a saved model on a folder it never saw (see :mod:`busi_lib.evaluation.external`)."""
+    from busi_lib.evaluation.external import evaluate_model
+
+    ev = evaluate_model(
+        args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
+        split=args.split, part=args.part, out=args.out, tta=args.tta, n_boot=args.n_boot, seed=args.seed,
+        n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet, adapt_bn=args.adapt_bn,
+        calibration_size=args.calibration_size,
+    )
+    _print_evaluation(ev.metrics)
+    print(f"report: {Path(args.out) / 'report.md'}  (every number: evaluation.json, every image: predictions.csv)")
+    return 0
+
+
+def _print_evaluation(m: dict) -> None:
+    def line(title, values, cis, keys):
+        parts = [f"{k}={values[k]:.3f} [{cis[k][0]:.3f}, {cis[k][1]:.3f}]" for k in keys if k in values]
+        print(f"{title}: " + "  ".join(parts))
+
+    n_pat = f", {m['n_patients']} patients" if m.get("n_patients") else ""
+    print(f"{m['data']}: {m['n_images']} images{n_pat}; 95% CIs resample {m['bootstrap']['unit']}s")
+    for note in m.get("notes", []):
+        print(f"  note: {note}")
+    for s in m.get("skipped", []):
+        print(f"  skipped {s['file']}: {s['reason']}")
+    keys = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1")
+    if "classification" in m:
+        line(f"classification (threshold {m['threshold']:.3f}, saved with the model)", m["classification"],
+             m["classification_ci"], keys)
+        if "patient" in m:
+            line("per patient", m["patient"]["classification"], m["patient"]["classification_ci"], keys)
+        if "optimistic" in m:
+            o = m["optimistic"]
+            print(f"optimistic (threshold {o['threshold']:.3f} chosen on this data): "
+                  + "  ".join(f"{k}={o['classification'][k]:.3f}" for k in keys[1:]))
+        cal = m["calibration"]
+        after = cal["after"]
+        print(f"calibration ({cal['n_bins']} equal-width bins): ECE {cal['before']['ece']:.3f}, "
+              f"Brier {cal['before']['brier']:.3f}"
+              + (f"; after temperature {after['temperature']:.2f}: ECE {after['ece']:.3f}, Brier {after['brier']:.3f}"
+                 if after else ""))
+    if m.get("site_threshold", {}).get("threshold") is not None:
+        st = m["site_threshold"]
+        print(f"re-tuned on a calibration part ({st['n_calibration_images']} images, {st['unit']}-grouped, seed "
+              f"{st['seed']}): threshold {st['threshold']:.3f}, scored on the other {st['n_scored_images']}: "
+              + "  ".join(f"{k}={st['classification'][k]:.3f}" for k in keys[1:])
+              + f"  (saved threshold there: accuracy={st['saved_threshold_classification']['accuracy']:.3f})")
+    elif m.get("site_threshold"):
+        print(f"calibration part: {m['site_threshold']['note']}")
+    if "segmentation" in m:
+        line("segmentation", m["segmentation"], m["segmentation_ci"], ("dice_pooled", "iou_pooled", "dice_per_image"))
+
+
+def cmd_calibrate(args) -> int:
+    """``busi calibrate``: fit the model's temperature on the validation part of its split, save it in config.json."""
+    from busi_lib.evaluation.external import fit_model_temperature
+
+    split = Path(args.split) if args.split else Path(args.model).resolve().parent / "split.csv"
+    if not split.is_file():
+        raise BusiDataError(split, "split file not found (give the training run's split.csv with --split)")
+    fit = fit_model_temperature(args.model, _need_data(args.data), split, part=args.part, n_bins=args.n_bins,
+                                batch_size=args.batch_size, progress=not args.quiet)
+    print(f"temperature {fit['temperature']:.3f} fitted on the '{args.part}' part ({fit['n']} images): "
+          f"NLL {fit['nll_before']:.3f} -> {fit['nll_after']:.3f}, ECE ({args.n_bins} bins) "
+          f"{fit['ece_before']:.3f} -> {fit['ece_after']:.3f}")
+    if "warning" in fit:
+        print(f"busi calibrate: warning: {fit['warning']}", file=sys.stderr)
+    print(f"saved in {Path(args.model) / 'config.json'}; `busi evaluate` now reports calibration before and after")
+    return 0
+
+
+# ------------------------------------------------------------------- predict
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _calibration_size(text: str) -> float:
+    value = float(text)
+    if not value > 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError(f"a fraction between 0 and 1 or a whole number, got {text}")
+    return int(value) if value >= 1 else value
+
+
+def cmd_predict(args) -> int:
+    """Exit status: 0 all scans predicted; 1 some files unreadable, the others done; 2 nothing predicted."""
+    from busi_lib.apps.predict import best_device, measure_speed, predict_folder
+
+    if args.benchmark:
+        from busi_lib.evaluation.ensemble import load_models
+
+        model, config = load_models(args.model, device=best_device())
+        s = measure_speed(model, config, batch_size=args.batch_size)
+        print(f"{s['arch']} ({s['encoder']}) at {s['image_size']} px on {s['device']}, {s['threads']} threads: "
+              f"{s['images_per_s_batch']} images/s in batches of {s['batch_size']}, "
+              f"{s['images_per_s_single']} images/s one at a time")
+        return 0
+    if not args.inputs or not args.out:
+        raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
+    rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
+                         batch_size=args.batch_size, adapt_bn=args.adapt_bn)
+    if rep.adaptation:
+        print(f"BatchNorm statistics re-estimated on the {rep.adaptation['n_images']} readable scans "
+              "(in memory; the model folder is unchanged)")
+    for _, row in rep.failed.iterrows():
+        print(f"busi predict: skipped {row['file']}: {row['error']}", file=sys.stderr)
+    print(f"{len(rep.done)} scans predicted, {len(rep.failed)} unreadable; results in {rep.csv}")
+    if rep.failed.empty:
+        return 0
+    return 1 if len(rep.done) else 2
+
+
+# --------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    from busi_lib.training.profiles import PROFILES
+
+    if args.speed:
+        from busi_lib.evaluation.speed import run_speed
+
+        cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
+        run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile,
+                  encoders=args.encoder, channels_last=cl,
+                  precisions=args.precision or [PROFILES[args.profile]["precision"]])
+        return 0
+    from busi_lib.evaluation.bench import run_bench
+
+    folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
+    k = 5 if args.protocol == "cv5" else 1
+    if args.protocol == "holdout":
+        raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
+    if args.encoder and len(args.encoder) > 1:
+        raise SystemExit("busi bench: one --encoder for cross-validation (several are for --speed)")
+    if args.precision and len(args.precision) > 1:
+        raise SystemExit("busi bench: one --precision for cross-validation (several are for --speed)")
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None,
+                     precision=args.precision[0] if args.precision else None)
+    res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
+                    seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
+    from busi_lib.training.distributed import is_main_process
+
+    if is_main_process():
+        print(f"results in {Path(args.out) / 'results.json'} and {Path(args.out) / 'RESULTS.md'} "
+              f"({res['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+# ----------------------------------------------------------------- notebooks
+def cmd_notebooks(args) -> int:
+    from busi_lib.apps.runner import NotebookFailed, parse_value, run_notebooks
+
+    params = {name: parse_value(value) for name, value in (args.param or [])}
+    try:
+        res = run_notebooks(args.profile, data=args.data, out=args.out, params=params, only=args.only,
+                            cell_timeout=args.cell_timeout)
+    except NotebookFailed as e:
+        print(f"busi notebooks: {e}", file=sys.stderr)
+        return 1
+    print(f"summary: {res.summary_csv} and {res.summary_md}")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busi", description="Deep learning on breast ultrasound (BUSI).")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="inspect, generate, download, convert or split data")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+    p = dsub.add_parser("summary", help="counts, sizes, duplicate groups and rejected files")
+    _data_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--skip-bad", action="store_true", help="report bad files and go on")
+    p = dsub.add_parser("synthetic", help="write a synthetic BUSI-like folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-per-class", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p = dsub.add_parser("download", help="download and verify the real BUSI")
+    p.add_argument("--to", required=True)
+    p.add_argument("--no-verify", action="store_true")
+    p = dsub.add_parser("verify", help="check a folder against BUSI's pixel fingerprint")
+    _data_arg(p)
+    p = dsub.add_parser("split", help="write a seeded, group-aware split CSV")
+    _data_arg(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (0: train/valid/test)")
+    p.add_argument("--seed", type=int, default=42)
+    p = dsub.add_parser("external", help="turn BUS-BRA or BUS-UCLM, unpacked as published, into a folder with a "
+                        "labels CSV for `busi evaluate`")
+    p.add_argument("name", choices=["busbra", "busuclm"], help="the public set")
+    p.add_argument("source", metavar="SOURCE_DIR", help="the set as unpacked (only read, never written)")
+    p.add_argument("--out", required=True, help="new folder for labels.csv, images/ and masks/ (not inside SOURCE_DIR)")
+    p.add_argument("--skip-bad", action="store_true", help="report bad rows and files and go on")
+    p.add_argument("--hardlink", action="store_true", help="hard-link the scans instead of copying them")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    data.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train one model")
+    _data_arg(p)
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a saved model on a folder it never saw (external validation)")
+    p.add_argument("--model", required=True, nargs="+", action="extend",
+                   help="saved model folder(s): a model/, a run or fold folder holding model/, or a folder of fold "
+                   "runs; several are averaged (an ensemble, threshold: the mean of theirs)")
+    _data_arg(p)
+    p.add_argument("--labels", help="labels CSV (image path relative to --data, label; optional mask, patient_id); "
+                   "without it --data must have the BUSI layout")
+    p.add_argument("--column", nargs=2, action="append", metavar=("ROLE", "NAME"),
+                   help="the CSV column holding ROLE (image, label, mask, patient), if not a standard name")
+    p.add_argument("--split", help="split CSV; with --part, score only that part")
+    p.add_argument("--part", default="test")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--n-bins", type=int, default=10, help="equal-width calibration bins (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the scored scans first (AdaBN; images only, no labels)")
+    p.add_argument("--calibration-size", type=_calibration_size, metavar="F_OR_N",
+                   help="also re-tune the threshold on a labelled part of this site (fraction < 1 or a number of "
+                   "patients, images without ids; seeded by --seed) and score the rest")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("calibrate", help="fit a probability temperature on the validation part; save it with the model")
+    p.add_argument("--model", required=True, help="saved model folder; its config.json gets 'temperature'")
+    _data_arg(p)
+    p.add_argument("--split", help="the training run's split CSV (default: split.csv beside the model folder)")
+    p.add_argument("--part", default="valid", help="the part to fit on (default: %(default)s; never the test part)")
+    p.add_argument("--n-bins", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_calibrate)
+    from busi_lib.training.profiles import STUDY_MODELS
+
+    p = sub.add_parser("bench", help="cross-validate every model (or --speed: throughput figures)")
+    _data_arg(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--protocol", choices=["cv5", "holdout"], default="cv5")
+    p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), help="default: %(default)s")
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
+    p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--image-size", type=int, help="override the profile's image size")
+    p.add_argument("--encoder", nargs="+", help="override the profile's encoder of uresnet / multitask "
+                   "(with --speed: several, each measured)")
+    p.add_argument("--channels-last", choices=["no", "yes", "both"], default="no",
+                   help="with --speed: measure in PyTorch's channels_last memory format too")
+    _precision_arg(p, None, nargs="+")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--speed", action="store_true", help="measure training / inference throughput instead")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("notebooks", help="run every numbered notebook in order (papermill)")
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
+    p.add_argument("--data", help="BUSI folder for the notebooks (default: $BUSI_DATA_DIR, else a synthetic BUSI)")
+    p.add_argument("--out", help="folder for executed notebooks, outputs and summary (default: runs/notebooks)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter; VALUE is read like papermill's -p / -y (numbers, True, lists)")
+    p.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 05)")
+    p.add_argument("--cell-timeout", type=int, help="seconds per cell (default: 300 for smoke, 4 h otherwise)")
+    p.set_defaults(func=cmd_notebooks)
+    p = sub.add_parser("predict", help="probability, label, lesion mask, overlay (and Grad-CAM) for new scans")
+    p.add_argument("--model", required=True, action="append",
+                   help="a saved model folder (busi train's <out>/model, or <out>); repeat --model for an ensemble "
+                   "(probabilities averaged)")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="scans, or folders walked for scans")
+    p.add_argument("--out", help="output folder (never an input folder)")
+    p.add_argument("--threshold", type=_probability, help="malignant when probability >= this (default: the model's)")
+    p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only)")
+    p.add_argument("--benchmark", action="store_true", help="measure images per second instead (no inputs)")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv=None) -> int:
+    from busi_lib.ui.quiet import quiet_known_warnings
+
+    quiet_known_warnings()  # the same narrow filters as the notebooks: no library warning a user cannot act on
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BusiDataError as e:
+        print(f"busi: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        # busi_lib.models.weights' error, matched by name: that module is not imported for `busi --help`
+        if type(e).__name__ != "WeightsNotFoundError":
+            raise
+        print(f"busi: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if "torch.distributed" in sys.modules:  # only a command that imported torch can have joined a process group
+            from busi_lib.training.distributed import (
+                stop_processes,  # heavy (torch, fastai): not imported for `busi --help`
+            )
+
+            stop_processes()  # under accelerate launch / torchrun: leave the process group before exiting
+
+
+if __name__ == "__main__":
+    sys.exit(main())

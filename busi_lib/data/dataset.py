@@ -1,0 +1,59 @@
+"""A BUSI folder, ready to train on: :func:`load_dataset` (scan, cache, duplicate groups, a label set)
+and :func:`resolve_data_dir` (the folder given, ``$BUSI_DATA_DIR``, or a synthetic BUSI).
+
+These two sit above :mod:`busi_lib.data.table` (the table of one folder), :mod:`busi_lib.data.cache`
+(decoding once) and :mod:`busi_lib.data.synthetic`, which all three stay free of each other's imports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from busi_lib.data.cache import cache_root, cached_table
+from busi_lib.data.synthetic import make_synthetic_busi
+from busi_lib.data.table import select_labels
+from busi_lib.errors import BusiDataError
+
+
+def load_dataset(
+    root: str | Path,
+    labels: str = "binary",
+    *,
+    duplicates: bool = True,
+    skip_bad: bool = False,
+    cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Scan a BUSI folder, find near-duplicate groups, and keep the rows of the label set ``labels``.
+
+    The table of the whole folder (all classes) is cached in ``cache_dir`` (see
+    :mod:`busi_lib.data.cache`), so the second call on the same folder is instant.
+    Duplicate groups are computed over all classes before the label set's rows are
+    kept, so a normal scan that duplicates a benign one is still known.
+    """
+    df = cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir)
+    return select_labels(df, labels)
+
+
+def resolve_data_dir(
+    data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir=None
+) -> tuple[Path, bool]:
+    """Where the scans are: ``(folder, is_real)``.
+
+    ``data`` if given; else ``$BUSI_DATA_DIR`` if set; else a synthetic BUSI
+    (generated once from ``seed`` into the cache folder and reused). A given
+    folder that does not exist is an error, not a silent switch to synthetic data.
+    """
+    if data is None or str(data) == "":
+        data = os.environ.get("BUSI_DATA_DIR") or None
+    if data is not None:
+        path = Path(data).expanduser()
+        if not path.is_dir():
+            raise BusiDataError(path, "data folder does not exist (unset it to use the synthetic set)")
+        return path, not (path / "synthetic_manifest.csv").exists()
+    path = cache_root(cache_dir) / f"synthetic-busi-n{n_per_class}-seed{seed}"
+    if not (path / "synthetic_manifest.csv").exists():
+        make_synthetic_busi(path, n_per_class=n_per_class, seed=seed, overwrite=True)
+    return path, False

@@ -1,0 +1,657 @@
+"""Public external test sets: BUS-BRA and BUS-UCLM, as published, turned into a folder ``busi evaluate`` reads.
+
+``busi evaluate --labels CSV`` scores a saved model on any folder of scans with
+a labels CSV (:mod:`busi_lib.evaluation.external`). This module has one job: convert the
+published layout of two public breast-ultrasound sets into that layout, so that
+testing a BUSI model on scans of two other hospitals is one command each::
+
+    busi data external busbra  /path/to/BUSBRA   --out data/busbra
+    busi data external busuclm /path/to/BUS-UCLM --out data/busuclm
+    busi evaluate --model runs/mt/model --data data/busbra --labels data/busbra/labels.csv --out eval/busbra
+
+The output folder
+-----------------
+* ``labels.csv``: one row per scan, columns ``image, label, mask, patient``
+  (paths relative to the folder; the labels CSV of :mod:`busi_lib.evaluation.external`);
+* ``images/``: the scans, byte for byte (copied, or hard-linked with
+  ``hardlink=True`` / ``--hardlink``: then do not edit them in place, the
+  source would change too);
+* ``masks/``: one mask per scan, an 8-bit single-channel PNG of the scan's own
+  size, 0 background and 255 lesion (what :func:`busi_lib.data.images.read_mask`
+  reads as {0, 1}); all zero for a normal scan;
+* ``conversion.json``: the summary (:meth:`Conversion.to_dict`), the source
+  folder, the set's citation and licence.
+
+The folder is built under a hidden temporary name beside ``--out`` and renamed
+into place once complete: a failed or interrupted conversion leaves nothing that
+looks finished. The source folder is only read. An ``--out`` that is, or is
+inside, the source folder given, or that is an existing non-empty folder, is
+refused.
+
+A mask of another size than its scan is resized to the scan's size with
+nearest-neighbour interpolation (the scan is never resized), and counted
+(``resized_masks``). A row or file that cannot be converted raises
+:class:`busi_lib.errors.BusiDataError` naming the file, the row and the reason;
+with ``skip_bad=True`` (``--skip-bad``, as for ``busi data summary``) it is
+listed under ``skipped`` with its reason and the rest is converted. Files that
+are simply not part of the set (a scan in ``Images/`` that ``bus_data.csv`` does
+not list) are listed under ``skipped`` in both modes.
+
+BUS-BRA
+-------
+Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a
+breast ultrasound dataset for assessing computer-aided diagnosis systems.
+*Medical Physics* 51(4):3110-3123 (2024); data on Zenodo. Licence: as stated
+on the data record (not checked from here). 1,875 scans of 1,064 patients.
+
+Layout: ``BUSBRA/Images/bus_0001-l.png``, ``BUSBRA/Masks/mask_0001-l.png``,
+``BUSBRA/bus_data.csv`` (and ``5-fold-cv.csv``, ``10-fold-cv.csv``, not read).
+``SOURCE_DIR`` is ``BUSBRA/`` itself or the folder holding it. Rules:
+
+* ``bus_data.csv`` (header ``ID,Case,Histology,Pathology,BIRADS,Device,Width,
+  Height,Side,BBOX``): one row per scan; ``ID`` is the scan's file stem,
+  ``Pathology`` (benign / malignant) the label, ``Case`` the patient id;
+* the scan is ``Images/<ID>.png``, its mask ``Masks/mask_<ID without "bus_">.png``;
+* a missing scan or mask, an unknown Pathology, an empty Case or a repeated ID
+  is a bad row.
+
+BUS-UCLM
+--------
+Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset.
+*Scientific Data* (2025), doi:10.1038/s41597-025-04562-3. Licence: as stated on
+the data record (not checked from here). 683 scans (174 benign, 90 malignant,
+419 normal) of 38 patients.
+
+Layout: ``images/``, ``masks/`` (a mask has its scan's file name) and
+``INFO.csv``; ``SOURCE_DIR`` is the folder holding them or the folder one level
+above it. Rules, and what was assumed because ``INFO.csv``'s header was not
+available when this was written:
+
+* **label from the mask colour** (the set's definition): green pixels mark a
+  benign lesion, red pixels a malignant one, an all-black mask a normal scan. A
+  pixel counts as red when its red channel is at least half the maximum and
+  both others below half, green likewise; pixels below half in every channel are
+  background. A mask with both red and green pixels, or with bright pixels of
+  another colour, is a bad file. A gray mask (no colour) with a lesion takes its
+  label from ``INFO.csv``, and is a bad file without one.
+* **INFO.csv is optional**. Its delimiter (``,``, ``;`` or tab) is detected;
+  column names are compared lower-cased with spaces and dashes as ``_``. It is
+  used only if it has an image column (:data:`INFO_COLUMNS`: ``image``,
+  ``image_name``, ``filename``, ``file``, ``name``...; values are matched to the
+  files of ``images/`` by file name or stem). A label column (``label``,
+  ``class``, ``diagnosis``, ``pathology``...) is used only when all its values
+  are benign / malignant / normal (any case); it then must agree with the mask
+  colour (a disagreement is a bad file). A patient column (``patient_id``,
+  ``patient``, ``case``...) gives the patient ids; then a scan that INFO.csv
+  does not list is a bad file. Anything else in INFO.csv is ignored; what was
+  used is said in ``notes``.
+* **patient ids**, without a patient column: the leading letters of the file
+  name (``ALWI`` for ``ALWI_000.png``), the four-letter case code that the
+  authors' own scripts take as the first four characters of the name; a name
+  without leading letters uses its stem without the trailing number.
+* normal scans are written with label ``normal``; ``busi evaluate`` leaves
+  them out and counts them (the models are benign-vs-malignant classifiers).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import secrets
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from busi_lib.data.images import IMAGE_SUFFIXES, _open, _to_array, mask_to_binary, read_image, read_mask
+from busi_lib.data.table import CLASSES, LESION_CLASSES
+from busi_lib.errors import BusiDataError
+from busi_lib.files import write_json
+
+__all__ = [
+    "INFO_COLUMNS",
+    "SETS",
+    "Conversion",
+    "ExternalSet",
+    "colour_label",
+    "convert_busbra",
+    "convert_busuclm",
+    "convert_external",
+    "patient_from_name",
+]
+
+LABELS_NAME = "labels.csv"
+LABELS_COLUMNS = ("image", "label", "mask", "patient")
+SUMMARY_NAME = "conversion.json"
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """A public set: its command name, title, citation, licence and published counts."""
+
+    name: str
+    title: str
+    citation: str
+    licence: str
+    published: dict
+
+
+SETS: dict[str, ExternalSet] = {
+    "busbra": ExternalSet(
+        "busbra", "BUS-BRA",
+        "Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a breast ultrasound dataset "
+        "for assessing computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024). Data on Zenodo.",
+        "as stated on the data record", {"images": 1875, "patients": 1064},
+    ),
+    "busuclm": ExternalSet(
+        "busuclm", "BUS-UCLM",
+        "Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset. Scientific Data (2025), "
+        "doi:10.1038/s41597-025-04562-3",
+        "as stated on the data record",
+        {"images": 683, "patients": 38, "per_class": {"benign": 174, "malignant": 90, "normal": 419}},
+    ),
+}
+
+#: INFO.csv column names looked for (after lower-casing, spaces and dashes as ``_``), first match wins.
+INFO_COLUMNS: dict[str, tuple[str, ...]] = {
+    "image": ("image", "image_name", "image_file", "image_path", "image_id", "filename", "file_name", "file",
+              "name", "path", "img"),
+    "label": ("label", "class", "diagnosis", "pathology", "classification", "category", "lesion_type", "type"),
+    "patient": ("patient_id", "patient", "case_id", "case", "subject_id", "subject"),
+}
+INFO_LABELS = CLASSES
+
+
+@dataclass
+class Conversion:
+    """What a conversion wrote: the rows of ``labels.csv``, what was skipped and why, and notes."""
+
+    dataset: ExternalSet
+    source: Path  # the set's folder that was read
+    out: Path
+    rows: list = field(default_factory=list)  # dicts with LABELS_COLUMNS
+    skipped: list = field(default_factory=list)  # [{"file", "reason"}]
+    resized_masks: list = field(default_factory=list)  # scan file names whose mask was resized
+    notes: list = field(default_factory=list)
+    hardlinked: int = 0  # scans hard-linked (the others copied)
+
+    @property
+    def labels(self) -> Path:
+        return self.out / LABELS_NAME
+
+    @property
+    def per_class(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["label"] for r in self.rows).items()))
+
+    @property
+    def n_patients(self) -> int:
+        return len({r["patient"] for r in self.rows})
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset.name, "title": self.dataset.title, "citation": self.dataset.citation,
+            "licence": self.dataset.licence, "source": str(self.source), "out": str(self.out),
+            "labels": str(self.labels), "images": len(self.rows), "per_class": self.per_class,
+            "patients": self.n_patients, "resized_masks": len(self.resized_masks),
+            "resized": list(self.resized_masks), "hardlinked": self.hardlinked, "skipped": list(self.skipped),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        """A few lines for the terminal: counts per class, patients, resized masks, skipped files and notes."""
+        lines = [
+            f"{self.dataset.title} from {self.source} -> {self.out}",
+            f"images: {len(self.rows)}  " + "  ".join(f"{k}: {v}" for k, v in self.per_class.items()),
+            f"patients: {self.n_patients}",
+            f"masks resized to their scan's size (nearest neighbour): {len(self.resized_masks)}",
+            f"skipped: {len(self.skipped)}",
+            *(f"  {s['file']}: {s['reason']}" for s in self.skipped),
+            *(f"note: {n}" for n in self.notes),
+            f"labels: {self.labels}",
+            f"cite: {self.dataset.citation} ({self.dataset.licence})",
+        ]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Scan:
+    """One scan to convert: its files, patient, and label when a CSV gives one (else from the mask)."""
+
+    image: Path
+    mask: Path
+    patient: str
+    label: str | None
+    where: str  # e.g. "bus_data.csv row 3 (line 4)", for messages
+
+
+class _Bad:
+    """The one place that decides whether a bad row raises (default) or is skipped and reported."""
+
+    def __init__(self, skip_bad: bool, skipped: list):
+        self.skip_bad, self.skipped = skip_bad, skipped
+
+    def __call__(self, path, reason: str) -> None:
+        if not self.skip_bad:
+            raise BusiDataError(path, reason)
+        self.skipped.append(dict(file=str(path), reason=reason))
+
+
+# ----------------------------------------------------------------------------- entry points
+def convert_external(name: str, source: str | Path, out: str | Path, *, skip_bad: bool = False,
+                     hardlink: bool = False, progress: bool = False) -> Conversion:
+    """Convert the public set ``name`` (a key of :data:`SETS`) unpacked in ``source`` into ``out``."""
+    converters = {"busbra": convert_busbra, "busuclm": convert_busuclm}
+    if name not in converters:
+        raise BusiDataError(None, f"unknown external set '{name}' (known: {', '.join(converters)})")
+    return converters[name](source, out, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
+
+
+def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
+                   progress: bool = False) -> Conversion:
+    """BUS-BRA (``BUSBRA/`` or the folder holding it) into a labels-CSV folder (rules: module docstring)."""
+    source = _check_source(source)
+    root = _busbra_root(source)
+    out = _check_out(out, source)
+    skipped: list[dict] = []
+    scans = _read_busbra(root, _Bad(skip_bad, skipped), skipped)
+    conv = Conversion(SETS["busbra"], root, out, skipped=skipped)
+    return _write(conv, scans, _busbra_mask, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
+
+
+def convert_busuclm(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
+                    progress: bool = False) -> Conversion:
+    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above) (rules: module docstring)."""
+    source = _check_source(source)
+    root = _busuclm_root(source)
+    out = _check_out(out, source)
+    skipped: list[dict] = []
+    notes: list[str] = []
+    scans = _read_busuclm(root, _Bad(skip_bad, skipped), skipped, notes)
+    conv = Conversion(SETS["busuclm"], root, out, skipped=skipped, notes=notes)
+    return _write(conv, scans, _busuclm_mask, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
+
+
+# ----------------------------------------------------------------------------- folders
+def _check_source(source) -> Path:
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise BusiDataError(source, "source folder does not exist")
+    if not source.is_dir():
+        raise BusiDataError(source, "source path is not a folder")
+    return source
+
+
+def _check_out(out, source: Path) -> Path:
+    """Refuse an output folder inside the source, an existing file, or an existing non-empty folder."""
+    out = Path(out).expanduser()
+    target, src = out.resolve(), source.resolve()
+    if target == src or src in target.parents:
+        raise BusiDataError(out, f"the output folder is inside the source folder {source}, which is never written: "
+                                 "choose another --out")
+    if out.is_symlink():
+        raise BusiDataError(out, "--out is a symbolic link: give a plain folder")
+    if out.exists() and not out.is_dir():
+        raise BusiDataError(out, "--out is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise BusiDataError(out, "output folder exists and is not empty; not overwriting it "
+                                 "(remove it or choose another folder)")
+    return out
+
+
+def _top_level(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not p.name.startswith("."))
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "") if names else "nothing"
+
+
+def _busbra_root(source: Path) -> Path:
+    for root in (source, source / "BUSBRA"):
+        if (root / "bus_data.csv").is_file():
+            for sub in ("Images", "Masks"):
+                if not (root / sub).is_dir():
+                    raise BusiDataError(root / sub, "folder not found: BUS-BRA keeps its scans in Images/ and its "
+                                                    "masks in Masks/ beside bus_data.csv")
+            return root
+    raise BusiDataError(source, "not a BUS-BRA folder: expected bus_data.csv, Images/ and Masks/ here or in BUSBRA/ "
+                                f"inside it; found: {_top_level(source)}")
+
+
+def _is_uclm(folder: Path) -> bool:
+    return (folder / "images").is_dir() and (folder / "masks").is_dir()
+
+
+def _busuclm_root(source: Path) -> Path:
+    if _is_uclm(source):
+        return source
+    inside = [d for d in sorted(source.iterdir()) if d.is_dir() and not d.name.startswith(".") and _is_uclm(d)]
+    if len(inside) > 1:
+        raise BusiDataError(source, f"several BUS-UCLM folders inside ({', '.join(d.name for d in inside)}): "
+                                    "give one of them")
+    if inside:
+        return inside[0]
+    raise BusiDataError(source, "not a BUS-UCLM folder: expected images/, masks/ and INFO.csv here or in a folder "
+                                f"inside it; found: {_top_level(source)}")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------- BUS-BRA
+BUSBRA_COLUMNS = ("ID", "Case", "Pathology")
+
+
+def _read_csv(path: Path, delimiter: str | None = ",") -> tuple[list[str], list[dict]]:
+    """Header and rows of a CSV (UTF-8 with or without BOM, else Latin-1; ``delimiter=None`` detects it)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    if delimiter is None:
+        first = text.splitlines()[0] if text.strip() else ""
+        delimiter = max(",;\t", key=first.count)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = list(reader)
+    except csv.Error as e:
+        raise BusiDataError(path, f"not a readable CSV ({e})") from None
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    rows = [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in r.items()} for r in rows]
+    return header, rows
+
+
+def _read_busbra(root: Path, bad: _Bad, skipped: list) -> list[_Scan]:
+    csv_path = root / "bus_data.csv"
+    header, rows = _read_csv(csv_path)
+    missing = [c for c in BUSBRA_COLUMNS if c not in header]
+    if missing:
+        raise BusiDataError(csv_path, f"missing column(s) {missing}; the columns are {header} "
+                                      "(expected BUS-BRA's ID,Case,Histology,Pathology,...)")
+    if not rows:
+        raise BusiDataError(csv_path, "bus_data.csv has no rows")
+    scans, seen = [], {}
+    for i, r in enumerate(rows, start=1):
+        where = f"bus_data.csv row {i} (line {i + 1})"
+        sid, case, pathology = r["ID"], r["Case"], r["Pathology"].lower()
+        if not sid.startswith("bus_") or len(sid) <= 4:
+            bad(csv_path, f"{where}: ID '{sid}' is not a BUS-BRA scan name (bus_0001-l)")
+            continue
+        if sid in seen:
+            bad(csv_path, f"{where}: ID '{sid}' is listed twice (also row {seen[sid]})")
+            continue
+        seen[sid] = i
+        if pathology not in LESION_CLASSES:
+            bad(csv_path, f"{where} ({sid}): unknown Pathology '{r['Pathology']}' (expected benign or malignant)")
+            continue
+        if not case:
+            bad(csv_path, f"{where} ({sid}): empty Case (the patient id)")
+            continue
+        image = root / "Images" / f"{sid}.png"
+        mask = root / "Masks" / f"mask_{sid[4:]}.png"
+        if not image.is_file():
+            bad(image, f"{where} ({sid}): scan file not found")
+            continue
+        if not mask.is_file():
+            bad(mask, f"{where} ({sid}): mask file not found")
+            continue
+        scans.append(_Scan(image, mask, case, pathology, where))
+    for p in _image_files(root / "Images"):
+        if p.stem not in seen:
+            skipped.append(dict(file=str(p), reason="not listed in bus_data.csv"))
+    return scans
+
+
+def _busbra_mask(scan: _Scan) -> tuple[np.ndarray, str]:
+    return read_mask(scan.mask), scan.label
+
+
+# ----------------------------------------------------------------------------- BUS-UCLM
+def patient_from_name(stem: str) -> str:
+    """BUS-UCLM's patient code from a file stem: its leading letters (``ALWI_000`` -> ``ALWI``)."""
+    letters = re.match(r"[A-Za-z]+", stem)
+    if letters:
+        return letters.group(0)
+    return re.sub(r"[\s_\-]*\d+$", "", stem) or stem
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def _read_info(root: Path, bad: _Bad, notes: list) -> tuple[dict[str, dict] | None, bool]:
+    """INFO.csv as ``{image name: {"label", "patient", "where", "bad"}}`` (``None`` if unused), and whether it
+    gives the patients. An entry with ``bad`` set was already reported (its scan is left out)."""
+    path = next((p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower() == "info.csv"), None)
+    if path is None:
+        notes.append("no INFO.csv: labels from the mask colours, patients from the file names")
+        return None, False
+    header, rows = _read_csv(path, delimiter=None)
+    by_norm = {_norm(h): h for h in header}
+    cols = {role: next((by_norm[a] for a in aliases if a in by_norm), None) for role, aliases in INFO_COLUMNS.items()}
+    if cols["image"] is None:
+        notes.append(f"INFO.csv has no image column (columns: {header}): not used; labels from the mask colours, "
+                     "patients from the file names")
+        return None, False
+    if cols["label"] is not None:
+        values = {r[cols["label"]] for r in rows if r[cols["label"]]}
+        odd = sorted(v for v in values if v.lower() not in INFO_LABELS)
+        if odd:
+            notes.append(f"INFO.csv column '{cols['label']}' holds values other than benign/malignant/normal "
+                         f"(e.g. '{odd[0]}'): not used as labels")
+            cols["label"] = None
+    used = [f"'{cols[r]}' ({r})" for r in ("image", "label", "patient") if cols[r]]
+    notes.append(f"INFO.csv columns used: {', '.join(used)}; labels from the mask colours"
+                 + (", checked against INFO.csv" if cols["label"] else "")
+                 + ("; patients from INFO.csv" if cols["patient"] else "; patients from the file names"))
+    info: dict[str, dict] = {}
+    for i, r in enumerate(rows, start=1):
+        where = f"INFO.csv row {i} (line {i + 1})"
+        name = r[cols["image"]].replace("\\", "/").rsplit("/", 1)[-1]
+        if not name:
+            bad(path, f"{where}: empty image name")
+            continue
+        if name in info:
+            bad(path, f"{where}: image '{name}' is listed twice (also {info[name]['where']})")
+            info[name]["bad"] = True
+            continue
+        entry = info[name] = dict(where=where, label=None, patient=None, bad=False)
+        if cols["label"]:
+            entry["label"] = r[cols["label"]].lower() or None
+        if cols["patient"]:
+            entry["patient"] = r[cols["patient"]]
+            if not entry["patient"]:
+                bad(path, f"{where} ({name}): empty patient id")
+                entry["bad"] = True
+    return info, cols["patient"] is not None
+
+
+def _read_busuclm(root: Path, bad: _Bad, skipped: list, notes: list) -> list[_Scan]:
+    images_dir, masks_dir = root / "images", root / "masks"
+    info, info_patients = _read_info(root, bad, notes)
+    masks = {p.stem: p for p in _image_files(masks_dir) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = _image_files(images_dir)
+    scans, found, unlisted = [], set(), 0
+    for p in images:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(dict(file=str(p), reason="not an image file (unexpected suffix)"))
+            continue
+        entry = None
+        if info is not None:
+            key = p.name if p.name in info else p.stem if p.stem in info else None
+            if key:
+                found.add(key)
+                entry = info[key]
+                if entry["bad"]:
+                    continue  # already reported as a bad INFO.csv row
+            elif info_patients:
+                bad(p, "scan not listed in INFO.csv, which gives the patient ids")
+                continue
+            else:
+                unlisted += 1
+        where = entry["where"] if entry else f"images/{p.name}"
+        mask = masks_dir / p.name if (masks_dir / p.name).is_file() else masks.get(p.stem)
+        if mask is None:
+            bad(masks_dir / p.name, f"{where}: mask file not found (masks/ should hold {p.name})")
+            continue
+        patient = entry["patient"] if entry and entry["patient"] else patient_from_name(p.stem)
+        scans.append(_Scan(p, mask, patient, entry["label"] if entry else None, where))
+    for name, entry in (info or {}).items():
+        if name not in found:
+            bad(root / "INFO.csv", f"{entry['where']}: image '{name}' not found in images/")
+    if unlisted:
+        notes.append(f"{unlisted} scan(s) of images/ not listed in INFO.csv (labelled from their mask)")
+    stems = {p.stem for p in images}
+    for stem, m in masks.items():
+        if stem not in stems:
+            skipped.append(dict(file=str(m), reason="mask file without a scan"))
+    return scans
+
+
+def colour_label(arr: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Lesion (bool (H, W)) of a BUS-UCLM colour mask and its pixel counts ``{"red", "green", "other"}``.
+
+    Red: red channel at least half the maximum, green and blue below half;
+    green likewise; other: a bright pixel that is neither; below half in every
+    channel: background. An array whose channels are equal (gray) has no colour:
+    every count is 0 and the lesion is :func:`busi_lib.data.images.mask_to_binary`'s.
+    """
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        rgb = arr[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            half = (np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else 1.0) / 2
+            hi = rgb >= half
+            red = hi[..., 0] & ~hi[..., 1] & ~hi[..., 2]
+            green = hi[..., 1] & ~hi[..., 0] & ~hi[..., 2]
+            other = hi.any(axis=2) & ~red & ~green
+            return red | green, {"red": int(red.sum()), "green": int(green.sum()), "other": int(other.sum())}
+        arr = rgb[..., 0]
+    return mask_to_binary(arr).astype(bool), {"red": 0, "green": 0, "other": 0}
+
+
+def _busuclm_mask(scan: _Scan) -> tuple[np.ndarray, str]:
+    try:
+        lesion, n = colour_label(_to_array(_open(scan.mask)))
+    except ValueError as e:
+        raise BusiDataError(scan.mask, str(e)) from None
+    if n["other"]:
+        raise BusiDataError(scan.mask, f"{n['other']} bright pixel(s) neither red nor green: cannot tell benign "
+                                       "(green) from malignant (red)")
+    if n["red"] and n["green"]:
+        raise BusiDataError(scan.mask, f"mask has both red (malignant, {n['red']} px) and green (benign, "
+                                       f"{n['green']} px) pixels: one label per scan expected")
+    colour = "malignant" if n["red"] else "benign" if n["green"] else None if lesion.any() else "normal"
+    given = scan.label
+    if colour is None:  # a gray mask with a lesion: only INFO.csv can tell
+        if given not in LESION_CLASSES:
+            raise BusiDataError(scan.mask, "the mask marks a lesion without colour (red: malignant, green: benign) "
+                                           "and INFO.csv gives no benign/malignant label")
+        return lesion.astype(np.uint8), given
+    if given is not None and given != colour:
+        raise BusiDataError(scan.mask, f"the mask colour says {colour} but INFO.csv says {given}")
+    return lesion.astype(np.uint8), colour
+
+
+# ----------------------------------------------------------------------------- writing
+def _temp_dir(out: Path) -> Path:
+    """A new hidden folder beside ``out`` (same file system: the final move is a rename); umask permissions."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _place_scan(src: Path, dst: Path, hardlink: bool) -> bool:
+    """Copy (or hard-link) a scan; True when linked."""
+    if dst.exists():
+        raise BusiDataError(src, f"two scans would be written to {dst.name}")
+    if hardlink:
+        try:
+            dst.hardlink_to(src)
+            return True
+        except OSError:  # another file system, or links not allowed: copy instead
+            pass
+    shutil.copyfile(src, dst)
+    return False
+
+
+def _save_mask(mask01: np.ndarray, dst: Path, src: Path) -> None:
+    if dst.exists():
+        raise BusiDataError(src, f"two masks would be written to {dst.name}")
+    Image.fromarray((mask01 > 0).astype(np.uint8) * 255).save(dst, format="PNG")
+
+
+def _resize_nearest(mask01: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    return np.asarray(Image.fromarray(mask01.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST))
+
+
+def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, hardlink: bool,
+           progress: bool) -> Conversion:
+    """Convert ``scans`` into a temporary folder, then rename it to ``conv.out``."""
+    tmp = _temp_dir(conv.out)
+    bad = _Bad(skip_bad, conv.skipped)
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        linked_note = False
+        for k, scan in enumerate(scans, start=1):
+            if progress and sys.stderr.isatty() and (k % 25 == 0 or k == len(scans)):
+                print(f"\rconverting {conv.dataset.title}: {k}/{len(scans)}", end="", file=sys.stderr, flush=True)
+            try:
+                img = read_image(scan.image)  # decodes fully: a truncated scan is found here
+                mask, label = read_fn(scan)
+            except BusiDataError as e:
+                bad(e.path or scan.image, f"{scan.where}: {e.reason}")
+                continue
+            if mask.shape != img.shape:
+                mask = _resize_nearest(mask, img.shape)
+                conv.resized_masks.append(scan.image.name)
+            image_rel, mask_rel = f"images/{scan.image.name}", f"masks/{scan.mask.stem}.png"
+            linked = _place_scan(scan.image, tmp / image_rel, hardlink)
+            conv.hardlinked += linked
+            linked_note |= hardlink and not linked
+            _save_mask(mask, tmp / mask_rel, scan.mask)
+            conv.rows.append(dict(image=image_rel, label=label, mask=mask_rel, patient=scan.patient))
+        if progress and sys.stderr.isatty() and scans:
+            print(file=sys.stderr)
+        if not conv.rows:
+            raise BusiDataError(conv.source, "no scan could be converted" + (" (see the skipped files)" if
+                                                                               conv.skipped else ""))
+        if linked_note:
+            conv.notes.append("some scans could not be hard-linked (another file system?) and were copied")
+        _check_published(conv)
+        with open(tmp / LABELS_NAME, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LABELS_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(conv.rows)
+        write_json(tmp / SUMMARY_NAME, conv.to_dict())
+        if conv.out.exists():  # an empty folder (checked): replaced, nothing is lost
+            conv.out.rmdir()
+        tmp.rename(conv.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return conv
+
+
+def _check_published(conv: Conversion) -> None:
+    """A note when the counts differ from the publication's (a partial copy, or another version)."""
+    pub = conv.dataset.published
+    got = {"images": len(conv.rows), "patients": conv.n_patients}
+    if "per_class" in pub:
+        got["per_class"] = {k: conv.per_class.get(k, 0) for k in pub["per_class"]}
+    if any(got[k] != pub[k] for k in got):
+        conv.notes.append(f"the published {conv.dataset.title} has {pub['images']} scans of {pub['patients']} patients"
+                          + (f" ({', '.join(f'{v} {k}' for k, v in pub['per_class'].items())})"
+                             if "per_class" in pub else "")
+                          + f"; this copy gave {got['images']} of {got['patients']}: a partial or changed copy?")

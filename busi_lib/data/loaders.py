@@ -1,0 +1,185 @@
+"""fastai ``DataLoaders`` for the three problem shapes of the project.
+
+================  =====================  ==========================================
+``kind``          a batch is             used by
+================  =====================  ==========================================
+``"classify"``    ``(x, y)``             custom CNN, ResNet-50, VGG16, ViT, Swin
+``"segment"``     ``(x, mask)``          U-Net, UResNet, FCN
+``"multitask"``   ``(x, y, mask)``       the multitask UResNet
+================  =====================  ==========================================
+
+``x`` is a float tensor (B, 3, S, S) normalised for ImageNet, ``y`` a float
+tensor (B,) (1 = malignant) and ``mask`` a float tensor (B, 1, S, S) in {0, 1}.
+
+The scans are decoded and resized once (:mod:`busi_lib.data.cache`); each epoch only
+runs the albumentations pipeline (:mod:`busi_lib.data.transforms`) on small arrays.
+Augmentation is reproducible: while training, :class:`AugmentEpoch` tells the
+training set which epoch runs, and the augmentation of scan ``i`` in epoch ``e``
+is drawn from ``(seed, e, i)`` alone (:func:`busi_lib.data.transforms.seed_transforms`),
+whatever ran before, in which worker process, or whether the run was resumed.
+
+The data sets are plain PyTorch datasets wrapped in fastai's ``DataLoader``,
+which gives fastai's device handling, shuffling and ``Learner`` integration;
+:class:`BusiDataLoaders` adds a ``show_batch`` that draws masks over scans for
+all three shapes (fastai's typed ``show_batch`` does not know the multitask tuple).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.callback.core import Callback
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+
+from busi_lib.data.cache import cached_arrays
+from busi_lib.data.splits import apply_split
+from busi_lib.data.table import pos_weight
+from busi_lib.data.transforms import IMAGENET, Normalization, build_transforms, seed_transforms
+from busi_lib.ui.plots import show_samples
+
+KINDS = ("classify", "segment", "multitask")
+
+
+def check_image_size(size: int) -> int:
+    """U-Net-style encoders halve the image five times: the side must be a multiple of 32."""
+    if not isinstance(size, (int, np.integer)) or size < 32 or size % 32:
+        raise ValueError(
+            f"image size must be a multiple of 32 and at least 32 (U-Net encoders downsample by 32), got {size!r}"
+        )
+    return int(size)
+
+
+class BusiDataset(torch.utils.data.Dataset):
+    """Pre-resized arrays → augmented tensors, in one of the three problem shapes."""
+
+    n_inp = 1  # fastai: the first element of a batch is the input, the rest are targets
+
+    def __init__(self, images, masks, targets, kind: str = "classify", tfms=None, image_ids=None, seed=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.images, self.masks, self.kind = images, masks, kind
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.tfms = tfms or build_transforms("none")
+        self.image_ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(images))]
+        self.seed, self.epoch = seed, None
+
+    def set_epoch(self, epoch: int | None) -> None:
+        """Draw the augmentation of scan ``i`` from ``(seed, epoch, i)`` (None: from the pipeline's running state)."""
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if self.epoch is not None and self.seed is not None:
+            seed_transforms(self.tfms, self.seed, self.epoch, i)
+        out = self.tfms(image=self.images[i], mask=self.masks[i])
+        x = out["image"]
+        y = torch.tensor(self.targets[i])
+        mask = out["mask"].float().unsqueeze(0)
+        if self.kind == "classify":
+            return x, y
+        if self.kind == "segment":
+            return x, mask
+        return x, y, mask
+
+
+class BusiDataLoaders(DataLoaders):
+    """fastai ``DataLoaders`` (train, valid[, test]) with the split's tables attached.
+
+    Extra attributes: ``kind``, ``image_size``, ``pos_weight`` (from the training
+    part), ``tables`` (``{"train": df, "valid": df, "test": df}``), ``norm`` (the inputs' mean and std).
+    """
+
+    def show_batch(self, n: int = 8, split: str = "train", ncols: int = 4, **kwargs):
+        dl = {"train": self.train, "valid": self.valid, "test": self[2] if len(self.loaders) > 2 else None}[split]
+        b = dl.one_batch()
+        x = b[0][:n]
+        y = b[1][:n] if self.kind in ("classify", "multitask") else None
+        m = b[-1][:n] if self.kind in ("segment", "multitask") else None
+        return show_samples(x, labels=y, masks=m, ncols=ncols, norm=self.norm, **kwargs)
+
+
+class AugmentEpoch(Callback):
+    """fastai callback: before each training epoch, tell the training set which epoch it is (see the module doc).
+
+    :func:`busi_lib.training.learners.build_learner` adds it to every learner it makes.
+    """
+
+    def before_train(self):
+        ds = getattr(self.dls.train, "dataset", None)
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.epoch)
+
+
+def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None,
+                 norm: Normalization = IMAGENET, aspect_crop: bool = False):
+    """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``), normalised with ``norm``
+    (``augment``, ``aspect_crop``: see :func:`busi_lib.data.transforms.build_transforms`)."""
+    images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
+    tfms = build_transforms(augment, seed, norm, aspect_crop=aspect_crop)
+    return BusiDataset(images, masks, df["target"], kind, tfms, df["image_id"], seed)
+
+
+def make_dataloaders(
+    df: pd.DataFrame,
+    split: pd.DataFrame,
+    kind: str = "classify",
+    image_size: int = 128,
+    batch_size: int = 16,
+    augment: str = "default",
+    seed: int = 42,
+    num_workers: int = 0,
+    device=None,
+    cache_dir=None,
+    norm: Normalization = IMAGENET,
+    aspect_crop: bool = False,
+    pin_memory: bool = False,
+) -> BusiDataLoaders:
+    """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
+
+    ``norm``: the (mean, std) of the network's pretrained weights (:func:`busi_lib.models.weights.normalization_for`).
+
+    ``num_workers`` defaults to 0: the work per item is small (arrays are cached),
+    and worker processes hang in Jupyter on Windows and macOS. A training run picks
+    workers and ``pin_memory`` for its machine (:func:`busi_lib.training.hardware.loader_options`:
+    both only with a GPU). A scan's augmentation does not depend on the worker that makes it.
+    """
+    check_image_size(image_size)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    m = apply_split(df, split)
+    if m["split"].isna().any():
+        missing = m.loc[m["split"].isna(), "image_id"].iloc[0]
+        raise ValueError(f"image '{missing}' has no side in the split")
+    parts = {s: m[m["split"] == s].reset_index(drop=True) for s in ("train", "valid", "test")}
+    if len(parts["train"]) == 0 or len(parts["valid"]) == 0:
+        raise ValueError("the split needs non-empty 'train' and 'valid' parts")
+    torch.manual_seed(seed)  # fastai's DataLoader draws its shuffling seed from torch / random
+    random.seed(seed)
+    loaders = []
+    for s in ("train", "valid", "test"):
+        if len(parts[s]) == 0:
+            continue
+        train = s == "train"
+        ds = make_dataset(parts[s], image_size, kind, augment if train else "none", seed, cache_dir, norm,
+                          aspect_crop=aspect_crop and train)
+        loaders.append(
+            DataLoader(
+                ds,
+                bs=batch_size,
+                shuffle=train,
+                drop_last=train and len(ds) > batch_size,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+                device=device,
+            )
+        )
+    dls = BusiDataLoaders(*loaders, device=device)
+    dls.kind, dls.image_size, dls.tables, dls.norm = kind, image_size, parts, norm
+    dls.pos_weight = pos_weight(parts["train"]["target"]) if parts["train"]["target"].max() == 1 else None
+    return dls

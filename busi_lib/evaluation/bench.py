@@ -1,0 +1,373 @@
+"""``busi bench``: every model under one leakage-free protocol, with confidence intervals.
+
+The protocol
+------------
+* The 647 benign and malignant scans are cut into 5 folds by
+  ``StratifiedGroupKFold`` on the near-duplicate groups (:func:`busi_lib.data.splits.kfold_split`):
+  the copies of a scan never sit in two folds; a label-conflict group (the same
+  lesion filed as benign and as malignant) stays whole in one fold, every copy
+  keeping its own label, and is listed in ``results.json``.
+* Fold ``i`` is the test part; a group-aware 15 % of the other folds is the
+  validation part (:func:`busi_lib.data.splits.cv_fold_split`); the rest trains.
+  Every model sees the same folds, the same seeds.
+* The malignancy threshold is chosen on the validation part only (Youden's J)
+  and applied to the test fold. Flip test-time augmentation (TTA) is scored
+  separately, never mixed into the main numbers.
+* Each fold's test predictions are kept per scan (``test_predictions.csv``), so
+  the study's metrics are computed twice: the mean and standard deviation over
+  folds, and on the pooled out-of-fold predictions with a 95 % bootstrap
+  interval that resamples duplicate groups (copies come and go together).
+  Segmentation numbers say their reduction: ``pooled`` sums pixels over all
+  scans, ``per_image`` averages per-scan scores.
+
+A finished fold writes ``fold_result.json`` last (atomically); a rerun skips it,
+so an interrupted bench resumes where it stopped.
+
+Started by ``accelerate launch`` (:mod:`busi_lib.training.distributed`), every process
+trains each fold together with the others; the main process alone writes the
+split files, the predictions, ``fold_result.json``, ``results.json`` and
+``RESULTS.md``, and the others wait for it before they read any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from busi_lib.data.dataset import load_dataset
+from busi_lib.data.duplicates import duplicate_groups
+from busi_lib.data.splits import cv_fold_split, kfold_split, save_split
+from busi_lib.data.table import dataset_fingerprint
+from busi_lib.evaluation.inference import predict_loader
+from busi_lib.evaluation.metrics import (
+    confidence_intervals,
+    score_table,
+    segmentation_counts,
+)
+from busi_lib.evaluation.study import STUDY_MULTITASK
+from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.training.distributed import barrier, is_main_process, main_process_result, start_processes
+from busi_lib.training.learners import TrainConfig, environment, subset, train
+from busi_lib.training.profiles import STUDY_MODELS, resolve_arch, settings_for
+
+STUDY = STUDY_MULTITASK  # the reference study's multitask model (the poster's table), from busi_lib.evaluation.study
+CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
+SEG_METRICS = ("precision", "recall", "dice", "iou")
+
+
+# Models that run every fold on the cpu profile: the main model, and the pretrained EfficientNet-Lite0 classifier
+# beside its from-scratch twin, so that what the ImageNet weights bring is a cross-validated row.
+CPU_ALL_FOLDS = ("multitask", "efficientnet_lite0", "efficientnet_lite0_scratch")
+
+
+def folds_for(profile: str, arch: str, k: int) -> list[int]:
+    """Which folds a model runs: all of them, but on the ``cpu`` profile only the
+    first fold for every model outside :data:`CPU_ALL_FOLDS` (2 CPU cores)."""
+    if profile == "cpu" and arch not in CPU_ALL_FOLDS:
+        return [0]
+    if profile == "smoke":
+        return [0, 1] if arch == "multitask" else [0]
+    return list(range(k))
+
+
+# ----------------------------------------------------------------- one fold
+def run_fold(df, folds, fold: int, arch: str, profile: str, data, out: Path, seed: int, **overrides) -> dict:
+    """Train one model on one fold and keep its per-scan test predictions."""
+
+    fold_dir = out / arch / f"fold{fold}"
+    # resume: a finished fold is never redone (the main process decides, so that all processes skip the same folds)
+    finished = main_process_result(_finished_fold, fold_dir / "fold_result.json")
+    if finished is not None:
+        return finished
+    split = cv_fold_split(df, folds, fold, seed=seed)
+    split_csv = fold_dir / "fold_split.csv"
+    if is_main_process():
+        save_split(split, split_csv)
+    barrier()  # every process reads the split file next
+    kw = settings_for(profile, arch, **overrides)
+    cfg = TrainConfig(**kw, data=str(data), out=str(fold_dir), split=str(split_csv), seed=seed,
+                      progress=profile != "smoke")
+    t0 = time.time()
+    res = train(cfg)
+    seconds = time.time() - t0
+    # the main process predicts and writes; the others wait for its result (fold_result.json is then complete)
+    return main_process_result(_score_fold, res, cfg, arch, fold, out, fold_dir, seconds)
+
+
+def _finished_fold(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, seconds: float) -> dict:
+    """The per-scan test predictions of a trained fold, written with its ``fold_result.json``."""
+
+    threshold = float(res.metrics["threshold"])
+    table = res.dls.tables["test"][["image_id", "dup_group", "label", "target"]].reset_index(drop=True)
+    for suffix, tta in (("", False), ("_tta", True)):
+        pred = predict_loader(res.learn.model, res.dls[2], cfg.task, tta=tta)
+        if "prob" in pred:
+            table["prob" + suffix] = pred["prob"]
+        if "mask_prob" in pred:
+            tp, fp, fn = segmentation_counts(pred["mask"], pred["mask_prob"].astype(np.float32))
+            table["tp" + suffix], table["fp" + suffix], table["fn" + suffix] = tp, fp, fn
+    table["threshold"] = threshold
+    csv = fold_dir / "test_predictions.csv"
+    atomic_write_bytes(csv, table.to_csv(index=False).encode())
+    result = {
+        "arch": arch,
+        "resolved_arch": cfg.arch,
+        "fold": fold,
+        "task": cfg.task,
+        "threshold": threshold,
+        "n_images": res.metrics["n_images"],
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("extra",)},
+        "weights": res.metrics["weights"],
+        "seconds": round(seconds, 1),
+        "seconds_per_epoch": res.metrics["seconds_per_epoch"],
+        "epochs_run": len(res.learn.recorder.values),
+        "test": score_table(table),
+        "test_tta": score_table(table, "_tta"),
+        "predictions": str(csv.relative_to(out)),
+    }
+    write_json(fold_dir / "fold_result.json", result)  # written last: its presence means the fold is finished
+    return result
+
+
+def fold_summary(fold_results: list[dict], key: str = "test") -> dict:
+    """Mean and standard deviation over folds of every metric."""
+    out: dict = {}
+    for section in ("classification", "segmentation"):
+        vals: dict[str, list] = {}
+        for r in fold_results:
+            for name, v in r[key].get(section, {}).items():
+                if isinstance(v, float):
+                    vals.setdefault(name, []).append(v)
+        if vals:
+            out[section] = {
+                n: {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else None}
+                for n, v in vals.items()
+            }
+    return out
+
+
+def summarise_model(out: Path, fold_results: list[dict], n_boot: int, seed: int) -> dict:
+    """Pooled out-of-fold scores with intervals, plus mean/sd over folds, for one model."""
+    tables = [pd.read_csv(out / r["predictions"]) for r in fold_results]
+    pooled = pd.concat(tables, ignore_index=True)
+    summary = {"folds": [r["fold"] for r in fold_results], "n_test_images": int(len(pooled))}
+    for suffix, name in (("", "main"), ("_tta", "tta")):
+        summary[name] = {
+            "pooled": score_table(pooled, suffix),
+            "ci95": confidence_intervals(pooled, suffix, n_boot=n_boot, seed=seed),
+            "over_folds": fold_summary(fold_results, "test" + suffix),
+        }
+    summary["seconds"] = round(sum(r["seconds"] for r in fold_results), 1)
+    summary["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in fold_results]))
+    summary["settings"] = fold_results[0]["settings"]
+    summary["weights"] = fold_results[0].get("weights", "ImageNet" if summary["settings"]["pretrained"] else
+                                             "from scratch")
+    summary["resolved_arch"] = fold_results[0]["resolved_arch"]
+    summary["task"] = fold_results[0]["task"]
+    return summary
+
+
+# ---------------------------------------------------------------- the bench
+def run_bench(
+    data,
+    out,
+    models=STUDY_MODELS,
+    profile: str = "cpu",
+    k: int = 5,
+    seed: int = 42,
+    n_boot: int = 1000,
+    folds: list[int] | None = None,
+    log=print,
+    **overrides,
+) -> dict:
+    """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``."""
+
+    start_processes()  # with several processes: join them now, so that the barriers below wait for each other
+    if not is_main_process():
+        log = _silent
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = subset(load_dataset(data), settings_for(profile, models[0], **overrides)["max_images"], seed)
+    fold_table = kfold_split(df, k, seed)
+    if is_main_process():
+        save_split(fold_table, out / "folds.csv")
+    conflicts = duplicate_groups(df)
+    conflicts = conflicts[conflicts["conflict"]]
+    fold_of = dict(zip(fold_table["image_id"], fold_table["split"]))
+    t_start = time.time()
+    per_model: dict = {}
+    for arch in models:
+        wanted = folds if folds is not None else folds_for(profile, arch, k)
+        results = []
+        for f in wanted:
+            log(f"[bench] {arch} ({resolve_arch(arch, profile)}): fold {f + 1} of {k} "
+                f"({len(results) + 1}/{len(wanted)} for this model), {time.time() - t_start:.0f} s so far")
+            r = run_fold(df, fold_table, f, arch, profile, data, out, seed, **overrides)
+            log(f"[bench] {arch} fold {f + 1}: {_one_line(r['test'])}  ({r['seconds']:.0f} s)")
+            results.append(r)
+        per_model[arch] = {"fold_results": results,
+                           **main_process_result(summarise_model, out, results, n_boot, seed)}
+    results = {
+        "protocol": {
+            "name": f"{k}-fold cross-validation, stratified by class, grouped by near-duplicate group",
+            "k": k,
+            "seed": seed,
+            "profile": profile,
+            "validation": "a group-aware 15% of the training folds; threshold = Youden's J on it",
+            "bootstrap": f"{n_boot} resamples of duplicate groups over the pooled out-of-fold predictions",
+            "label_conflict_groups": [
+                {"members": list(g["members"]), "labels": list(g["labels"]),
+                 "fold": int(fold_of[g["members"][0]])}
+                for _, g in conflicts.iterrows() if g["members"][0] in fold_of
+            ],
+        },
+        "data": {"folder": str(data), "n_images": int(len(df)),
+                 "per_class": {k_: int(v) for k_, v in df["label"].value_counts().items()},
+                 "fingerprint": dataset_fingerprint(df), "is_real": _is_real(df)},
+        "study": STUDY,
+        "models": per_model,
+        "wall_seconds": round(time.time() - t_start, 1),
+        "environment": environment(),
+    }
+    if is_main_process():
+        write_json(out / "results.json", results)
+        atomic_write_bytes(out / "RESULTS.md", results_markdown(results).encode())
+    barrier()  # no process returns before the results are written
+    return results
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of the processes other than the main one (which prints for all)."""
+
+
+def _is_real(df) -> bool:
+    return len(df) == 647  # the binary task of the real BUSI; the synthetic sets are far smaller
+
+
+def _one_line(scores: dict) -> str:
+    parts = []
+    c = scores.get("classification")
+    if c:
+        parts.append(f"acc {c['accuracy']:.3f} F1 {c['f1']:.3f} AUC {c['roc_auc']:.3f}")
+    s = scores.get("segmentation")
+    if s:
+        parts.append(f"Dice {s['dice_pooled']:.3f} IoU {s['iou_pooled']:.3f} (pooled)")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------- RESULTS.md
+def _cell(summary: dict, section: str, name: str, which: str = "main") -> str:
+    s = summary[which]
+    v = s["pooled"].get(section, {}).get(name)
+    if v is None:
+        return "–"
+    lo, hi = s["ci95"].get(f"{section}.{name}", (np.nan, np.nan))
+    txt = f"{v:.3f} ({lo:.2f}–{hi:.2f})"
+    f = s["over_folds"].get(section, {}).get(name)
+    if f and f["sd"] is not None:
+        txt += f"<br>{f['mean']:.3f} ± {f['sd']:.3f}"
+    return txt
+
+
+def _settings_line(summary: dict) -> str:
+    st = summary["settings"]
+    enc = f", encoder {st['encoder']}" if summary["task"] != "classify" and summary["resolved_arch"] not in (
+        "unet", "fcn") else ""
+    return (f"{summary['resolved_arch']}{enc}, {st['image_size']} px, {st['epochs']} epochs, bs {st['batch_size']}, "
+            f"{st['optimizer']} lr {st['lr']}, {summary['weights']}")
+
+
+def _label(arch: str, summary: dict) -> str:
+    """The model's name and where its weights came from, e.g. ``multitask · ImageNet``."""
+    w = summary.get("weights", "")
+    return f"{arch} · {'ImageNet' if w.startswith('ImageNet') else 'from scratch'}" if w else arch
+
+
+def results_markdown(r: dict) -> str:
+    """RESULTS.md: one table per task, the study beside ours, the settings and what it can and cannot say."""
+    p, env, data = r["protocol"], r["environment"], r["data"]
+    models = r["models"]
+    lines = [
+        "# Results: every model under one leakage-free protocol",
+        "",
+        f"Data: {'the real BUSI' if data['is_real'] else 'a synthetic BUSI-like set'}, benign vs malignant, "
+        f"{data['n_images']} scans ({', '.join(f'{k} {v}' for k, v in sorted(data['per_class'].items()))}); "
+        f"fingerprint `{data['fingerprint'][:16]}`.",
+        f"Protocol: {p['name']}; seed {p['seed']}; profile `{p['profile']}`. Validation: {p['validation']}. "
+        f"Intervals: {p['bootstrap']}.",
+        f"Machine: {env['machine']}, {env['processor']}, {env['cpu_count']} threads, "
+        f"GPU: {env['cuda'] or 'none'}; torch {env['torch']}, fastai {env['fastai']}. "
+        f"Wall time of the whole bench: {r['wall_seconds'] / 60:.0f} min.",
+        "",
+        "Each cell: the metric on the pooled out-of-fold test predictions with its 95 % bootstrap interval; "
+        "below it, mean ± standard deviation over folds (where the model ran more than one fold).",
+        "",
+        "## Classification (malignant = positive)",
+        "",
+        "| model | folds | accuracy | precision | recall (sensitivity) | specificity | F1 | ROC-AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    st = r["study"]
+    for arch, s in models.items():
+        if "classification" in s["main"]["pooled"]:
+            lines.append(f"| {_label(arch, s)} | {len(s['folds'])} | " + " | ".join(
+                _cell(s, "classification", n) for n in CLS_METRICS) + " |")
+    lines.append("| *study (multitask, one split)* | – | " + " | ".join(
+        f"*{st['classification'][n]:.3f}*" if n in st["classification"] else "–" for n in CLS_METRICS) + " |")
+    lines += ["", "With flip test-time augmentation (same thresholds):", "",
+              "| model | accuracy | F1 | ROC-AUC |", "|---|---|---|---|"]
+    for arch, s in models.items():
+        if "classification" in s["tta"]["pooled"]:
+            lines.append(f"| {arch} | " + " | ".join(
+                _cell(s, "classification", n, "tta") for n in ("accuracy", "f1", "roc_auc")) + " |")
+    lines += [
+        "",
+        "## Segmentation (pixel metrics; *pooled* sums pixels over all scans, *per image* averages scans)",
+        "",
+        "| model | folds | precision (pooled) | recall (pooled) | Dice (pooled) | IoU (pooled) "
+        "| Dice (per image) | IoU (per image) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arch, s in models.items():
+        if "segmentation" in s["main"]["pooled"]:
+            cells = [_cell(s, "segmentation", f"{n}_pooled") for n in SEG_METRICS]
+            cells += [_cell(s, "segmentation", f"{n}_per_image") for n in ("dice", "iou")]
+            lines.append(f"| {_label(arch, s)} | {len(s['folds'])} | " + " | ".join(cells) + " |")
+    lines.append("| *study (multitask, one split)* | – | " + " | ".join(
+        f"*{st['segmentation'][n]:.3f}*" for n in SEG_METRICS) + " | – | – |")
+    lines += ["", "With flip test-time augmentation:", "", "| model | Dice (pooled) | IoU (pooled) |", "|---|---|---|"]
+    for arch, s in models.items():
+        if "segmentation" in s["tta"]["pooled"]:
+            lines.append(f"| {arch} | {_cell(s, 'segmentation', 'dice_pooled', 'tta')} | "
+                         f"{_cell(s, 'segmentation', 'iou_pooled', 'tta')} |")
+    lines += ["", "## Settings and time", "", "| model | settings | time per epoch | training time (all folds) |",
+              "|---|---|---|---|"]
+    for arch, s in models.items():
+        lines.append(f"| {arch} | {_settings_line(s)} | {s['seconds_per_epoch']:.0f} s | {s['seconds'] / 60:.1f} min |")
+    conflicts = p["label_conflict_groups"]
+    lines += [
+        "",
+        "## What this comparison can and cannot say",
+        "",
+        f"Our numbers come from {p['k']}-fold cross-validation in which near-duplicate scans never sit on both "
+        f"sides of a split; {len(conflicts)} label-conflict groups (the same lesion filed under two classes) were "
+        "kept whole in one fold, each copy scored with its own label. The study reports one number per metric "
+        "from one split that is not published and may hold copies of test scans in its training data, which "
+        "inflates scores; its numbers come with no interval. A difference smaller than the width of our "
+        "intervals is not evidence that one model is better. Models that ran one fold are measured on about a "
+        "fifth of the scans, so their intervals are wider. These models were trained on this machine's CPU "
+        "(the settings above; *ImageNet* marks a model that started from ImageNet weights, *from scratch* one "
+        "that started from random weights); the study used ImageNet weights for every model and a GPU, which "
+        "`busi bench --profile gpu` reproduces on a machine that has them.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Models that travel: fold ensembles and test-time BatchNorm adaptation.
+
+**Fold ensembles.** Cross-validation (``busi bench``) trains one model per
+fold. Each saw a different 80 % of BUSI; averaging their predictions is the
+cheapest robustness there is: a scan one member gets wrong by chance the others
+often get right. :func:`load_models` loads several model folders and returns one
+:class:`Ensemble` module, usable wherever a single model is (``busi predict``,
+``busi evaluate``, :func:`busi_lib.apps.predict.predict_arrays`):
+
+* the members' **probabilities are averaged** (class probability, and lesion
+  mask probability pixel by pixel), never their logits. The module returns
+  ``logit(mean probability)`` so that the usual ``sigmoid`` downstream gives the
+  mean probability back (computed in float64, exact to float32 precision);
+* the members must agree on the task, the classes, the input size and the input
+  normalisation; a folder that disagrees is named in the error;
+* the **threshold** of the ensemble is the **mean of the members' saved
+  thresholds**. Each was chosen on its own fold's validation part; re-deriving
+  one for the ensemble would need validation scans that no member trained on,
+  and in cross-validation every scan is some member's training scan. The mean
+  is an honest choice made before seeing the new site (the report says so);
+  ``--calibration-size`` re-tunes it on labelled scans of the new site;
+* a **temperature** is kept when every member has the same one, else dropped
+  (1.0) with a note: the members' temperatures were fitted one by one.
+
+**Where a model folder is.** ``--model`` accepts a model folder
+(``config.json`` + ``model.safetensors``), a run folder holding ``model/``
+(``busi train``'s ``--out``, a bench fold folder such as
+``runs/bench-cpu/multitask/fold0``), or a folder of such runs (``runs/bench-cpu/
+multitask``: every ``*/model`` inside, i.e. all folds).
+
+**Test-time BatchNorm adaptation** (AdaBN, Li et al. 2016). A BatchNorm layer
+normalises with the mean and variance of its *training* features. At another
+hospital the features shift (other gain, other speckle), and those statistics
+are wrong. :func:`adapt_batchnorm` re-estimates them on the new site's
+**unlabelled** scans: every BatchNorm layer's running statistics are reset and
+re-accumulated as a plain cumulative average (``momentum=None``) over forward
+passes in which only the BatchNorm layers are in training mode (dropout stays
+off), without gradients. No weight is learnt, no label is read (the function
+receives images only), and the model folder on disk is never written: the
+adaptation lives in the loaded copy in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from busi_lib.errors import BusiDataError
+from busi_lib.evaluation.inference import preprocess, task_of_config
+from busi_lib.training.saving import config_normalization, load_model, read_config
+
+__all__ = ["Ensemble", "adapt_batchnorm", "batchnorm_layers", "load_models", "resolve_model_folders"]
+
+#: Config entries every member of an ensemble must share.
+MUST_AGREE = ("task", "classes", "image_size", "normalization")
+
+
+def _is_model_folder(p: Path) -> bool:
+    return (p / "config.json").is_file()
+
+
+def resolve_model_folders(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The model folders named by ``paths`` (see the module doc for what a path may be)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if _is_model_folder(p):
+            found.append(p)
+        elif _is_model_folder(p / "model"):
+            found.append(p / "model")
+        elif p.is_dir() and (runs := sorted(q / "model" for q in p.iterdir() if _is_model_folder(q / "model"))):
+            found.extend(runs)
+        else:
+            read_config(p)  # raises the usual "model folder not found" / "incomplete model folder" error
+    if not found:
+        raise BusiDataError(None, "no model folder given")
+    out = list(dict.fromkeys(f.resolve() for f in found))
+    return out
+
+
+class Ensemble(torch.nn.Module):
+    """Several models of one task: the mean of their probabilities, returned as logits.
+
+    ``forward`` returns what a single member returns (a tensor, or the multitask
+    ``(class logits, mask logits)`` tuple), each entry being
+    ``logit(mean over members of sigmoid(member logits))`` in float64.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = torch.nn.ModuleList(members)
+
+    @staticmethod
+    def _mean_logit(outs: list[torch.Tensor]) -> torch.Tensor:
+        p = sum(torch.sigmoid(o.double()) for o in outs) / len(outs)
+        return torch.logit(p.clamp(1e-15, 1 - 1e-15))
+
+    def forward(self, x):
+        outs = [m(x) for m in self.members]
+        if isinstance(outs[0], tuple):
+            return tuple(self._mean_logit([o[i] for o in outs]) for i in range(len(outs[0])))
+        return self._mean_logit(outs)
+
+
+def _ensemble_config(configs: list[dict], folders: list[Path]) -> dict:
+    first = configs[0]
+    for cfg, folder in zip(configs[1:], folders[1:]):
+        for key in MUST_AGREE:
+            a, b = first.get(key), cfg.get(key)
+            if key == "task":
+
+                a, b = task_of_config(first), task_of_config(cfg)
+            if key == "normalization":
+                a, b = a or "imagenet", b or "imagenet"
+            if a != b:
+                raise BusiDataError(folder, f"cannot join this model to the ensemble: its {key} is {b!r}, "
+                                            f"the first member's ({folders[0]}) is {a!r}")
+    config = dict(first)
+    thresholds = [float(c.get("threshold", 0.5)) for c in configs]
+    temperatures = sorted({float(c.get("temperature", 1.0)) for c in configs})
+    config.update(
+        members=[str(f) for f in folders], member_thresholds=thresholds,
+        threshold=float(np.mean(thresholds)),
+        threshold_rule="the mean of the members' saved thresholds (each chosen on its own validation part)",
+        arch=first["arch"] if len({c["arch"] for c in configs}) == 1 else "+".join(c["arch"] for c in configs),
+        temperature=temperatures[0] if len(temperatures) == 1 else 1.0,
+    )
+    if len(temperatures) > 1:
+        config["ensemble_note"] = "the members have different temperatures: none is applied to the ensemble"
+    return config
+
+
+def load_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``.
+
+    One folder gives exactly what :func:`busi_lib.training.saving.load_model` gives (its
+    config gains ``members``); several give an ensemble whose config is the first
+    member's with the mean threshold (see the module doc).
+    """
+
+    folders = resolve_model_folders(paths)
+    loaded = [load_model(f, device=device) for f in folders]
+    if len(loaded) == 1:
+        model, config = loaded[0]
+        config = dict(config, members=[str(folders[0])])
+        return model, config
+    config = _ensemble_config([c for _, c in loaded], folders)
+    return Ensemble([m for m, _ in loaded]).to(device).eval(), config
+
+
+# ----------------------------------------------------------------------------- AdaBN
+def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (timm's BatchNormAct2d included: it is a BatchNorm2d)."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def adapt_batchnorm(model: torch.nn.Module, config: dict, images: Iterable[np.ndarray], *,
+                    batch_size: int = 32) -> dict:
+    """Re-estimate every BatchNorm layer's running statistics on unlabelled ``images`` (AdaBN), in place.
+
+    ``images``: scans as arrays of any size (they are preprocessed as for
+    prediction, :func:`busi_lib.apps.predict.preprocess`, without augmentation). Only
+    the images are given, so no label can be used. Returns a summary
+    (``n_images``, ``n_layers``, ``batch_size``). The model is left in eval mode.
+    """
+
+    images = list(images)
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ValueError(f"the {config.get('arch')} model has no BatchNorm layer: nothing to adapt")
+    if len(images) < 2:
+        raise ValueError(f"BatchNorm adaptation needs at least 2 scans of the new site, got {len(images)}")
+    device = next(model.parameters()).device
+    size, norm = int(config["image_size"]), config_normalization(config)
+    saved = [(m, m.momentum) for m in layers]
+    model.eval()
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches, not an exponential one
+            m.train()
+        step = max(2, int(batch_size))
+        with torch.no_grad():
+            for start in range(0, len(images), step):
+                chunk = images[start:start + step]
+                if len(chunk) < 2 and start:  # a batch of 1 has no variance: fold it into the previous one
+                    chunk = images[start - 1:start + 1]
+                model(preprocess(chunk, size, norm).to(device))
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+    return dict(n_images=len(images), n_layers=len(layers), batch_size=step,
+                method="AdaBN: running statistics reset and re-estimated (cumulative average, no gradient, "
+                       "no labels) on the scored scans")

@@ -1,0 +1,719 @@
+"""External validation: score a saved model on scans from somewhere it has never seen.
+
+A model tested only on held-out scans of its own hospital has seen that
+hospital's scanners, settings, sonographers and patients during training. At
+another hospital all of these change (a *domain shift*), and accuracy usually
+drops, sometimes a lot. External validation measures that drop before anyone
+relies on the model.
+
+:func:`evaluate_model` does the whole job (``busi evaluate`` calls it):
+
+1. **Read the folder** (:func:`load_external`): the BUSI layout (``benign/``,
+   ``malignant/``, optional ``normal/``, masks ``<name>_mask*.png``), or any
+   folder of images with a *labels CSV* (:func:`read_labels_csv`). Masks are
+   optional: without them only classification is scored. A file that cannot be
+   decoded is reported by name and skipped; the rest is scored. Normal scans
+   are left out: the model is a benign-vs-malignant classifier.
+2. **Predict** with the saved model (:func:`predict_table`, the same
+   :func:`busi_lib.evaluation.inference.predict_loader` as training used), at the model's
+   input size, optionally with flip test-time augmentation.
+3. **Score** (:func:`score_external`) at the threshold saved with the model
+   (chosen on BUSI's validation part, never on this data): every metric of
+   :func:`busi_lib.evaluation.metrics.classification_metrics` and
+   :func:`~busi_lib.evaluation.metrics.segmentation_metrics` with a bootstrap 95 %
+   confidence interval, calibration (:mod:`busi_lib.evaluation.calibration`) before and
+   after the model's temperature, and, for comparison only, what the best
+   threshold *on this data* would give (optimistic: it peeks at the answers).
+4. **Per patient**, when the labels CSV gives patient ids: a patient's
+   probability is the highest over their images and they are malignant if any
+   image is. Images of one patient are not independent evidence (same lesion,
+   same body), so every interval is then computed by resampling *patients*.
+5. **Write** ``evaluation.json`` (every number), ``predictions.csv`` (one row
+   per image) and ``report.md`` with its figures (:mod:`busi_lib.evaluation.report`).
+
+The labels CSV
+--------------
+One row per image; a header with these columns (the first matching name, case
+ignored, or your own names through ``columns={"image": "my_file_column"}``):
+
+========  ==========================================  ===========================
+column    accepted names                              value
+========  ==========================================  ===========================
+image     image, image_path, path, file, filename     path relative to the folder
+label     label, class, diagnosis, target, malignant  benign/malignant or 0/1
+mask      mask, mask_path, mask_paths                 optional; ``a.png|b.png``
+patient   patient_id, patient, subject, case          optional
+========  ==========================================  ===========================
+
+Rows labelled ``normal`` are left out (and counted). An unknown image path, an
+unknown label, a duplicate row or a missing column is an error that names the
+row (``row 3 (line 4)``: data row 3, line 4 of the file with its header).
+A synthetic folder's ``synthetic_manifest.csv`` is such a file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from busi_lib.data.images import read_image, read_mask
+from busi_lib.data.loaders import make_dataset
+from busi_lib.data.splits import load_split
+from busi_lib.data.table import LESION_CLASSES, ScanReport, check_data_folder, scan_folder, select_labels
+from busi_lib.errors import BusiDataError
+from busi_lib.evaluation.calibration import (
+    DEFAULT_BINS,
+    apply_temperature,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+)
+from busi_lib.evaluation.ensemble import adapt_batchnorm, load_models
+from busi_lib.evaluation.inference import predict_loader
+from busi_lib.evaluation.metrics import (
+    CI_KEYS,
+    best_threshold,
+    bootstrap_many,
+    classification_metrics,
+    classification_round,
+    scores_from_counts,
+    segmentation_counts,
+    segmentation_metrics,
+)
+from busi_lib.evaluation.report import write_report
+from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.training.saving import config_normalization, load_model, update_config
+
+__all__ = [
+    "COLUMN_ALIASES",
+    "calibration_split",
+    "ExternalData",
+    "compare",
+    "evaluate_model",
+    "fit_model_temperature",
+    "load_external",
+    "patient_table",
+    "predict_table",
+    "read_labels_csv",
+    "score_external",
+    "site_threshold",
+]
+
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "image": ("image", "image_path", "path", "file", "filename"),
+    "label": ("label", "class", "diagnosis", "target", "malignant"),
+    "mask": ("mask", "mask_path", "mask_paths"),
+    "patient": ("patient_id", "patient", "subject", "case"),
+}
+REQUIRED = ("image", "label")
+LABEL_VALUES = {"benign": 0, "0": 0, "0.0": 0, "malignant": 1, "1": 1, "1.0": 1}
+
+
+PATIENT_RULE = "a patient's probability is the highest of their images'; malignant if any image is"
+
+
+@dataclass
+class ExternalData:
+    """A folder read for evaluation: one row per scored image, and what was left out.
+
+    ``table`` columns: ``image_id``, ``label``, ``target`` (1 malignant),
+    ``path``, ``mask_paths`` (``|``-joined, ``""`` when none), ``has_mask``,
+    ``patient_id`` (``None`` when unknown).
+    """
+
+    table: pd.DataFrame
+    layout: str  # "busi" or "csv"
+    root: Path
+    labels: Path | None = None
+    excluded: dict = field(default_factory=dict)  # reason -> count (normal scans...)
+    skipped: list = field(default_factory=list)  # [{"file", "reason"}] unreadable files
+    notes: list = field(default_factory=list)
+
+    @property
+    def has_patients(self) -> bool:
+        return self.table["patient_id"].notna().all() and len(self.table) > 0
+
+
+# ----------------------------------------------------------------------------- reading
+def _progress(items, show: bool, comment: str = ""):
+    """fastprogress's bar (what fastai shows during training), or the plain iterable."""
+    if not show:
+        return items
+    from fastprogress.fastprogress import progress_bar  # heavy: imported on first use
+
+    bar = progress_bar(items, leave=False)
+    bar.comment = comment
+    return bar
+
+
+def _find_columns(path: Path, header: list[str], columns: dict | None) -> dict[str, str | None]:
+    """Map each role (image, label, mask, patient) to a column of the CSV."""
+    unknown = sorted(set(columns or {}) - set(COLUMN_ALIASES))
+    if unknown:
+        raise BusiDataError(path, f"unknown column role(s) {unknown}; the roles are {list(COLUMN_ALIASES)}")
+    lower = {c.strip().lower(): c for c in header}
+    found: dict[str, str | None] = {}
+    for role, aliases in COLUMN_ALIASES.items():
+        if columns and role in columns:
+            name = columns[role]
+            if name not in header:
+                raise BusiDataError(path, f"missing column '{name}' (given for the {role}); columns: {header}")
+            found[role] = name
+            continue
+        found[role] = next((lower[a] for a in aliases if a in lower), None)
+        if found[role] is None and role in REQUIRED:
+            raise BusiDataError(
+                path, f"missing column for the {role}: expected one of {list(aliases)}; the columns are {header}"
+            )
+    return found
+
+
+def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Read and check a labels CSV for the images under ``root``: ``(table, excluded counts)``.
+
+    Checks every row before anything is decoded: the image (and mask) files
+    exist, the label is known, no image is listed twice, the patient id is not
+    empty. The first bad row raises :class:`BusiDataError` naming the CSV, the
+    row and the problem. Files are not decoded here (see :func:`load_external`).
+    """
+    root, csv_path = Path(root), Path(csv_path)
+    if not csv_path.is_file():
+        raise BusiDataError(csv_path, "labels CSV not found")
+    try:
+        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except Exception as e:  # pandas raises many types for a malformed CSV
+        raise BusiDataError(csv_path, f"not a readable CSV ({e})") from None
+    cols = _find_columns(csv_path, list(raw.columns), columns)
+    if raw.empty:
+        raise BusiDataError(csv_path, "labels CSV has no rows")
+    rows, seen, excluded = [], {}, {}
+    for i, r in enumerate(raw.to_dict(orient="records"), start=1):
+        where = f"row {i} (line {i + 1})"
+        rel = r[cols["image"]].strip()
+        if not rel:
+            raise BusiDataError(csv_path, f"{where}: empty image path")
+        label_text = r[cols["label"]].strip().lower()
+        if label_text == "normal":
+            excluded["normal"] = excluded.get("normal", 0) + 1
+            continue
+        if label_text not in LABEL_VALUES:
+            raise BusiDataError(
+                csv_path, f"{where}: unknown label '{r[cols['label']]}' for '{rel}' (expected benign/malignant or 0/1)"
+            )
+        img = root / rel
+        if not img.is_file():
+            raise BusiDataError(csv_path, f"{where}: image '{rel}' not found in {root}")
+        if rel in seen:
+            raise BusiDataError(csv_path, f"{where}: image '{rel}' is listed twice (also row {seen[rel]})")
+        seen[rel] = i
+        masks = []
+        if cols["mask"]:
+            for m in (q.strip() for q in r[cols["mask"]].split("|")):
+                if m and not (root / m).is_file():
+                    raise BusiDataError(csv_path, f"{where}: mask '{m}' not found in {root}")
+                if m:
+                    masks.append(str(root / m))
+        patient = None
+        if cols["patient"]:
+            patient = r[cols["patient"]].strip()
+            if not patient:
+                raise BusiDataError(csv_path, f"{where}: empty patient id for '{rel}'")
+        target = LABEL_VALUES[label_text]
+        rows.append(dict(image_id=rel, label=LESION_CLASSES[target], target=target, path=str(img),
+                         mask_paths="|".join(masks), has_mask=bool(masks), patient_id=patient, row=i))
+    if not rows:
+        raise BusiDataError(csv_path, "no benign or malignant image listed")
+    return pd.DataFrame(rows), excluded
+
+
+def _decode_check(table: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[dict]]:
+    """Decode every image and mask once; rows whose files are unreadable are dropped and reported."""
+
+    keep, skipped = [], []
+    for i, row in _progress(list(table.iterrows()), progress, "checking files"):
+        try:
+            img = read_image(row["path"])
+            if row["mask_paths"]:
+                read_mask(row["mask_paths"].split("|"), shape=img.shape)
+            keep.append(i)
+        except BusiDataError as e:
+            skipped.append(dict(file=str(e.path or row["path"]), reason=e.reason))
+    return table.loc[keep].reset_index(drop=True), skipped
+
+
+def load_external(
+    data: str | Path, labels: str | Path | None = None, *, columns: dict | None = None, progress: bool = True
+) -> ExternalData:
+    """Read a folder to evaluate on: the BUSI layout, or any folder with a labels CSV (``labels``).
+
+    Unreadable files are skipped and listed in ``.skipped``; normal scans are
+    left out and counted in ``.excluded``. See the module docstring for the CSV.
+    """
+
+    root = check_data_folder(data)
+    if labels is not None:
+        table, excluded = read_labels_csv(root, labels, columns)
+        table, skipped = _decode_check(table, progress)
+        layout = "csv"
+    else:
+        report = ScanReport()
+        # masks optional (an external folder may have none), bad files reported instead of raised
+        df = scan_folder(root, require_masks=False, skip_bad=True, report=report)
+        excluded = {"normal": int((df["label"] == "normal").sum())}
+        table = select_labels(df, "binary")
+        table["has_mask"] = table["n_masks"] > 0
+        table["patient_id"] = None
+        table = table[["image_id", "label", "target", "path", "mask_paths", "has_mask", "patient_id"]]
+        skipped = [dict(file=f, reason=r) for f, r in report.rejected]
+        layout = "busi"
+    excluded = {k: v for k, v in excluded.items() if v}
+    out = ExternalData(table.reset_index(drop=True), layout, root, Path(labels) if labels else None, excluded, skipped)
+    if excluded.get("normal"):
+        out.notes.append(
+            f"{excluded['normal']} normal scan(s) left out: the models are trained on benign and malignant "
+            "lesion scans only (the binary task)"
+        )
+    if skipped:
+        out.notes.append(f"{len(skipped)} unreadable file(s) skipped (listed under 'skipped')")
+    if len(out.table) == 0:
+        raise BusiDataError(root, "no readable benign or malignant scan to evaluate")
+    return out
+
+
+def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> ExternalData:
+    """Keep the images of one part (``test``, ``valid``...) of a saved split (matched on ``image_id``).
+
+    Every image the split names must be in the folder (or among its skipped
+    files): a split of another data set is an error, not an empty result.
+    """
+
+    split = load_split(split_csv)
+    known = set(ext.table["image_id"])
+    for s in ext.skipped:  # a skipped file is known under its BUSI id and its path relative to the folder
+        f = Path(s["file"])
+        known |= {f.stem, str(f.relative_to(ext.root)) if f.is_relative_to(ext.root) else f.name}
+    unknown = sorted(set(split["image_id"]) - known)
+    if unknown:
+        raise BusiDataError(split_csv, f"{len(unknown)} image(s) of the split are not in {ext.root}, e.g. "
+                                       f"'{unknown[0]}': is this the split of another data set?")
+    ids = set(split.loc[split["split"].astype(str) == str(part), "image_id"])
+    if not ids:
+        parts = sorted(split["split"].astype(str).unique())
+        raise BusiDataError(split_csv, f"the split has no '{part}' part (parts: {parts})")
+    table = ext.table[ext.table["image_id"].isin(ids)].reset_index(drop=True)
+    notes = [*ext.notes, f"only the '{part}' part of the split {split_csv} ({len(table)} images)"]
+    return ExternalData(table, ext.layout, ext.root, ext.labels, ext.excluded, ext.skipped, notes)
+
+
+# ----------------------------------------------------------------------------- predicting
+def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int = 32, tta: bool = False,
+                  progress: bool = True, cache_dir=None, adapt_bn: bool = False, return_adaptation: bool = False):
+    """Predictions of a saved model on the rows of ``table``: ``(pred, images)``.
+
+    ``pred`` is :func:`busi_lib.evaluation.inference.predict_loader`'s dict (``y``, ``prob``;
+    ``mask``, ``mask_prob`` for the segmenting models), ``images`` the uint8
+    (N, S, S) scans at the model's input size (for figures). Masks are compared
+    at that size too. ``adapt_bn``: first re-estimate the model's BatchNorm
+    statistics (in memory) on these scans, images only
+    (:func:`busi_lib.evaluation.ensemble.adapt_batchnorm`); ``return_adaptation``: also
+    return its summary (None without it).
+    """
+    from fastai.data.load import DataLoader  # heavy: imported on first use
+
+
+    ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
+                      norm=config_normalization(config))
+    import torch  # heavy: imported on first use
+
+    adapted = None
+    if adapt_bn:
+        adapted = adapt_batchnorm(model, config, list(ds.images), batch_size=batch_size)  # the scans, no label
+    dl = DataLoader(ds, bs=batch_size, shuffle=False)
+    with torch.no_grad():
+        pred = predict_loader(model, _progress(dl, progress, "predicting"), config["task"], tta=tta)
+    return (pred, ds.images, adapted) if return_adaptation else (pred, ds.images)
+
+
+# ----------------------------------------------------------------------------- scoring
+def _classification_round(threshold: float, temperature: float, n_bins: int):
+    """One bootstrap round's numbers: threshold metrics, ROC AUC, Brier and ECE (before/after temperature)."""
+
+    def fn(y, p):
+        out = classification_round(y, p, threshold)
+        out["brier"], out["ece"] = float(np.mean((p - y) ** 2)), expected_calibration_error(y, p, n_bins)
+        if temperature != 1:
+            q = apply_temperature(p, temperature)
+            out["brier_calibrated"] = float(np.mean((q - y) ** 2))
+            out["ece_calibrated"] = expected_calibration_error(y, q, n_bins)
+        return out
+
+    return fn
+
+
+def patient_table(table: pd.DataFrame, prob) -> pd.DataFrame:
+    """One row per patient: ``patient_id``, ``target`` (1 if any image is malignant), ``prob`` (the highest)."""
+    d = pd.DataFrame({"patient_id": table["patient_id"].to_numpy(), "target": table["target"].to_numpy(),
+                      "prob": np.asarray(prob, dtype=np.float64)})
+    g = d.groupby("patient_id", sort=True)
+    return pd.DataFrame({"target": g["target"].max(), "prob": g["prob"].max(), "n_images": g.size()}).reset_index()
+
+
+def score_external(
+    table: pd.DataFrame,
+    pred: dict,
+    threshold: float,
+    *,
+    temperature: float = 1.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_bins: int = DEFAULT_BINS,
+) -> dict:
+    """Every number of the evaluation, from a table (:class:`ExternalData`.table) and its predictions.
+
+    ``threshold`` must come from elsewhere (the model's validation data);
+    ``temperature`` is the model's (1.0: none). See the module docstring for
+    what is computed; the returned dict is what ``evaluation.json`` holds.
+    """
+    patients = table["patient_id"].notna().all()
+    groups = table["patient_id"].to_numpy() if patients else None
+    unit = "patient" if patients else "image"
+    res: dict = dict(
+        n_images=int(len(table)),
+        n_patients=int(table["patient_id"].nunique()) if patients else None,
+        threshold=float(threshold),
+        threshold_source="saved with the model (chosen on its validation data, not on this data)",
+        temperature=float(temperature),
+        bootstrap=dict(n_boot=int(n_boot), seed=int(seed), confidence=1 - alpha, method="percentile",
+                       unit=unit, note="whole patients are resampled (a patient's images come and go together)"
+                       if patients else "no patient ids: images are resampled (too narrow if patients have several)"),
+    )
+    if "prob" in pred:
+        y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
+        if not np.array_equal(y, table["target"].to_numpy()):
+            raise ValueError("predictions and table disagree on the labels (row order changed?)")
+        fn = _classification_round(threshold, temperature, n_bins)
+        ci = bootstrap_many(fn, y, p, n_boot=n_boot, seed=seed, groups=groups, alpha=alpha)
+        res["classification"] = classification_metrics(y, p, threshold)
+        res["classification_ci"] = {k: ci[k] for k in CI_KEYS}
+        before = calibration_metrics(y, p, n_bins)
+        before.update(ece_ci=ci["ece"], brier_ci=ci["brier"])
+        res["calibration"] = dict(n_bins=int(n_bins), binning="equal-width", before=before, after=None)
+        if temperature != 1:
+            # the threshold moves with the probabilities, so every call (and every metric above) is unchanged
+            after = calibration_metrics(y, apply_temperature(p, temperature), n_bins)
+            after.update(temperature=float(temperature), ece_ci=ci["ece_calibrated"], brier_ci=ci["brier_calibrated"],
+                         threshold=apply_temperature(threshold, temperature))
+            res["calibration"]["after"] = after
+        if len(np.unique(y)) == 2:
+            t_best = best_threshold(y, p)
+            res["optimistic"] = dict(
+                threshold=t_best, rule="Youden's J on this very data",
+                classification=classification_metrics(y, p, t_best),
+                note="OPTIMISTIC: the threshold was chosen on the data it is scored on; it shows how much a "
+                     "threshold re-tuned at the new site could recover, not the model's expected performance",
+            )
+        if patients:
+            pt = patient_table(table, p)
+            yp, pp = pt["target"].to_numpy(), pt["prob"].to_numpy()
+            res["patient"] = dict(
+                rule=PATIENT_RULE, n_patients=int(len(pt)),
+                classification=classification_metrics(yp, pp, threshold),
+                classification_ci=bootstrap_many(_classification_round(threshold, 1.0, n_bins), yp, pp,
+                                                  n_boot=n_boot, seed=seed, alpha=alpha),
+            )
+            res["classification_ci_by_image"] = {
+                k: v for k, v in bootstrap_many(fn, y, p, n_boot=n_boot, seed=seed, alpha=alpha).items()
+                if k in CI_KEYS
+            }
+    if "mask_prob" in pred:
+        has = table["has_mask"].to_numpy(bool)
+        if has.any():
+            masks, mprob = pred["mask"][has], pred["mask_prob"][has].astype(np.float32)
+            res["segmentation"] = segmentation_metrics(masks, mprob, 0.5)
+            tp, fp, fn_ = segmentation_counts(masks, mprob, 0.5)
+
+            def seg_round(tp, fp, fn):
+                pooled, per = scores_from_counts(tp, fp, fn, True), scores_from_counts(tp, fp, fn, False)
+                return {**{f"{k}_pooled": v for k, v in pooled.items()},
+                        **{f"{k}_per_image": v for k, v in per.items()}}
+
+            res["segmentation_ci"] = bootstrap_many(seg_round, tp, fp, fn_, n_boot=n_boot, seed=seed,
+                                                     groups=groups[has] if patients else None, alpha=alpha)
+            res["segmentation_note"] = (
+                f"{int(has.sum())} of {len(table)} images have a mask; masks compared at the model's input size; "
+                "pooled = pixels of all images summed, per_image = mean of per-image values")
+        else:
+            res["segmentation_note"] = "no masks given: segmentation not scored"
+    return res
+
+
+# ----------------------------------------------------------------------------- the threshold at a new site
+def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.ndarray:
+    """Which rows of ``table`` form the labelled *calibration part* of a new site (a boolean array).
+
+    The unit is the patient when every row has a patient id (a patient's images
+    are all in or all out), else the image. ``size`` below 1 is a fraction of
+    the units, 1 or more a number of units. The draw is seeded and stratified by
+    the unit's label (a patient is malignant if any image is), so both parts
+    keep both classes whenever there are at least two units of each.
+    """
+    patients = table["patient_id"].notna().all()
+    units = table["patient_id"].astype(str).to_numpy() if patients else np.arange(len(table)).astype(str)
+    target = pd.Series(table["target"].to_numpy()).groupby(units).max()
+    n_units = len(target)
+    if not size > 0:
+        raise ValueError(f"calibration size must be > 0 (a fraction below 1 or a count), got {size!r}")
+    if size >= 1 and int(size) != size:
+        raise ValueError(f"a calibration size of 1 or more is a number of units, got {size!r}")
+    want = size * n_units if size < 1 else float(size)
+    if not 1 <= round(want) < n_units:
+        unit = "patients" if patients else "images"
+        raise ValueError(f"calibration size {size!r} leaves no calibration or no scored part ({n_units} {unit})")
+    rng = np.random.default_rng(seed)
+    total = int(np.floor(want + 0.5))
+    ids_of = {c: np.sort(target.index[target.to_numpy() == c].to_numpy()) for c in (0, 1)}
+    k_of = {0: int(np.floor(total * len(ids_of[0]) / n_units + 0.5))}
+    k_of[1] = total - k_of[0]  # the parts add up to the size asked for
+    chosen: list[str] = []
+    for c, ids in ids_of.items():
+        if len(ids) == 0:
+            continue
+        k = k_of[c]
+        if len(ids) >= 2:
+            k = min(max(k, 1), len(ids) - 1)  # at least one of each class on each side
+        chosen += list(rng.permutation(ids)[:k])
+    return np.isin(units, chosen)
+
+
+def site_threshold(table: pd.DataFrame, pred: dict, saved_threshold: float, size: float, *, seed: int = 0,
+                   n_boot: int = 1000, alpha: float = 0.05, n_bins: int = DEFAULT_BINS,
+                   criterion: str = "youden") -> dict:
+    """The honest re-tuned threshold: chosen on a labelled calibration part of the new site, scored on the rest.
+
+    The calibration part is :func:`calibration_split` (patient-grouped when
+    patient ids exist, seeded); the threshold is :func:`best_threshold`
+    (Youden's J) on it; the other scans are scored with it, and with the saved
+    threshold for comparison on exactly the same scans. Unlike the optimistic
+    threshold, no scored scan took part in choosing it.
+    """
+    cal = calibration_split(table, size, seed)
+    y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
+    patients = table["patient_id"].notna().all()
+    res = dict(size=size, seed=int(seed), unit="patient" if patients else "image",
+               n_calibration_images=int(cal.sum()), n_scored_images=int((~cal).sum()), rule=f"{criterion} "
+               "on the calibration part", saved_threshold=float(saved_threshold))
+    if patients:
+        res["n_calibration_patients"] = int(table.loc[cal, "patient_id"].nunique())
+        res["n_scored_patients"] = int(table.loc[~cal, "patient_id"].nunique())
+    if len(np.unique(y[cal])) < 2:
+        res["note"] = "the calibration part holds one class only: no threshold can be chosen on it"
+        return res
+    t = best_threshold(y[cal], p[cal], criterion)
+    rest_y, rest_p = y[~cal], p[~cal]
+    groups = table.loc[~cal, "patient_id"].to_numpy() if patients else None
+    ci = bootstrap_many(_classification_round(t, 1.0, n_bins), rest_y, rest_p, n_boot=n_boot, seed=seed,
+                        groups=groups, alpha=alpha)
+    res.update(
+        threshold=float(t), classification=classification_metrics(rest_y, rest_p, t),
+        classification_ci={k: ci[k] for k in CI_KEYS},
+        saved_threshold_classification=classification_metrics(rest_y, rest_p, saved_threshold),
+        note="HONEST: the threshold was chosen on the labelled calibration part only and scored on the other scans; "
+             "a smaller or unlucky calibration part gives a noisier threshold (try another seed)",
+    )
+    return res
+
+
+# ----------------------------------------------------------------------------- the whole evaluation
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_model` returns: the numbers and the per-image predictions.
+
+    ``metrics`` is the content of ``evaluation.json``; ``predictions`` one row
+    per image (``predictions.csv``); ``pred`` and ``images`` the raw arrays
+    (probabilities, masks, the scans at the model's size) for further figures.
+    """
+
+    metrics: dict
+    predictions: pd.DataFrame
+    pred: dict
+    images: np.ndarray
+    out: Path | None = None
+
+
+def predictions_frame(table: pd.DataFrame, pred: dict, threshold: float, temperature: float = 1.0) -> pd.DataFrame:
+    """One row per image: ids, truth, probability (and calibrated), the call, and the image's Dice if scored."""
+    df = table[["image_id", "patient_id", "label", "target", "has_mask"]].copy()
+    if "prob" in pred:
+        df["prob"] = pred["prob"].astype(np.float64)
+        if temperature != 1:
+            df["prob_calibrated"] = apply_temperature(df["prob"].to_numpy(), temperature)
+        df["called"] = np.where(df["prob"] >= threshold, "malignant", "benign")
+        df["correct"] = df["called"] == df["label"]
+    if "mask_prob" in pred:
+        tp, fp, fn = segmentation_counts(pred["mask"], pred["mask_prob"].astype(np.float32), 0.5)
+        dice = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        dice = np.where(tp + fp + fn == 0, 1.0, dice)  # the empty-mask convention of busi_lib.evaluation.metrics
+        df["dice"] = np.where(df["has_mask"], dice, np.nan)
+    return df
+
+
+def evaluate_model(
+    model_dir: str | Path | list,
+    data: str | Path,
+    *,
+    labels: str | Path | None = None,
+    columns: dict | None = None,
+    split: str | Path | None = None,
+    part: str = "test",
+    out: str | Path | None = None,
+    tta: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_bins: int = DEFAULT_BINS,
+    batch_size: int = 32,
+    n_worst: int = 8,
+    progress: bool = True,
+    name: str | None = None,
+    adapt_bn: bool = False,
+    calibration_size: float | None = None,
+) -> Evaluation:
+    """Score the saved model in ``model_dir`` on the folder ``data`` and (with ``out``) write the report.
+
+    ``model_dir``: a model folder, a run folder holding ``model/``, or several
+    (a list): their probabilities are averaged (:mod:`busi_lib.evaluation.ensemble`).
+    ``labels``: a labels CSV (else the BUSI layout is expected); ``split`` and
+    ``part``: score only one part of a saved split (e.g. BUSI's own held-out
+    ``test`` part, for the comparison); ``tta``: average the scan and its
+    mirror image; ``adapt_bn``: re-estimate the BatchNorm statistics on the
+    scored scans first (AdaBN, images only, see :func:`busi_lib.evaluation.ensemble.adapt_batchnorm`);
+    ``calibration_size``: also re-tune the threshold on that part of the scans
+    (a fraction, or a number of patients) and score the rest (:func:`site_threshold`).
+    Writes ``evaluation.json``, ``predictions.csv``, ``report.md`` and the figures into ``out``.
+    """
+
+    t0 = time.time()
+    model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
+    ext = load_external(data, labels, columns=columns, progress=progress)
+    if split is not None:
+        ext = restrict_to_split(ext, split, part)
+    pred, images, adapted = predict_table(model, config, ext.table, batch_size=batch_size, tta=tta,
+                                          progress=progress, adapt_bn=adapt_bn, return_adaptation=True)
+    threshold, temperature = float(config.get("threshold", 0.5)), float(config.get("temperature", 1.0))
+    members = config["members"]
+    notes = list(ext.notes)
+    if len(members) > 1:
+        notes.append(f"ensemble of {len(members)} models: probabilities averaged; threshold "
+                     f"{config['threshold_rule']}")
+    if config.get("ensemble_note"):
+        notes.append(config["ensemble_note"])
+    if adapted:
+        notes.append(f"BatchNorm statistics re-estimated on the {adapted['n_images']} scored scans "
+                     f"({adapted['n_layers']} layers; images only, no labels; the saved model is unchanged)")
+    metrics = dict(
+        name=name or Path(data).name,
+        model=members[0] if len(members) == 1 else members, members=members,
+        arch=config["arch"], task=config["task"], image_size=config["image_size"],
+        data=str(data), layout=ext.layout, labels=str(labels) if labels else None,
+        split=str(split) if split else None, part=part if split else None, tta=bool(tta),
+        adapt_bn=adapted or None, excluded=ext.excluded, skipped=ext.skipped, notes=notes,
+    )
+    metrics.update(score_external(ext.table, pred, threshold, temperature=temperature, n_boot=n_boot, seed=seed,
+                                  n_bins=n_bins))
+    if len(members) > 1:
+        metrics["threshold_source"] = (f"the mean of the {len(members)} members' saved thresholds (each chosen on "
+                                       "its own validation data, not on this data)")
+    if calibration_size is not None and "prob" in pred:
+        metrics["site_threshold"] = site_threshold(ext.table, pred, threshold, calibration_size, seed=seed,
+                                                   n_boot=n_boot, n_bins=n_bins)
+    metrics["seconds"] = round(time.time() - t0, 1)
+    predictions = predictions_frame(ext.table, pred, threshold, temperature)
+    result = Evaluation(metrics, predictions, pred, images, Path(out) if out else None)
+    if out is not None:
+        out = Path(out)
+        write_json(out / "evaluation.json", metrics)
+        atomic_write_bytes(out / "predictions.csv", predictions.to_csv(index=False).encode())
+        write_report(result, out, n_worst=n_worst)
+    return result
+
+
+def fit_model_temperature(
+    model_dir: str | Path,
+    data: str | Path,
+    split: str | Path,
+    *,
+    part: str = "valid",
+    labels: str | Path | None = None,
+    n_bins: int = DEFAULT_BINS,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict:
+    """Fit the model's temperature on the ``valid`` part of its training split and save it in ``config.json``.
+
+    Returns the fit (``temperature``, NLL and ECE before and after on that
+    part). Later evaluations report calibration before and after it.
+    """
+
+    model, config = load_model(model_dir)
+    if "prob" not in _task_outputs(config["task"]):
+        raise ValueError(f"a {config['task']} model gives no class probability: nothing to calibrate")
+    ext = restrict_to_split(load_external(data, labels, progress=progress), split, part)
+    pred, _ = predict_table(model, config, ext.table, batch_size=batch_size, progress=progress)
+    y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
+    fit = fit_temperature(y, p)
+    q = apply_temperature(p, fit["temperature"])
+    fit.update(part=part, split=str(split), n_bins=int(n_bins),
+               ece_before=expected_calibration_error(y, p, n_bins), ece_after=expected_calibration_error(y, q, n_bins),
+               brier_before=brier_score(y, p), brier_after=brier_score(y, q))
+    update_config(model_dir, temperature=fit["temperature"], temperature_fit=fit)
+    return fit
+
+
+def _task_outputs(task: str) -> tuple[str, ...]:
+    return {"classify": ("prob",), "segment": ("mask_prob",), "multitask": ("prob", "mask_prob")}[task]
+
+
+# ----------------------------------------------------------------------------- comparing
+COMPARE_ROWS = (
+    ("classification", "roc_auc"), ("classification", "accuracy"), ("classification", "sensitivity"),
+    ("classification", "specificity"), ("classification", "precision"), ("classification", "f1"),
+    ("calibration", "ece"), ("calibration", "brier"), ("calibration", "ece_after_temperature"),
+    ("patient", "roc_auc"), ("patient", "sensitivity"), ("patient", "specificity"),
+    ("segmentation", "dice_pooled"), ("segmentation", "iou_pooled"), ("segmentation", "dice_per_image"),
+    ("segmentation", "iou_per_image"),
+)
+
+
+def _lookup(m: dict, section: str, key: str) -> float:
+    if section == "calibration":
+        cal = m.get("calibration") or {}
+        if key == "ece_after_temperature":
+            return (cal.get("after") or {}).get("ece", np.nan)
+        return (cal.get("before") or {}).get(key, np.nan)
+    if section == "patient":
+        return (m.get("patient") or {}).get("classification", {}).get(key, np.nan)
+    return (m.get(section) or {}).get(key, np.nan)
+
+
+def compare(results: dict[str, dict], reference: str | None = None) -> pd.DataFrame:
+    """A table of the main numbers of several evaluations (``{name: metrics}``), one column each.
+
+    With ``reference`` (default: the first), a ``<name> - <reference>`` column
+    per other evaluation shows the change (negative ROC AUC change: a drop;
+    positive ECE change: worse calibration). Rows no evaluation has are dropped.
+    """
+    names = list(results)
+    reference = reference or names[0]
+    rows = {f"{s}: {k}" if s in ("patient", "calibration") else k: [_lookup(results[n], s, k) for n in names]
+            for s, k in COMPARE_ROWS}
+    df = pd.DataFrame(rows, index=names).T.astype(float)
+    df = df.dropna(how="all")
+    for n in names:
+        if n != reference:
+            df[f"{n} - {reference}"] = df[n] - df[reference]
+    return df

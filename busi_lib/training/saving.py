@@ -1,0 +1,182 @@
+"""A saved model is a folder anyone can inspect and load safely.
+
+::
+
+    model/
+      model.safetensors   the weights (safetensors: plain tensors, no pickled code)
+      config.json         everything needed to rebuild the network and its preprocessing,
+                          the decision threshold, the data fingerprint, the weights' sha256
+      metrics.json        the metrics measured when it was trained (optional)
+
+Loading rebuilds the architecture from ``config.json`` (never from pickled
+objects) and then loads the tensors. A missing file, a config of another
+format version, or weights that do not match the config (edited or swapped
+files: the sha256 or the tensor names and shapes disagree) raise
+:class:`~busi_lib.errors.BusiDataError` naming the folder.
+
+Some settings are learnt *after* training (a probability temperature fitted on
+the validation part, see :mod:`busi_lib.evaluation.calibration`). :func:`update_config`
+adds them to ``config.json`` in place: it checks the weights first (so a folder
+whose weights were swapped is never blessed with a new config), refuses to
+touch the fields that describe the weights, and replaces the file atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from busi_lib import __version__
+from busi_lib.data.transforms import IMAGENET, Normalization
+from busi_lib.errors import BusiDataError
+from busi_lib.files import temp_path_for, write_json
+from busi_lib.models.networks import build_model
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics: dict | None = None) -> Path:
+    """Write ``model``'s weights, its ``config`` and optional ``metrics`` into ``folder``.
+
+    ``config`` must hold at least ``arch`` (and ``encoder``, ``image_size`` where
+    they matter): :func:`busi_lib.models.networks.build_model` is called with them on load.
+    """
+    from safetensors.torch import save_file  # heavy: imported on first use
+
+
+    if "arch" not in config:
+        raise ValueError("config needs an 'arch' entry to rebuild the model")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    tmp = temp_path_for(folder / WEIGHTS)
+    save_file(state, str(tmp))
+    tmp.replace(folder / WEIGHTS)
+    full = dict(config)
+    full.update(
+        format_version=FORMAT_VERSION,
+        busi_lib_version=__version__,
+        weights_sha256=_sha256(folder / WEIGHTS),
+        tensors={k: list(v.shape) for k, v in state.items()},
+    )
+    write_json(folder / CONFIG, full)
+    if metrics is not None:
+        write_json(folder / METRICS, metrics)
+    return folder
+
+
+def config_normalization(config: dict) -> Normalization:
+    """(mean, std) of a saved model's inputs. Folders saved before they were stored say ``"imagenet"``."""
+    norm = config.get("normalization", "imagenet")
+    if norm == "imagenet":
+        return IMAGENET
+    return tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"])
+
+
+def read_config(folder: str | Path) -> dict:
+    """The checked ``config.json`` of a model folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BusiDataError(folder, "model folder not found")
+    cfg_path = folder / CONFIG
+    if not cfg_path.is_file():
+        raise BusiDataError(folder, f"incomplete model folder: {CONFIG} is missing")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BusiDataError(cfg_path, f"not valid JSON ({e})") from None
+    if config.get("format_version") != FORMAT_VERSION:
+        raise BusiDataError(
+            cfg_path,
+            f"model format version {config.get('format_version')!r}, this busi_lib reads version {FORMAT_VERSION}",
+        )
+    for key in ("arch", "weights_sha256", "tensors"):
+        if key not in config:
+            raise BusiDataError(cfg_path, f"config lacks '{key}'")
+    return config
+
+
+#: Fields that describe the weights themselves: :func:`update_config` never changes them.
+PROTECTED_FIELDS = ("arch", "encoder", "image_size", "task", "format_version", "weights_sha256", "tensors")
+
+
+def _check_weights_hash(folder: Path, config: dict) -> Path:
+    wpath = folder / WEIGHTS
+    if not wpath.is_file():
+        raise BusiDataError(folder, f"incomplete model folder: {WEIGHTS} is missing")
+    if _sha256(wpath) != config["weights_sha256"]:
+        raise BusiDataError(wpath, "weights do not match config.json (sha256 differs): the file was changed or swapped")
+    return wpath
+
+
+def update_config(folder: str | Path, **changes) -> dict:
+    """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config.
+
+    The weights are checked against the config first; the fields in
+    :data:`PROTECTED_FIELDS` cannot be changed (that would make the config lie
+    about its weights); values must be JSON-serialisable. The new file replaces
+    the old one atomically, so a reader sees either the old or the new config.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    _check_weights_hash(folder, config)
+    bad = sorted(set(changes) & set(PROTECTED_FIELDS))
+    if bad:
+        raise ValueError(f"cannot change {bad} of a saved model: they describe its weights")
+    try:
+        json.dumps(changes, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config values must be finite JSON values ({e})") from None
+    config.update(changes)
+    write_json(folder / CONFIG, config)
+    return config
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild and load a saved model: ``(model in eval mode, config)``.
+
+    ``config["temperature"]`` is the probability temperature fitted after
+    training (:func:`busi_lib.evaluation.calibration.fit_temperature`), 1.0 (none) when the
+    folder has none; ``config["threshold"]`` the decision threshold chosen on
+    validation data.
+    """
+    from safetensors import SafetensorError  # heavy: imported on first use
+    from safetensors.torch import load_file  # heavy: imported on first use
+
+
+    folder = Path(folder)
+    config = read_config(folder)
+    wpath = _check_weights_hash(folder, config)
+    config.setdefault("temperature", 1.0)
+    try:
+        state = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BusiDataError(wpath, f"corrupted weights file ({e})") from None
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    if shapes != config["tensors"]:
+        raise BusiDataError(wpath, "tensor names or shapes differ from config.json")
+    model = build_model(
+        config["arch"],
+        encoder=config.get("encoder", "resnet50"),
+        pretrained=False,
+        image_size=config.get("image_size", 224),
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BusiDataError(folder, f"config and weights disagree: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), config

@@ -1,0 +1,104 @@
+"""The ``busi`` command end to end on the synthetic set."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from busi_lib.apps.cli import main
+
+
+def test_data_summary_json(synthetic_dir, capsys):
+    assert main(["data", "summary", "--data", str(synthetic_dir), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["images"] == 36 and s["per_class"] == {"benign": 12, "malignant": 12, "normal": 12}
+    assert s["images_with_several_masks"] >= 1 and s["duplicate_groups"] >= 1 and s["rejected"] == []
+
+
+def test_bad_folder_is_one_clear_line(tmp_path, capsys):
+    assert main(["data", "summary", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_synthetic_and_split(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["data", "synthetic", "--out", str(out), "--n-per-class", "6", "--seed", "3"]) == 0
+    assert len(list((out / "malignant").glob("malignant (*)_mask.png"))) == 6
+    assert main(["data", "split", "--data", str(out), "--out", str(tmp_path / "s.csv"), "--folds", "3"]) == 0
+    assert (tmp_path / "s.csv").read_text().startswith("image_id,label,dup_group,split")
+
+
+def test_train_then_evaluate(synthetic_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--arch", "custom_cnn", "--data", str(synthetic_dir), "--out", str(run), "--image-size", "32",
+            "--epochs", "1", "--batch-size", "8", "--quiet", "--seed", "1"]
+    assert main(args) == 0
+    assert "test  classification" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(run / "model"), "--data", str(synthetic_dir), "--split",
+                 str(run / "split.csv"), "--part", "test", "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())
+    assert ev["classification"]["roc_auc"] == pytest.approx(trained["test"]["classification"]["roc_auc"])
+
+
+def test_python_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "busi_lib", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "data" in r.stdout
+
+
+def test_missing_hub_weights_are_one_clear_line(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """ResNet-50's ImageNet weights are in no package: without them in the cache, one line and exit 2."""
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = main(["train", "--arch", "multitask", "--encoder", "resnet50", "--data", str(synthetic_dir),
+                 "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("busi: error: ImageNet weights for resnet50") and "Traceback" not in err
+    assert "--no-pretrained" in err
+
+
+@pytest.mark.parametrize("arch_args, env", [
+    (["--arch", "multitask", "--encoder", "resnet50"], {"BUSI_OFFLINE": "1"}),  # torchvision's cache
+    (["--arch", "vit_base_patch16_224"], {"HF_ENDPOINT": "http://127.0.0.1:9"}),  # timm's (HF) cache; a closed port
+])
+def test_missing_weights_fail_fast_in_one_line(arch_args, env, synthetic_dir, tmp_path):
+    """The command as a user types it, on a machine without the weights and without the hub: one line naming the
+    file and where it goes, exit 2, no traceback, and no retrying (the hub client alone retries for ~30 s)."""
+    import os
+    import time
+
+    environ = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), **env}
+    environ.pop("HF_HUB_OFFLINE", None)
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "busi_lib", "train", *arch_args, "--data", str(synthetic_dir),
+                        "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"],
+                       capture_output=True, text=True, env=environ, timeout=120)
+    seconds = time.time() - t0
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Retry" not in r.stderr, r.stderr
+    assert len([line for line in err if line.startswith("busi: error:")]) == 1, r.stderr
+    msg = next(line for line in err if line.startswith("busi: error:"))
+    assert "--no-pretrained" in msg
+    if "resnet50" in arch_args:
+        assert "downloads are off" in msg
+        assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in msg
+    else:
+        assert "127.0.0.1:9 cannot be reached" in msg and "hf download timm/vit_base_patch16_224" in msg
+        assert str(tmp_path / "hf" / "hub" / "models--timm--vit_base_patch16_224") in msg
+    print(f"{arch_args[1]}: exit 2 after {seconds:.1f} s")  # ~12 s of CPU here, 8 of them imports
+    # no timing assertion: on a loaded 2-core machine the imports alone took 30-110 s; "Retry" above is the guard
+
+
+def test_reachable_probe():
+    from busi_lib.models.weights import reachable
+
+    assert not reachable("http://127.0.0.1:9/nothing", seconds=2)  # the discard port: closed here
+    assert not reachable("not a url")

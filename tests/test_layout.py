@@ -1,0 +1,104 @@
+"""The package's layout: folders in pipeline order, no import circles, the lesson API at the top, tests mirroring it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import busi_lib
+
+PKG = Path(busi_lib.__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent
+FOLDERS = ("data", "models", "training", "evaluation", "apps", "ui")
+
+
+def modules() -> dict[str, Path]:
+    """``busi_lib.x.y`` -> its file, for every module of the package."""
+    out = {}
+    for p in sorted(PKG.rglob("*.py")):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The busi_lib modules a module imports when it is itself imported (not those imported inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("busi_lib"):
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("busi_lib"))
+    return names
+
+
+def test_the_folders_follow_the_pipeline_and_the_docstring_names_every_module():
+    doc = busi_lib.__doc__
+    assert [f for f in FOLDERS if (PKG / f / "__init__.py").exists()] == list(FOLDERS)
+    positions = [doc.index(f"``{f}/``") for f in FOLDERS]
+    assert positions == sorted(positions), "the docstring lists the folders in pipeline order"
+    for name in modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf not in ("busi_lib", "__main__", *FOLDERS):
+            assert f"``{leaf}``" in doc, f"busi_lib/__init__.py does not describe {name}"
+
+
+def test_no_import_circles_between_modules():
+    mods = modules()
+    graph = {m: {i for i in top_level_imports(p) if i in mods and i != m} for m, p in mods.items()}
+    # a package's __init__ imports nothing of its own folder here, so folder -> module edges are not circles
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        if state.get(m) == 1:
+            raise AssertionError("import circle: " + " -> ".join([*path, m]))
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for n in graph[m]:
+            visit(n, [*path, m])
+        state[m] = 2
+
+    for m in graph:
+        visit(m, [])
+
+
+def test_imports_inside_functions_say_why():
+    """An import inside a function is allowed when it is heavy or optional, and then a comment says so."""
+    lazy_modules = {"busi_lib.apps.cli"}  # `busi --help` must not import torch: its module docstring says so
+    missing = []
+    for name, path in modules().items():
+        if name in lazy_modules:
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        here = "".join(lines[inner.lineno - 1:inner.end_lineno])
+                        above = lines[inner.lineno - 2].strip()
+                        if "#" not in here and not above.startswith("#"):
+                            missing.append(f"{path.relative_to(PKG.parent)}:{inner.lineno}: {lines[inner.lineno - 1]}")
+    assert not missing, "imports inside functions without a reason:\n" + "\n".join(missing)
+
+
+def test_the_lesson_api_is_re_exported_and_import_stays_light():
+    for name in busi_lib.__all__:
+        assert getattr(busi_lib, name) is not None, name
+    assert busi_lib.CustomCNN is busi_lib.models.networks.CustomCNN
+    code = "import sys, busi_lib; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "import busi_lib must not import torch"
+
+
+def test_tests_mirror_the_package_folders():
+    """tests/<folder>/ for each package folder; only tests of the whole project sit directly in tests/."""
+    test_folders = sorted(p.name for p in TESTS.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert test_folders == sorted(FOLDERS)
+    for folder in FOLDERS:
+        assert list((TESTS / folder).glob("test_*.py")), f"tests/{folder}/ has no tests"
+    whole_project = {"test_style", "test_layout", "test_lessons", "test_colab", "test_repo_url"}
+    assert {p.stem for p in TESTS.glob("test_*.py")} <= whole_project

@@ -1,0 +1,54 @@
+"""The figures the lessons added: metric bars with intervals, the Grad-CAM gallery, one scan's augmentations."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from busi_lib.data.loaders import BusiDataset  # noqa: E402
+from busi_lib.data.transforms import build_transforms  # noqa: E402
+from busi_lib.ui.plots import plot_augmentations, plot_cam_gallery, plot_metric_bars  # noqa: E402
+
+
+def test_error_bars_sit_on_their_own_bars():
+    table = pd.DataFrame({"model": ["a", "b"], "accuracy": [0.6, 0.8], "f1": [np.nan, 0.5]})
+    ci = {"b": {"f1": (0.4, 0.7), "accuracy": (0.7, 0.9)}, "a": {"accuracy": (0.5, 0.65)}}
+    ax = plot_metric_bars(table, metrics=("accuracy", "f1"), ci=ci).axes[0]
+    bars = {(round(b.get_x() + b.get_width() / 2, 2), round(b.get_height(), 2)) for c in ax.containers[:2] for b in c}
+    caps = [seg for coll in ax.collections for seg in coll.get_segments()]  # one vertical segment per error bar
+    spans = sorted((round(s[0][0], 2), round(s[0][1], 2), round(s[1][1], 2)) for s in caps)
+    assert len(spans) == 3  # a has no f1 bar, so no interval is drawn for it
+    for x, low, high in spans:
+        (bar_x, height), = [(bx, h) for bx, h in bars if bx == x]
+        assert low <= height <= high
+    assert (0.4, 0.7) in {(lo, hi) for x, lo, hi in spans if x > 0.5}  # b's F1 interval, in the F1 group
+
+
+def test_cam_gallery_titles_and_colour_bar():
+    g = {"images": np.zeros((2, 32, 32), np.uint8), "maps": np.random.default_rng(0).random((2, 32, 32)),
+         "y": np.array([0, 1]), "prob": np.array([0.2, 0.9]), "called": np.array([0, 1]), "threshold": 0.5}
+    fig = plot_cam_gallery(g)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["true benign\np(malignant)=0.20, called benign",
+                      "true malignant\np(malignant)=0.90, called malignant"]
+    assert any(ax.get_ylabel().startswith("Grad-CAM") for ax in fig.axes)  # the colour bar
+
+
+def test_augmentations_move_scan_and_mask_together():
+    img = np.zeros((64, 64), np.uint8)
+    img[10:30, 5:25] = 255  # a bright lesion, and its mask, off centre
+    mask = (img > 0).astype(np.uint8)
+    ds = BusiDataset(img[None], mask[None], [1], "segment", build_transforms("default", seed=0), ["scan"], seed=0)
+    fig = plot_augmentations(ds, 0, n=4)
+    assert [ax.get_title() for ax in fig.axes[:4]] == [f"epoch {e}" for e in range(4)]
+    for e in range(4):
+        ds.set_epoch(e)
+        x, m = ds[0]
+        bright = (x[0] > x[0].mean()).float()
+        assert torch.sum(bright * m[0]) / m[0].sum() > 0.7  # the mask still covers the lesion
+    with pytest.raises(ValueError, match="no masks"):
+        plot_augmentations(BusiDataset(img[None], mask[None], [1], "classify"), 0)
