@@ -15,6 +15,7 @@ The output folder (trained models: hundreds of MB) is removed when the session e
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -22,7 +23,9 @@ import tempfile
 import pytest
 
 # The tests' own cache rule (tests/conftest.py): never the user's cache.
-os.environ.setdefault("BUSI_CACHE_DIR", tempfile.mkdtemp(prefix="busi-test-cache-"))
+if "BUSI_CACHE_DIR" not in os.environ:  # a private cache, removed when the test run ends
+    os.environ["BUSI_CACHE_DIR"] = tempfile.mkdtemp(prefix="busi-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BUSI_CACHE_DIR"], ignore_errors=True)
 
 _RUNS_DIR = tempfile.mkdtemp(prefix="busi-nbval-runs-")
 KERNEL_ENV = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 # Tests never touch the user's cache: every run gets its own.
-os.environ.setdefault("BUSI_CACHE_DIR", tempfile.mkdtemp(prefix="busi-test-cache-"))
+if "BUSI_CACHE_DIR" not in os.environ:  # a private cache, removed when the test run ends
+    os.environ["BUSI_CACHE_DIR"] = tempfile.mkdtemp(prefix="busi-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BUSI_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REAL = os.environ.get("BUSI_DATA_DIR")

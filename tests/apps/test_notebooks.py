@@ -176,6 +176,7 @@ def test_runner_refuses_a_missing_data_folder_before_starting_a_kernel(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_busi_notebooks_smoke_end_to_end(tmp_path):
     """``busi notebooks --profile smoke`` runs every lesson on the synthetic set and writes the summary."""
     out = tmp_path / "out"

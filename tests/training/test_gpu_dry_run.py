@@ -54,6 +54,7 @@ def _holds(model: torch.nn.Module, tensor: torch.Tensor) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_every_gpu_profile_model_trains_one_step_on_cpu(synthetic_dir, tmp_path, monkeypatch, capsys):
     import huggingface_hub.constants
 
