@@ -20,9 +20,9 @@ going_modular does it):
                 ``checkpoints`` (resume), ``distributed`` (Accelerate), ``saving`` (the saved-model
                 folder)
 ``evaluation/`` ``metrics`` (metrics, bootstrap intervals, the one scoring path), ``inference`` (the one
-                prediction path), ``ensemble`` (fold ensembles, AdaBN), ``calibration``, ``external`` (scoring a saved model on a new
-                site), ``report``, ``bench`` (cross-validation, RESULTS.md), ``speed``, ``study``
-                (the reference study)
+                prediction path), ``ensemble`` (fold ensembles, AdaBN), ``calibration``, ``external``
+                (scoring a saved model on a new site), ``report``, ``bench`` (cross-validation,
+                RESULTS.md), ``speed``, ``study`` (the reference study)
 ``apps/``       what a user runs: ``cli`` (``busi``), ``runner`` (``busi notebooks``), ``predict``,
                 ``cam`` (Grad-CAM)
 ``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``widgets``,
