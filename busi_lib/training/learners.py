@@ -19,7 +19,7 @@ last finished epoch holds the weights, the optimizer, every random number
 generator (Python, NumPy, torch, the data loaders' shuffling), the trackers'
 best values and the epoch log. With the same settings the resumed run ends with
 the same weights and metrics as an uninterrupted one (bit-identical on a CPU,
-``tests/test_resume.py``); how is in :mod:`busi_lib.training.checkpoints`. The checkpoint
+``tests/training/test_resume.py``); how is in :mod:`busi_lib.training.checkpoints`. The checkpoint
 (weights plus optimizer state, about three times the model) is kept after the
 run so that ``resume`` on a finished run only re-evaluates it.
 

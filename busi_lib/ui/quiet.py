@@ -13,7 +13,7 @@ met - still shows. There is no blanket ``ignore``.
 
 Each entry of :data:`KNOWN_WARNINGS` says where the warning comes from and why
 hiding it is safe. When a library update removes a warning, delete its entry;
-``tests/test_quiet.py`` checks that each entry is still narrow.
+``tests/ui/test_quiet.py`` checks that each entry is still narrow.
 
 Warnings that *can* be fixed at their source are fixed there instead: tqdm's
 "IProgress not found. Please update jupyter and ipywidgets" disappears because
