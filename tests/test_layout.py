@@ -102,3 +102,30 @@ def test_tests_mirror_the_package_folders():
         assert list((TESTS / folder).glob("test_*.py")), f"tests/{folder}/ has no tests"
     whole_project = {"test_style", "test_layout", "test_lessons", "test_colab", "test_repo_url"}
     assert {p.stem for p in TESTS.glob("test_*.py")} <= whole_project
+
+
+def test_one_exception_family():
+    """Every error a user can cause is a BusiError, and still the built-in kind callers already catch."""
+    from busi_lib import errors
+    from busi_lib.apps.runner import NotebookFailed
+    from busi_lib.models.weights import WeightsNotFoundError
+
+    assert NotebookFailed is errors.NotebookFailed and WeightsNotFoundError is errors.WeightsNotFoundError
+    for cls, builtin in [(errors.BusiDataError, ValueError), (WeightsNotFoundError, FileNotFoundError),
+                         (NotebookFailed, RuntimeError)]:
+        assert issubclass(cls, errors.BusiError) and issubclass(cls, builtin), cls
+    e = errors.BusiDataError("scans/benign (1).png", "not an image")
+    assert str(e) == "scans/benign (1).png: not an image" and e.reason == "not an image"
+    classes = [c for m in modules() for c in _exception_classes(modules()[m])]
+    assert set(classes) <= {"BusiError", "BusiDataError", "WeightsNotFoundError", "NotebookFailed"}, classes
+
+
+def _exception_classes(path: Path) -> list[str]:
+    """Names of the classes a module defines that derive from an Exception-like base."""
+    out = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef):
+            bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+            if any(b.endswith(("Error", "Exception", "Failed")) for b in bases):
+                out.append(node.name)
+    return out

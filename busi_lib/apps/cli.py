@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from busi_lib.errors import BusiDataError
+from busi_lib.errors import BusiDataError, BusiError
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -516,13 +516,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except BusiDataError as e:
-        print(f"busi: error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        # busi_lib.models.weights' error, matched by name: that module is not imported for `busi --help`
-        if type(e).__name__ != "WeightsNotFoundError":
-            raise
+    except BusiError as e:  # bad input, missing weights, a failed notebook: one line, no traceback
         print(f"busi: error: {e}", file=sys.stderr)
         return 2
     finally:

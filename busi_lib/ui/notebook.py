@@ -27,10 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from busi_lib.data.dataset import resolve_data_dir
-from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.training.learners import TrainConfig
-from busi_lib.training.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for
+from busi_lib.ui.quiet import quiet_known_warnings
+
+# The filters go on before the imports below, which import torch and fastai: a lesson's first cell shows
+# no library warning a student cannot act on (the browser test fails on any red output box).
+quiet_known_warnings()
+
+from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
+from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
+from busi_lib.training.learners import TrainConfig  # noqa: E402
+from busi_lib.training.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
 # Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:
 # smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so
@@ -157,12 +163,7 @@ def start(name: str, profile: str = "cpu", data_dir=None, out_dir=None, seed: in
     """Set up a notebook run: data folder, output folder, seeds, quiet warnings; print what was chosen."""
 
     check_profile(profile)
-    try:  # another module of the library; optional so a notebook still starts without it
-        from busi_lib.ui.quiet import quiet_known_warnings  # optional: a missing package is reported below
-    except ImportError:
-        quiet_known_warnings = None
-    if quiet_known_warnings is not None:
-        quiet_known_warnings()
+    quiet_known_warnings()  # again: a kernel restarted by hand keeps the module but not the filters
     data, is_real = resolve_data_dir(data_dir or None)
     out = Path(out_dir).expanduser() if out_dir else default_runs_dir()
     run = Run(name=name, profile=profile, data=Path(data), is_real=is_real, out=out / name, seed=int(seed))
