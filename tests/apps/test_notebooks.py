@@ -207,3 +207,20 @@ def test_busi_notebooks_smoke_end_to_end(tmp_path):
 
 def test_notebook_folder_is_the_repository_one():
     assert NOTEBOOK_DIR == Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_07_uses_the_external_folder_it_is_given(tmp_path):
+    """Notebook 07 scores the folder that ``external_dir`` names (as ``BUSI_EXTERNAL_DIR`` would), not its own
+    synthetic hospital: here a shifted synthetic set in BUSI's layout stands in for a converted real one."""
+    from busi_lib.data.synthetic import HOSPITAL_B, make_synthetic_busi
+
+    site = make_synthetic_busi(tmp_path / "site", n_per_class=10, seed=7, shift=HOSPITAL_B)
+    (site / "synthetic_manifest.csv").rename(tmp_path / "manifest.csv")  # a real site has no manifest
+    out = tmp_path / "out"
+    run_notebooks("smoke", out=out, only=["07"], params={"external_dir": str(site)}, log=lambda _: None)
+    executed = nbformat.read(out / "07_external_validation.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"second hospital: {site}" in text
+    assert not (out / "07_external_validation" / "hospital_b").exists(), "07 built its synthetic hospital anyway"
