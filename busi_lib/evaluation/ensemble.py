@@ -114,10 +114,9 @@ def _ensemble_config(configs: list[dict], folders: list[Path]) -> dict:
         for key in MUST_AGREE:
             a, b = first.get(key), cfg.get(key)
             if key == "task":
-
                 a, b = task_of_config(first), task_of_config(cfg)
-            if key == "normalization":
-                a, b = a or "imagenet", b or "imagenet"
+            if key == "normalization":  # the statistics each model's inputs get, old "imagenet" configs included
+                a, b = config_normalization(first), config_normalization(cfg)
             if a != b:
                 raise BusiDataError(folder, f"cannot join this model to the ensemble: its {key} is {b!r}, "
                                             f"the first member's ({folders[0]}) is {a!r}")
