@@ -27,7 +27,7 @@ going_modular does it):
                 ``cam`` (Grad-CAM)
 ``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``widgets``,
                 ``quiet`` (the warning filters)
-top level       ``errors`` (the exception family), ``files`` (atomic writes), ``colab`` (Colab setup)
+top level       ``errors`` (the exception family), ``files`` (atomic writes, SHA-256), ``colab`` (Colab setup)
 ==============  ===================================================================================
 
 The lesson code is re-exported here, as smp re-exports its models: ``from busi_lib import CustomCNN``.

@@ -1,4 +1,4 @@
-"""Writing files whole or not at all.
+"""Writing files whole or not at all, and a file's SHA-256.
 
 A run that is interrupted (Ctrl-C, a killed kernel, a full disk) must not leave
 half a metrics file or half a weights file that a later step reads as valid. So
@@ -8,6 +8,7 @@ into place (an atomic operation on one file system).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -62,3 +63,12 @@ def temp_path_for(path: str | Path) -> Path:
     os.close(fd)
     _usual_mode(tmp)
     return Path(tmp)
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB chunks (a saved model's weights, a downloaded archive)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -4,7 +4,7 @@
 
     busi data summary   --data DIR [--json] [--skip-bad]
     busi data synthetic --out DIR [--n-per-class N] [--seed S]
-    busi data download  --to DIR [--no-verify]
+    busi data download  --to DIR [--dataset {busi,busbra,busuclm}] [--no-verify]
     busi data verify    --data DIR
     busi data split     --data DIR --out CSV [--folds K] [--seed S]
     busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
@@ -104,6 +104,12 @@ def cmd_data(args) -> int:
 
         out = make_synthetic_busi(args.out, n_per_class=args.n_per_class, seed=args.seed, overwrite=args.overwrite)
         print(f"synthetic BUSI written to {out}")
+    elif args.data_cmd == "download" and args.dataset != "busi":
+        from busi_lib.data.download import download_public_set
+
+        out = download_public_set(args.dataset, args.to)
+        print(f"{args.dataset} is in {out}, as published\n"
+              f"next: busi data external {args.dataset} {out} --out data/{args.dataset}")
     elif args.data_cmd == "download":
         from busi_lib.data.download import download_busi
 
@@ -406,9 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    p = dsub.add_parser("download", help="download and verify the real BUSI")
+    p = dsub.add_parser("download", help="download and verify the real BUSI, or a public external set")
     p.add_argument("--to", required=True)
-    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--dataset", choices=["busi", "busbra", "busuclm"], default="busi",
+                   help="busi (default; pixel-verified), busbra (Zenodo archive, SHA-256 checked), busuclm (no "
+                   "stable address: says where to get it)")
+    p.add_argument("--no-verify", action="store_true", help="keep BUSI even if its pixels differ from the reference")
     p = dsub.add_parser("verify", help="check a folder against BUSI's pixel fingerprint")
     _data_arg(p)
     p = dsub.add_parser("split", help="write a seeded, group-aware split CSV")

@@ -5,6 +5,10 @@ Two questions a student meets before any training:
 * *Where do I get the data?* :func:`download_busi` fetches it (from Kaggle when
   the Kaggle API is configured, else from the authors' public archive), unpacks
   it safely and puts ``Dataset_BUSI_with_GT/`` in a folder of your choice.
+* *And a second hospital?* :func:`download_public_set` fetches a public
+  external set that has a stable archive address (BUS-BRA, on Zenodo), checks
+  the archive's SHA-256 and size, and unpacks it as published, ready for
+  ``busi data external`` (:mod:`busi_lib.data.external_sets`).
 * *Is my copy the right one?* :func:`verify_folder` compares a folder with the
   fingerprint shipped with the library (``busi_fingerprint.json``) and lists the
   missing, extra and changed files.
@@ -41,9 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from busi_lib.data.external_sets import SETS
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.table import CLASSES, MASK_RE, check_data_folder  # the one rule for telling a mask file from a scan
 from busi_lib.errors import BusiDataError
+from busi_lib.files import sha256_of
 
 FINGERPRINT_VERSION = 1
 REFERENCE_PATH = Path(__file__).with_name("busi_fingerprint.json")
@@ -315,8 +321,11 @@ class _Progress:
             self._print(end="\n")
 
 
-def _download_url(url: str, dest: Path, target: Path, progress: bool) -> Path:
-    """Stream ``url`` into ``dest`` (via ``dest.part``, renamed when complete). Failures explain the manual steps."""
+def _download_url(url: str, dest: Path, target: Path, progress: bool, steps=_manual_steps) -> Path:
+    """Stream ``url`` into ``dest`` (via ``dest.part``, renamed when complete).
+
+    Failures raise :class:`BusiDataError` with ``steps(target, reason)``: what happened and how to do it by hand.
+    """
     part = dest.with_name(dest.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "busi_lib (python urllib)"})
     try:
@@ -329,14 +338,14 @@ def _download_url(url: str, dest: Path, target: Path, progress: bool) -> Path:
                 bar.update(len(chunk))
             bar.close()
     except urllib.error.HTTPError as e:
-        raise BusiDataError(url, _manual_steps(target, f"the server answered HTTP {e.code} {e.reason}")) from None
+        raise BusiDataError(url, steps(target, f"the server answered HTTP {e.code} {e.reason}")) from None
     except urllib.error.URLError as e:
-        raise BusiDataError(url, _manual_steps(target, f"network error ({e.reason})")) from None
+        raise BusiDataError(url, steps(target, f"network error ({e.reason})")) from None
     except (OSError, http.client.HTTPException) as e:
-        raise BusiDataError(url, _manual_steps(target, f"the download broke off ({e!r})")) from None
+        raise BusiDataError(url, steps(target, f"the download broke off ({e!r})")) from None
     # A connection closed early can end the loop quietly; a short file must not pass for the archive.
     if total is not None and bar.done != total:
-        raise BusiDataError(url, _manual_steps(target, f"incomplete download ({bar.done} of {total} bytes)"))
+        raise BusiDataError(url, steps(target, f"incomplete download ({bar.done} of {total} bytes)"))
     os.replace(part, dest)
     return dest
 
@@ -357,7 +366,7 @@ def _download_kaggle(dest_dir: Path, target: Path, progress: bool) -> Path:
     return zips[0]
 
 
-def _check_zip(path: Path, source: str, target: Path) -> None:
+def _check_zip(path: Path, source: str, target: Path, steps=_manual_steps) -> None:
     """Refuse a file that is not a zip archive (a login or error page served with HTTP 200 is common)."""
     with open(path, "rb") as f:
         head = f.read(512)
@@ -368,7 +377,7 @@ def _check_zip(path: Path, source: str, target: Path) -> None:
         what = "an HTML page instead of a zip archive"
     else:
         what = f"a file that is not a zip archive (first bytes {head[:8]!r})"
-    raise BusiDataError(source, _manual_steps(target, f"the server sent {what}"))
+    raise BusiDataError(source, steps(target, f"the server sent {what}"))
 
 
 def _unsafe_member(name: str) -> bool:
@@ -517,3 +526,71 @@ def _verify_download(folder: Path, reference, source: str) -> None:
             "The archive may have changed upstream or be damaged; nothing was kept. "
             "Pass verify=False to keep it anyway.",
         )
+
+
+def _public_set_steps(name: str):
+    """The manual steps for a public external set, in the shape :func:`_download_url` expects."""
+    ds = SETS[name]
+
+    def steps(target: Path, reason: str) -> str:
+        return (
+            f"could not download {ds.title} automatically: {reason}\n"
+            "Get it by hand:\n"
+            f"  1. download the archive from {ds.page}\n"
+            f"  2. unpack it, so that {target} is the set's own folder\n"
+            f"  3. convert it: busi data external {name} '{target}' --out data/{name}"
+        )
+
+    return steps
+
+
+def download_public_set(
+    name: str,
+    to_dir: str | Path,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download a public external set (:data:`busi_lib.data.external_sets.SETS`) and unpack it as published.
+
+    Returns ``<to_dir>/<the archive's folder>`` (``BUSBRA/`` for BUS-BRA), which
+    ``busi data external NAME`` converts. The archive's SHA-256 (and size) must
+    equal the published ones before anything is unpacked; ``url`` and ``sha256``
+    replace them (a mirror, or a test's local server). A set without a stable
+    archive address (BUS-UCLM) raises :class:`BusiDataError` with its data
+    page. As in :func:`download_busi`, everything happens in a temporary folder
+    inside ``to_dir``, and an existing non-empty folder is never overwritten.
+    """
+    if name not in SETS:
+        raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")
+    ds, steps = SETS[name], _public_set_steps(name)
+    to_dir = Path(to_dir).expanduser()
+    if ds.archive is None and url is None:
+        raise BusiDataError(ds.page, f"{ds.title} has no stable archive address with a checksum; download it by "
+                            f"hand from {ds.page}, unpack it, then: busi data external {name} FOLDER --out DIR")
+    folder = ds.archive.folder if ds.archive else ds.title
+    target = to_dir / folder
+    _check_target(to_dir, target)
+    url = url or ds.archive.url
+    expected = sha256 or (ds.archive.sha256 if ds.archive else None)
+    to_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=to_dir, prefix=f".{name}-download-") as tmp:
+        tmp = Path(tmp)
+        archive = _download_url(url, tmp / f"{folder}.zip", target, progress, steps)
+        _check_zip(archive, url, target, steps)
+        got = sha256_of(archive)
+        if expected and got != expected:
+            size = archive.stat().st_size
+            published = f" ({ds.archive.size} bytes published)" if ds.archive and sha256 is None else ""
+            raise BusiDataError(url, f"the archive's SHA-256 is {got} ({size} bytes), not {expected}{published}: "
+                                "damaged, or changed upstream; nothing was kept")
+        unpacked = safe_unzip(archive, tmp / "unpacked")
+        found = unpacked / folder
+        if not found.is_dir():
+            top = ", ".join(sorted(p.name for p in unpacked.iterdir())[:10]) or "nothing"
+            raise BusiDataError(url, f"no {folder}/ folder at the top of the archive; top level: {top}")
+        if target.exists():  # an empty folder left by the user: replaced, nothing is lost
+            target.rmdir()
+        shutil.move(str(found), str(target))
+    return target

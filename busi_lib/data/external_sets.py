@@ -41,8 +41,10 @@ BUS-BRA
 -------
 Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a
 breast ultrasound dataset for assessing computer-aided diagnosis systems.
-*Medical Physics* 51(4):3110-3123 (2024); data on Zenodo. Licence: as stated
-on the data record (not checked from here). 1,875 scans of 1,064 patients.
+*Medical Physics* 51(4):3110-3123 (2024); data on Zenodo (record 8231412,
+CC BY 4.0; cite the paper). 1,875 scans of 1,064 patients.
+``busi data download --dataset busbra --to DIR`` fetches and checks the archive
+(:func:`busi_lib.data.download.download_public_set`).
 
 Layout: ``BUSBRA/Images/bus_0001-l.png``, ``BUSBRA/Masks/mask_0001-l.png``,
 ``BUSBRA/bus_data.csv`` (and ``5-fold-cv.csv``, ``10-fold-cv.csv``, not read).
@@ -58,9 +60,10 @@ Layout: ``BUSBRA/Images/bus_0001-l.png``, ``BUSBRA/Masks/mask_0001-l.png``,
 BUS-UCLM
 --------
 Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset.
-*Scientific Data* (2025), doi:10.1038/s41597-025-04562-3. Licence: as stated on
-the data record (not checked from here). 683 scans (174 benign, 90 malignant,
-419 normal) of 38 patients.
+*Scientific Data* (2025), doi:10.1038/s41597-025-04562-3; data on Mendeley Data
+(doi:10.17632/7fvgj4jsp7; licence as its record states: copies quote CC BY 4.0
+and CC BY-NC). 683 scans (174 benign, 90 malignant, 419 normal) of 38 patients.
+Mendeley builds its zip on request, with no checksum to check: download it by hand.
 
 Layout: ``images/``, ``masks/`` (a mask has its scan's file name) and
 ``INFO.csv``; ``SOURCE_DIR`` is the folder holding them or the folder one level
@@ -131,29 +134,50 @@ SUMMARY_NAME = "conversion.json"
 
 
 @dataclass(frozen=True)
+class Archive:
+    """A published archive with a stable address: what ``busi data download --dataset`` fetches and checks."""
+
+    url: str
+    sha256: str  # of the whole archive, checked before anything is unpacked
+    size: int  # bytes
+    folder: str  # the set's top folder inside the archive
+
+
+@dataclass(frozen=True)
 class ExternalSet:
-    """A public set: its command name, title, citation, licence and published counts."""
+    """A public set: its command name, title, citation, licence, published counts, and where to get it."""
 
     name: str
     title: str
     citation: str
     licence: str
     published: dict
+    page: str  # the data record a person opens
+    archive: Archive | None = None  # None: no stable file address, download it by hand from ``page``
 
 
 SETS: dict[str, ExternalSet] = {
     "busbra": ExternalSet(
         "busbra", "BUS-BRA",
         "Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: a breast ultrasound dataset "
-        "for assessing computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024). Data on Zenodo.",
-        "as stated on the data record", {"images": 1875, "patients": 1064},
+        "for assessing computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024), "
+        "doi:10.1002/mp.16812. Data: Zenodo, doi:10.5281/zenodo.8231412.",
+        "CC BY 4.0 (Zenodo record 8231412); cite the paper", {"images": 1875, "patients": 1064},
+        "https://zenodo.org/records/8231412",
+        # Zenodo's file address of version 1.0; its SHA-256 and size as published by torch-em's BUS-BRA loader
+        # and other users of the record (not downloaded from this machine, which has no internet).
+        Archive("https://zenodo.org/records/8231412/files/BUSBRA.zip?download=1",
+                "ba3e6ed19cc37c682d8d39e25435bbf8a555a12cb7e641b5f2117685c95580ff", 133_917_740, "BUSBRA"),
     ),
     "busuclm": ExternalSet(
         "busuclm", "BUS-UCLM",
         "Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset. Scientific Data (2025), "
         "doi:10.1038/s41597-025-04562-3",
-        "as stated on the data record",
+        "as stated on its Mendeley Data record (public copies quote CC BY 4.0 and CC BY-NC; check the version "
+        "you download)",
         {"images": 683, "patients": 38, "per_class": {"benign": 174, "malignant": 90, "normal": 419}},
+        # Mendeley Data serves a zip built on request, with no published checksum: downloaded by hand.
+        "https://data.mendeley.com/datasets/7fvgj4jsp7",
     ),
 }
 

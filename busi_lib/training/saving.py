@@ -23,7 +23,6 @@ touch the fields that describe the weights, and replaces the file atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,21 +31,13 @@ import torch
 from busi_lib import __version__
 from busi_lib.data.transforms import IMAGENET, Normalization
 from busi_lib.errors import BusiDataError
-from busi_lib.files import temp_path_for, write_json
+from busi_lib.files import sha256_of, temp_path_for, write_json
 from busi_lib.models.networks import build_model
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics: dict | None = None) -> Path:
@@ -70,7 +61,7 @@ def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics
     full.update(
         format_version=FORMAT_VERSION,
         busi_lib_version=__version__,
-        weights_sha256=_sha256(folder / WEIGHTS),
+        weights_sha256=sha256_of(folder / WEIGHTS),
         tensors={k: list(v.shape) for k, v in state.items()},
     )
     write_json(folder / CONFIG, full)
@@ -118,7 +109,7 @@ def _check_weights_hash(folder: Path, config: dict) -> Path:
     wpath = folder / WEIGHTS
     if not wpath.is_file():
         raise BusiDataError(folder, f"incomplete model folder: {WEIGHTS} is missing")
-    if _sha256(wpath) != config["weights_sha256"]:
+    if sha256_of(wpath) != config["weights_sha256"]:
         raise BusiDataError(wpath, "weights do not match config.json (sha256 differs): the file was changed or swapped")
     return wpath
 

@@ -7,11 +7,8 @@ in a background thread. The one test on the real dataset runs only when
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import socket
-import threading
 import zipfile
 from pathlib import Path
 
@@ -72,30 +69,9 @@ def _zip_folder(folder: Path, zip_path: Path, prefix: str = FOLDER_NAME, extra: 
     return zip_path
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-
 @pytest.fixture
 def busi(tmp_path) -> Path:
     return _make_busi(tmp_path / "src" / FOLDER_NAME)
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serve ``tmp_path/www`` on a free 127.0.0.1 port; yields (folder, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(www))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _free_port() -> int:

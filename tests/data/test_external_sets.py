@@ -5,7 +5,10 @@ headers, colour masks, a mask of another size, a patient with several scans).
 """
 
 import csv
+import dataclasses
+import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 from PIL import Image
 
 from busi_lib.apps.cli import build_parser, main
+from busi_lib.data.download import download_public_set
 from busi_lib.data.external_sets import SETS, colour_label, convert_busbra, convert_busuclm, patient_from_name
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.external import load_external
@@ -143,7 +147,7 @@ def test_busbra_published_layout(tmp_path, checksums):
             assert np.array_equal(m_out, m_src)
     summary = json.loads((out / "conversion.json").read_text())
     assert summary["images"] == 4 and summary["resized_masks"] == 1
-    assert summary["licence"] == "as stated on the data record"
+    assert summary["licence"] == SETS["busbra"].licence and "CC BY 4.0" in summary["licence"]
     assert checksums(src) == before and no_leftovers(tmp_path)
 
 
@@ -374,3 +378,72 @@ def test_cli_names_are_the_sets():
         assert build_parser().parse_args(["data", "external", name, "src", "--out", "o"]).name == name
     with pytest.raises(SystemExit):
         build_parser().parse_args(["data", "external", "busi", "src", "--out", "o"])
+    for name in ("busi", *SETS):
+        assert build_parser().parse_args(["data", "download", "--dataset", name, "--to", "d"]).dataset == name
+
+
+# --------------------------------------------------------------------------- busi data download --dataset
+def _zip_tree(parent: Path, zip_path: Path) -> tuple[Path, str]:
+    """Zip every file under ``parent`` with paths relative to it (``BUSBRA/...``, as Zenodo's BUSBRA.zip)."""
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for p in sorted(parent.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(parent).as_posix())
+    return zip_path, hashlib.sha256(zip_path.read_bytes()).hexdigest()
+
+
+def test_busbra_download_checks_the_archive_and_unpacks_it_as_published(tmp_path, server, checksums):
+    www, base = server
+    src = make_busbra(tmp_path / "zenodo")
+    _, digest = _zip_tree(src, www / "BUSBRA.zip")
+    out = download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", sha256=digest, progress=False)
+    assert out == tmp_path / "data" / "BUSBRA"
+    assert checksums(out) == checksums(src / "BUSBRA")  # byte for byte the published folder
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["BUSBRA"]  # no archive, no temporary folder
+    conv = convert_busbra(out, tmp_path / "busbra")  # and `busi data external` reads it
+    assert len(conv.rows) == len(BUSBRA_ROWS)
+
+
+def test_busbra_download_with_another_checksum_keeps_nothing(tmp_path, server):
+    www, base = server
+    _zip_tree(make_busbra(tmp_path / "zenodo"), www / "BUSBRA.zip")
+    with pytest.raises(BusiDataError, match=r"SHA-256 is [0-9a-f]{64} \(\d+ bytes\), not 0{64}.*nothing was kept"):
+        download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", sha256="0" * 64, progress=False)
+    assert list((tmp_path / "data").iterdir()) == []
+    # The published checksum is the default: the fake archive is not the real one.
+    with pytest.raises(BusiDataError, match=SETS["busbra"].archive.sha256):
+        download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", progress=False)
+
+
+def test_busbra_download_failures_say_how_to_get_it_by_hand(tmp_path, server):
+    www, base = server
+    (www / "login.zip").write_text("<!DOCTYPE html><html><body>sign in</body></html>")
+    with pytest.raises(BusiDataError, match=r"(?s)HTML page.*zenodo.org/records/8231412.*busi data external busbra"):
+        download_public_set("busbra", tmp_path / "data", url=f"{base}/login.zip", sha256="0" * 64, progress=False)
+    with pytest.raises(BusiDataError, match=r"(?s)HTTP 404.*zenodo.org/records/8231412"):
+        download_public_set("busbra", tmp_path / "data", url=f"{base}/gone.zip", progress=False)
+    (tmp_path / "full" / "BUSBRA").mkdir(parents=True)
+    (tmp_path / "full" / "BUSBRA" / "mine.txt").write_text("keep")
+    with pytest.raises(BusiDataError, match="not overwriting"):
+        download_public_set("busbra", tmp_path / "full", url=f"{base}/BUSBRA.zip", progress=False)
+    assert (tmp_path / "full" / "BUSBRA" / "mine.txt").read_text() == "keep"
+
+
+def test_busuclm_has_no_stable_address_and_says_where_to_get_it(tmp_path):
+    assert SETS["busbra"].archive.url.startswith("https://zenodo.org/records/8231412/")
+    assert SETS["busuclm"].archive is None
+    with pytest.raises(BusiDataError, match=r"data.mendeley.com/datasets/7fvgj4jsp7.*busi data external busuclm"):
+        download_public_set("busuclm", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_data_download_dataset(tmp_path, server, capsys, monkeypatch):
+    www, base = server
+    _, digest = _zip_tree(make_busbra(tmp_path / "zenodo"), www / "BUSBRA.zip")
+    local = dataclasses.replace(SETS["busbra"].archive, url=f"{base}/BUSBRA.zip", sha256=digest)
+    monkeypatch.setitem(SETS, "busbra", dataclasses.replace(SETS["busbra"], archive=local))
+    assert main(["data", "download", "--dataset", "busbra", "--to", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert f"busi data external busbra {tmp_path / 'data' / 'BUSBRA'}" in out
+    assert main(["data", "download", "--dataset", "busuclm", "--to", str(tmp_path / "u")]) == 2
+    assert "mendeley" in capsys.readouterr().err
