@@ -579,11 +579,13 @@ def download_public_set(
         tmp = Path(tmp)
         archive = _download_url(url, tmp / f"{folder}.zip", target, progress, steps)
         _check_zip(archive, url, target, steps)
+        size = archive.stat().st_size
+        if ds.archive and sha256 is None and size != ds.archive.size:
+            raise BusiDataError(url, f"the archive has {size} bytes, not the published {ds.archive.size}: damaged, "
+                                "or changed upstream; nothing was kept")
         got = sha256_of(archive)
         if expected and got != expected:
-            size = archive.stat().st_size
-            published = f" ({ds.archive.size} bytes published)" if ds.archive and sha256 is None else ""
-            raise BusiDataError(url, f"the archive's SHA-256 is {got} ({size} bytes), not {expected}{published}: "
+            raise BusiDataError(url, f"the archive's SHA-256 is {got} ({size} bytes), not {expected}: "
                                 "damaged, or changed upstream; nothing was kept")
         unpacked = safe_unzip(archive, tmp / "unpacked")
         found = unpacked / folder

@@ -404,15 +404,20 @@ def test_busbra_download_checks_the_archive_and_unpacks_it_as_published(tmp_path
     assert len(conv.rows) == len(BUSBRA_ROWS)
 
 
-def test_busbra_download_with_another_checksum_keeps_nothing(tmp_path, server):
+def test_busbra_download_with_another_checksum_keeps_nothing(tmp_path, server, monkeypatch):
     www, base = server
     _zip_tree(make_busbra(tmp_path / "zenodo"), www / "BUSBRA.zip")
     with pytest.raises(BusiDataError, match=r"SHA-256 is [0-9a-f]{64} \(\d+ bytes\), not 0{64}.*nothing was kept"):
         download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", sha256="0" * 64, progress=False)
     assert list((tmp_path / "data").iterdir()) == []
-    # The published checksum is the default: the fake archive is not the real one.
-    with pytest.raises(BusiDataError, match=SETS["busbra"].archive.sha256):
+    # The published size and checksum are the default: the fake archive is not the real one.
+    with pytest.raises(BusiDataError, match=rf"bytes, not the published {SETS['busbra'].archive.size}"):
         download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", progress=False)
+    same_size = dataclasses.replace(SETS["busbra"].archive, size=(www / "BUSBRA.zip").stat().st_size)
+    monkeypatch.setitem(SETS, "busbra", dataclasses.replace(SETS["busbra"], archive=same_size))
+    with pytest.raises(BusiDataError, match=same_size.sha256):
+        download_public_set("busbra", tmp_path / "data", url=f"{base}/BUSBRA.zip", progress=False)
+    assert list((tmp_path / "data").iterdir()) == []
 
 
 def test_busbra_download_failures_say_how_to_get_it_by_hand(tmp_path, server):
@@ -440,7 +445,8 @@ def test_busuclm_has_no_stable_address_and_says_where_to_get_it(tmp_path):
 def test_cli_data_download_dataset(tmp_path, server, capsys, monkeypatch):
     www, base = server
     _, digest = _zip_tree(make_busbra(tmp_path / "zenodo"), www / "BUSBRA.zip")
-    local = dataclasses.replace(SETS["busbra"].archive, url=f"{base}/BUSBRA.zip", sha256=digest)
+    local = dataclasses.replace(SETS["busbra"].archive, url=f"{base}/BUSBRA.zip", sha256=digest,
+                                size=(www / "BUSBRA.zip").stat().st_size)
     monkeypatch.setitem(SETS, "busbra", dataclasses.replace(SETS["busbra"], archive=local))
     assert main(["data", "download", "--dataset", "busbra", "--to", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
