@@ -184,6 +184,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="ImageNet weights for the transfer models (default: on)")
     p.add_argument("--encoder", default=d.encoder,
                    help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
+    p.add_argument("--decoder-norm", choices=["batch", "instance", "group"], default=d.decoder_norm,
+                   help="normalisation in the U-Net decoder of unet/uresnet/multitask: per-scan instance or group "
+                   "norm instead of batch norm (models that travel; default: %(default)s)")
     from busi_lib.data.transforms import AUGMENTATIONS
 
     p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment,

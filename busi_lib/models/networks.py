@@ -30,7 +30,9 @@ on this project's 2-core CPU, one training step per 128 px image costs about
 a classification head on the same encoder; both are maintained, smp is 5x
 cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
 
-The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out).
+The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out);
+``decoder_norm="instance"`` or ``"group"`` (:func:`replace_batch_norm`) swaps its batch norm layers for
+per-scan ones, an option for models that must travel to other hospitals (notebook 07).
 It replaces smp's ``UnetDecoder`` inside smp's ``Unet`` and computes exactly what smp's does, with the
 same parameter names (saved models load either way) and smp's initial weights (``tests/models/test_models.py``).
 
@@ -40,6 +42,8 @@ put it, never a silent fallback.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -142,9 +146,10 @@ class MultitaskUResNet(nn.Module):
     → linear) into one logit per scan.
     """
 
-    def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2):
+    def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2,
+                 decoder_norm: str = "batch"):
         super().__init__()
-        self.net = _smp_unet(encoder, pretrained, aux_params=dict(classes=1, dropout=dropout))
+        self.net = _smp_unet(encoder, pretrained, decoder_norm, aux_params=dict(classes=1, dropout=dropout))
 
     def forward(self, x):
         features = self.net.encoder(x)  # feature maps, from the input's resolution down to 1/32 of it
@@ -212,7 +217,33 @@ class UNetDecoder(nn.Module):
         return x
 
 
-def _smp_unet(encoder: str, pretrained: bool, **kwargs):
+#: The decoder's normalisation layers: ``batch`` (the default, smp's), or ``instance`` / ``group``, which
+#: normalise each scan by its own statistics (no running averages from the training hospital).
+DECODER_NORMS = ("batch", "instance", "group")
+
+
+def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
+    """Swap every ``BatchNorm2d`` inside ``module`` for an ``InstanceNorm2d`` (with a learned scale and shift) or
+    a ``GroupNorm`` (8 groups where the channels allow), in place; ``norm="batch"`` changes nothing.
+
+    Batch norm keeps running averages of the training scans' features and uses them at test time; at another
+    hospital those averages are off. Instance and group norm use each scan's own statistics at test time too.
+    """
+    if norm not in DECODER_NORMS:
+        raise ValueError(f"unknown decoder norm {norm!r}; choose one of {DECODER_NORMS}")
+    if norm == "batch":
+        return module
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            c = child.num_features
+            new = nn.InstanceNorm2d(c, affine=True) if norm == "instance" else nn.GroupNorm(math.gcd(8, c), c)
+            setattr(module, name, new)
+        else:
+            replace_batch_norm(child, norm)
+    return module
+
+
+def _smp_unet(encoder: str, pretrained: bool, decoder_norm: str = "batch", **kwargs):
     import segmentation_models_pytorch as smp  # heavy: imported on first use
 
     packaged = is_packaged(encoder)
@@ -222,7 +253,7 @@ def _smp_unet(encoder: str, pretrained: bool, **kwargs):
     with torch.random.fork_rng(devices=[]):  # the random numbers after this call are those smp alone leaves
         decoder = UNetDecoder(net.encoder.out_channels, center=not isinstance(net.decoder.center, nn.Identity))
     decoder.load_state_dict(net.decoder.state_dict())  # smp's initial weights: the same model as smp's Unet
-    net.decoder = decoder
+    net.decoder = replace_batch_norm(decoder, decoder_norm)
     if pretrained:
         if packaged:
             load_packaged_weights(net.encoder.model, encoder)
@@ -236,20 +267,24 @@ def _smp_unet(encoder: str, pretrained: bool, **kwargs):
     return net
 
 
-def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = False) -> nn.Module:
+def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = False,
+                    decoder_norm: str = "batch") -> nn.Module:
     """A segmentation network returning mask logits (B, 1, H, W)."""
     if arch == "unet":
         if pretrained:
             raise ValueError("the classic U-Net is trained from scratch: pass pretrained=False")
-        return SegmentationNet(_smp_unet("vgg11_bn", False))
+        return SegmentationNet(_smp_unet("vgg11_bn", False, decoder_norm))
     if arch == "uresnet":
-        return SegmentationNet(_smp_unet(encoder, pretrained))
+        return SegmentationNet(_smp_unet(encoder, pretrained, decoder_norm))
     if arch == "fcn":
+        if decoder_norm != "batch":
+            raise ValueError("fcn has no U-Net decoder: decoder_norm applies to unet, uresnet and multitask")
         return FCN(1, pretrained)
     raise ValueError(f"unknown segmentation architecture {arch!r}; choose one of {SEGMENTERS}")
 
 
-def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224):
+def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224,
+                decoder_norm: str = "batch"):
     """The bare ``nn.Module`` of an architecture (no learner), as :func:`busi_lib.training.learners` builds it.
 
     Classification models other than ``custom_cnn`` are assembled by fastai's
@@ -257,10 +292,12 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
     head), exactly as ``vision_learner`` does.
     """
     task = task_of(arch)
+    if task == "classify" and decoder_norm != "batch":
+        raise ValueError(f"{arch} is a classifier: decoder_norm applies to unet, uresnet and multitask")
     if task == "multitask":
-        return MultitaskUResNet(encoder, pretrained)
+        return MultitaskUResNet(encoder, pretrained, decoder_norm=decoder_norm)
     if task == "segment":
-        return build_segmenter(arch, encoder, pretrained)
+        return build_segmenter(arch, encoder, pretrained, decoder_norm)
     if arch == "custom_cnn":
         return CustomCNN(1)
     from fastai.vision.learner import create_timm_model, create_vision_model  # heavy: imported on first use

@@ -112,6 +112,7 @@ class TrainConfig:
     optimizer: str = "adam"  # or "sgd"
     pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
     encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)
+    decoder_norm: str = "batch"  # batch | instance | group: the U-Net decoder's normalisation (models.networks)
     augment: str = "default"  # none | default | strong | geometry | scanner (busi_lib.data.transforms)
     aspect_crop: bool = False  # lesion-preserving aspect-ratio crops on the training scans
     w_cls: float = 0.4  # multitask loss weights
@@ -243,7 +244,8 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
     opt = OPTIMIZERS[cfg.optimizer.lower()]
     if cfg.task == "classify" and cfg.arch != "custom_cnn":
         return transfer_learner(dls, cfg, loss, opt)
-    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=cfg.uses_pretrained, image_size=cfg.image_size)
+    model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=cfg.uses_pretrained, image_size=cfg.image_size,
+                        decoder_norm=cfg.decoder_norm)
     return make_learner(dls, model, loss, cfg.out, opt)
 
 
@@ -439,6 +441,7 @@ def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, t
         arch=cfg.arch,
         task=cfg.task,
         encoder=cfg.encoder,
+        decoder_norm=cfg.decoder_norm,
         image_size=cfg.image_size,
         threshold=metrics.get("threshold", 0.5),
         normalization=dict(zip(("mean", "std"), map(list, dls.norm))),

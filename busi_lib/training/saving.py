@@ -102,7 +102,9 @@ def read_config(folder: str | Path) -> dict:
 
 
 #: Fields that describe the weights themselves: :func:`update_config` never changes them.
-PROTECTED_FIELDS = ("arch", "encoder", "image_size", "task", "format_version", "weights_sha256", "tensors")
+PROTECTED_FIELDS = (
+    "arch", "encoder", "decoder_norm", "image_size", "task", "format_version", "weights_sha256", "tensors",
+)
 
 
 def _check_weights_hash(folder: Path, config: dict) -> Path:
@@ -165,6 +167,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         encoder=config.get("encoder", "resnet50"),
         pretrained=False,
         image_size=config.get("image_size", 224),
+        decoder_norm=config.get("decoder_norm", "batch"),  # folders saved before the option: batch norm
     )
     try:
         model.load_state_dict(state, strict=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from busi_lib.errors import BusiDataError
-from busi_lib.models.networks import CustomCNN, MultitaskUResNet, build_model
+from busi_lib.models.networks import DECODER_NORMS, CustomCNN, MultitaskUResNet, build_model
 from busi_lib.models.weights import WeightsNotFoundError
 from busi_lib.training.learners import TrainConfig, build_learner, predict_loader, prepare_data, train
 from busi_lib.training.losses import MultitaskLoss, SegmentationLoss, soft_dice_loss
@@ -91,6 +91,52 @@ def test_save_load_gives_identical_predictions(synthetic_dir, tmp_path):
     b = predict_loader(model, dl, "multitask")
     np.testing.assert_array_equal(a["prob"], b["prob"])
     np.testing.assert_array_equal(a["mask_prob"], b["mask_prob"])
+
+
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_decoder_norm_swaps_the_decoders_batch_norm_for_a_per_scan_one(norm):
+    kinds = {"instance": torch.nn.InstanceNorm2d, "group": torch.nn.GroupNorm}
+    bn, other = MultitaskUResNet("resnet18"), MultitaskUResNet("resnet18", decoder_norm=norm)
+
+    def count(module, kind):
+        return sum(isinstance(m, kind) for m in module.modules())
+
+    n_bn = count(bn.net.decoder, torch.nn.BatchNorm2d)
+    assert n_bn == 10 and count(other.net.decoder, torch.nn.BatchNorm2d) == 0  # 5 blocks x 2 convolutions
+    assert count(other.net.decoder, kinds[norm]) == n_bn
+    assert count(other.net.encoder, torch.nn.BatchNorm2d) == count(bn.net.encoder, torch.nn.BatchNorm2d) > 0
+    # In training, batch norm mixes the scans of a batch; a per-scan norm does not: scan 0's decoded map is
+    # the same whatever scan shares its batch. (The encoder, in eval mode here, gives scan 0 the same features.)
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 1, 3, 64, 64)
+    for model, per_scan in ((bn, False), (other, True)):
+        model.net.encoder.eval()
+        model.net.decoder.train()
+        with torch.no_grad():
+            ab = model.net.decoder(model.net.encoder(torch.cat([a, b])))[0]
+            ac = model.net.decoder(model.net.encoder(torch.cat([a, c])))[0]
+        assert torch.allclose(ab, ac, atol=1e-5) is per_scan
+    cls, mask = other.eval()(torch.randn(2, 3, 64, 64))
+    assert cls.shape == (2, 1) and mask.shape == (2, 1, 64, 64)
+
+
+def test_decoder_norm_is_saved_and_loads_back(synthetic_dir, tmp_path):
+    res = train(_cfg(synthetic_dir, tmp_path, "uresnet", encoder="resnet18", decoder_norm="instance"))
+    model, config = load_model(tmp_path / "model")
+    assert config["decoder_norm"] == "instance"
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in model.modules())
+    a = predict_loader(res.learn.model, res.dls.valid, "segment")
+    b = predict_loader(model, res.dls.valid, "segment")
+    np.testing.assert_array_equal(a["mask_prob"], b["mask_prob"])
+
+
+def test_decoder_norm_is_refused_where_there_is_no_unet_decoder():
+    assert DECODER_NORMS == ("batch", "instance", "group")
+    for arch in ("custom_cnn", "fcn"):
+        with pytest.raises(ValueError, match="decoder_norm"):
+            build_model(arch, decoder_norm="instance")
+    with pytest.raises(ValueError, match="unknown decoder norm"):
+        build_model("multitask", encoder="resnet18", decoder_norm="layer")
 
 
 def test_model_folder_errors(tmp_path):
