@@ -268,18 +268,22 @@ def verify_folder(root: str | Path, reference: str | Path | dict | None = None) 
 # --------------------------------------------------------------------------- download
 
 
-def _manual_steps(target: Path, reason: str) -> str:
-    """The error text when the automatic download fails: what happened, then how to do it by hand."""
-    return (
-        f"could not download the BUSI dataset automatically: {reason}\n"
-        "Get it by hand:\n"
-        f"  1. download the archive from the Kaggle page {KAGGLE_PAGE}\n"
-        f"     (free account needed) or from {DEFAULT_URL}\n"
-        f"  2. unpack it so that {target} holds the folders benign/, malignant/ and normal/\n"
-        f"  3. point the library at it: export BUSI_DATA_DIR='{target}'\n"
-        "  4. check it: python -c \"from busi_lib.data.download import verify_folder; "
-        f"print(verify_folder('{target}'))\""
+def _by_hand(what: str, reason: str, steps: list[str]) -> str:
+    """An automatic download failed: what happened, then the numbered steps to do it by hand."""
+    return f"could not download {what} automatically: {reason}\nGet it by hand:\n" + "\n".join(
+        f"  {k}. {step}" for k, step in enumerate(steps, 1)
     )
+
+
+def _manual_steps(target: Path, reason: str) -> str:
+    """The error text when BUSI's automatic download fails."""
+    return _by_hand("the BUSI dataset", reason, [
+        f"download the archive from the Kaggle page {KAGGLE_PAGE}\n     (free account needed) or from {DEFAULT_URL}",
+        f"unpack it so that {target} holds the folders benign/, malignant/ and normal/",
+        f"point the library at it: export BUSI_DATA_DIR='{target}'",
+        "check it: python -c \"from busi_lib.data.download import verify_folder; "
+        f"print(verify_folder('{target}'))\"",
+    ])
 
 
 def kaggle_configured() -> bool:
@@ -533,13 +537,11 @@ def _public_set_steps(name: str):
     ds = SETS[name]
 
     def steps(target: Path, reason: str) -> str:
-        return (
-            f"could not download {ds.title} automatically: {reason}\n"
-            "Get it by hand:\n"
-            f"  1. download the archive from {ds.page}\n"
-            f"  2. unpack it, so that {target} is the set's own folder\n"
-            f"  3. convert it: busi data external {name} '{target}' --out data/{name}"
-        )
+        return _by_hand(ds.title, reason, [
+            f"download the archive from {ds.page}",
+            f"unpack it, so that {target} is the set's own folder",
+            f"convert it: busi data external {name} '{target}' --out data/{name}",
+        ])
 
     return steps
 
