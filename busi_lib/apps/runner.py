@@ -123,6 +123,9 @@ def run_notebook(path: Path, out: Path, parameters: dict, cell_timeout: int) -> 
             progress_bar=False,
             cwd=str(path.parent),
             execution_timeout=cell_timeout,
+            # The kernel runs on this machine (127.0.0.1): ipykernel's warning that its local TCP link is not
+            # encrypted would be printed once per notebook and says nothing about the lesson.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as e:
         raise NotebookFailed(path.stem, e.cell_index, f"{e.ename}: {e.evalue}", executed, e.source) from None

@@ -148,7 +148,7 @@ def _write_notebook(path: Path, *sources: str) -> None:
     nbformat.write(nb, path)
 
 
-def test_runner_stops_at_the_first_failing_notebook_and_names_the_cell(tmp_path):
+def test_runner_stops_at_the_first_failing_notebook_and_names_the_cell(tmp_path, capfd):
     folder = tmp_path / "nbs"
     folder.mkdir()
     params = 'profile = "cpu"\nout_dir = None\nmarker = None'
@@ -165,6 +165,7 @@ def test_runner_stops_at_the_first_failing_notebook_and_names_the_cell(tmp_path)
     assert err.value.cell == 3
     assert (out / "ran.txt").read_text() == "smoke"  # 01 ran, with the profile passed on
     assert (out / "02_bad.ipynb").exists() and not (out / "03_never.ipynb").exists()
+    assert "IPKernelApp" not in capfd.readouterr().err  # no kernel log lines (its local-TCP warning) in the output
 
 
 def test_runner_refuses_a_missing_data_folder_before_starting_a_kernel(tmp_path):
