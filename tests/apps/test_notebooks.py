@@ -43,7 +43,7 @@ def test_the_seven_lessons_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_one_parameters_cell_that_papermill_reads(path):
+def test_one_parameters_cell_that_papermill_reads(path, caplog):
     nb = nbformat.read(path, as_version=4)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
@@ -51,6 +51,9 @@ def test_one_parameters_cell_that_papermill_reads(path):
     assert tagged[0] == code_cells[1], "the parameters cell must be the second code cell, after the Colab setup"
     names = set(pm.inspect_notebook(str(path)))
     assert REQUIRED_PARAMETERS <= names, f"{path.name} lacks parameters {REQUIRED_PARAMETERS - names}"
+    # a line papermill cannot parse is a parameter that `-p NAME VALUE` cannot set (it only logs a warning)
+    unparsed = [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert not unparsed, f"{path.name}: {unparsed}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
