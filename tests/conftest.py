@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ if "BUSI_CACHE_DIR" not in os.environ:  # a private cache, removed when the test
     os.environ["BUSI_CACHE_DIR"] = tempfile.mkdtemp(prefix="busi-test-cache-")
     atexit.register(shutil.rmtree, os.environ["BUSI_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# README's command runs the suite on 2 pytest-xdist workers (-n 2): each worker, and every process it
+# starts, gets one thread per core it shares, so two workers do not fight over the same cores.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 REAL = os.environ.get("BUSI_DATA_DIR")
 
@@ -68,3 +75,20 @@ def real_table(real_dir):
     from busi_lib.data.dataset import load_dataset
 
     return load_dataset(real_dir, labels="three_class")
+
+
+
+# README's command runs the suite on 2 pytest-xdist workers (-n 2). Work units: one test file stays on one
+# worker, so its module-scoped trained models are built once; every notebook cell goes to one worker, in order,
+# because a cell needs the cells above it and 06 reads what 02-05 saved in nbval's shared runs folder.
+# (xdist's own `--dist loadgroup` marks do not work with pytest 9: its worker renames `item._nodeid`, which
+# pytest 9 no longer reads; a scheduler is xdist's documented hook for this.)
+if find_spec("xdist") is not None:  # without pytest-xdist the suite runs in one process and needs no scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _FilesAndNotebooks(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "notebooks" if ".ipynb::" in nodeid else nodeid.split("::", 1)[0]
+
+    def pytest_xdist_make_scheduler(config, log):
+        return _FilesAndNotebooks(config, log)

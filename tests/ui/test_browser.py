@@ -18,8 +18,9 @@ browsers: ``playwright install`` is not used, the system Chromium is)::
 
 Settings: ``BUSI_BROWSER_NOTEBOOKS`` (a glob, default ``notebooks/[0-9][0-9]_*.ipynb``),
 ``BUSI_BROWSER_TIMEOUT`` (seconds per notebook, default 300).
-The notebooks run in file order in one output folder, as a student would run
-them: a later notebook reads the results of the earlier ones.
+The default suite runs 01 and 05 this way (every notebook also runs under nbval);
+``pytest -m extended`` (and CI) runs all seven in file order in one output folder,
+as a student would run them: a later notebook reads the results of the earlier ones.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ PATTERN = os.environ.get("BUSI_BROWSER_NOTEBOOKS", str(ROOT / "notebooks" / "[0-
 NOTEBOOKS = sorted(Path(p) for p in __import__("glob").glob(PATTERN))
 TIMEOUT = float(os.environ.get("BUSI_BROWSER_TIMEOUT", "300"))
 NEEDS_SLIDER = ("01_", "06_")  # notebooks whose widgets the test must move
+# The default suite runs two notebooks in the browser: every notebook already runs under nbval, and the
+# browser adds the front end (widgets, red boxes, figure sizes). `-m extended` runs all seven in order.
+QUICK_PREFIXES = ("01_", "05_")
+QUICK = [p for p in NOTEBOOKS if p.name.startswith(QUICK_PREFIXES)]
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI containers run as root, where Chromium's sandbox cannot start
     "--disable-gpu",
@@ -268,9 +273,7 @@ def _move_first_slider(page, nb_name: str, shots: Path) -> None:
     output.screenshot(path=str(shots / f"{Path(nb_name).stem}_widget.png"))
 
 
-@pytest.mark.skipif(not NOTEBOOKS, reason=f"no notebook matches {PATTERN}")
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_clean_in_jupyterlab(notebook: Path, lab, browser, shots):
+def _notebook_runs_clean(notebook: Path, lab, browser, shots) -> None:
     shutil.copy2(notebook, lab["dir"] / notebook.name)  # a copy: the repository's notebook stays untouched
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -310,3 +313,18 @@ def test_notebook_runs_clean_in_jupyterlab(notebook: Path, lab, browser, shots):
         except Exception:  # noqa: BLE001 - the page may already be gone; the server stops its kernels at the end
             pass
         page.close()
+
+
+@pytest.mark.skipif(not QUICK, reason=f"no notebook matches {PATTERN} and {QUICK_PREFIXES}")
+@pytest.mark.parametrize("notebook", QUICK, ids=[p.stem for p in QUICK])
+def test_notebook_runs_clean_in_jupyterlab(notebook: Path, lab, browser, shots):
+    """The default suite's seat: 01 (the data, a slider) and 05 (the multitask lesson, its widgets)."""
+    _notebook_runs_clean(notebook, lab, browser, shots)
+
+
+@pytest.mark.extended
+@pytest.mark.skipif(not NOTEBOOKS, reason=f"no notebook matches {PATTERN}")
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_in_order_runs_clean_in_jupyterlab(notebook: Path, lab, browser, shots):
+    """All seven in file order in one folder, as a student runs them (06 and 07 read what 02-05 saved)."""
+    _notebook_runs_clean(notebook, lab, browser, shots)
