@@ -42,13 +42,13 @@ from busi_lib.training.profiles import PROFILES, WEIGHTS_LINE, check_profile, se
 # smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so
 # slower than alone). No GPU was available, so there is no gpu figure.
 EXPECTED_TIME: dict[str, dict[str, str]] = {
-    "01_data_exploration": {"smoke": "~15 s", "cpu": "~15 s", "gpu": "not measured (no GPU here)"},
-    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~9 min", "gpu": "not measured (no GPU here)"},
-    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~7 min", "gpu": "not measured (no GPU here)"},
-    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~21 min", "gpu": "not measured (no GPU here)"},
-    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~5.5 min", "gpu": "not measured (no GPU here)"},
-    "06_results": {"smoke": "~15 s", "cpu": "~30 s", "gpu": "not measured (no GPU here)"},
-    "07_external_validation": {"smoke": "~20 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
+    "01_data_exploration": {"smoke": "~15 s", "cpu": "~35 s", "gpu": "not measured (no GPU here)"},
+    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
+    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~19 min", "gpu": "not measured (no GPU here)"},
+    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~33 min", "gpu": "not measured (no GPU here)"},
+    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
+    "06_results": {"smoke": "~15 s", "cpu": "~2 min", "gpu": "not measured (no GPU here)"},
+    "07_external_validation": {"smoke": "~20 s", "cpu": "~52 min*", "gpu": "not measured (no GPU here)"},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
