@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -77,6 +80,27 @@ def real_table(real_dir):
     return load_dataset(real_dir, labels="three_class")
 
 
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve ``tmp_path/www`` on a free 127.0.0.1 port; yields (folder, base URL)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 # README's command runs the suite on 2 pytest-xdist workers (-n 2). Work units: one test file stays on one
 # worker, so its module-scoped trained models are built once; every notebook cell goes to one worker, in order,

@@ -28,7 +28,8 @@ try:
     import tomllib
 except ImportError:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
-from test_download import _make_busi, _zip_folder, server  # noqa: F401  (server: the local HTTP fixture)
+sys.path.insert(0, str(Path(__file__).parent / "data"))  # the fake BUSI archive of the download tests
+from test_download import _make_busi, _zip_folder  # noqa: E402  (the local HTTP fixture `server`: tests/conftest.py)
 
 from busi_lib import colab
 from busi_lib.data.download import FOLDER_NAME, pixel_fingerprint

@@ -124,8 +124,9 @@ def run_notebook(path: Path, out: Path, parameters: dict, cell_timeout: int) -> 
             cwd=str(path.parent),
             execution_timeout=cell_timeout,
             # The kernel runs on this machine (127.0.0.1): ipykernel's warning that its local TCP link is not
-            # encrypted would be printed once per notebook and says nothing about the lesson.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # encrypted, and its "KeyboardInterrupt caught" at shutdown, would be printed for every notebook
+            # and say nothing about the lesson (a failing cell is reported by papermill, not by this log).
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as e:
         raise NotebookFailed(path.stem, e.cell_index, f"{e.ename}: {e.evalue}", executed, e.source) from None
