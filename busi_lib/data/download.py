@@ -559,7 +559,7 @@ def download_public_set(
     Returns ``<to_dir>/<the archive's folder>`` (``BUSBRA/`` for BUS-BRA), which
     ``busi data external NAME`` converts. The archive's SHA-256 (and size) must
     equal the published ones before anything is unpacked; ``url`` and ``sha256``
-    replace them (a mirror, or a test's local server). A set without a stable
+    replace the address and the checksum (a mirror, or a test's local server). A set without a stable
     archive address (BUS-UCLM) raises :class:`BusiDataError` with its data
     page. As in :func:`download_busi`, everything happens in a temporary folder
     inside ``to_dir``, and an existing non-empty folder is never overwritten.
@@ -568,25 +568,23 @@ def download_public_set(
         raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")
     ds, steps = SETS[name], _public_set_steps(name)
     to_dir = Path(to_dir).expanduser()
-    if ds.archive is None and url is None:
+    if ds.archive is None:
         raise BusiDataError(ds.page, f"{ds.title} has no stable archive address with a checksum; download it by "
                             f"hand from {ds.page}, unpack it, then: busi data external {name} FOLDER --out DIR")
-    folder = ds.archive.folder if ds.archive else ds.title
+    folder, url = ds.archive.folder, url or ds.archive.url
     target = to_dir / folder
     _check_target(to_dir, target)
-    url = url or ds.archive.url
-    expected = sha256 or (ds.archive.sha256 if ds.archive else None)
     to_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=to_dir, prefix=f".{name}-download-") as tmp:
         tmp = Path(tmp)
         archive = _download_url(url, tmp / f"{folder}.zip", target, progress, steps)
         _check_zip(archive, url, target, steps)
         size = archive.stat().st_size
-        if ds.archive and sha256 is None and size != ds.archive.size:
+        if sha256 is None and size != ds.archive.size:  # a given sha256 (a mirror, a test) stands for both
             raise BusiDataError(url, f"the archive has {size} bytes, not the published {ds.archive.size}: damaged, "
                                 "or changed upstream; nothing was kept")
-        got = sha256_of(archive)
-        if expected and got != expected:
+        expected, got = sha256 or ds.archive.sha256, sha256_of(archive)
+        if got != expected:
             raise BusiDataError(url, f"the archive's SHA-256 is {got} ({size} bytes), not {expected}: "
                                 "damaged, or changed upstream; nothing was kept")
         unpacked = safe_unzip(archive, tmp / "unpacked")
