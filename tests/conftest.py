@@ -80,8 +80,6 @@ def real_table(real_dir):
     return load_dataset(real_dir, labels="three_class")
 
 
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
