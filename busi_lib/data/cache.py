@@ -44,16 +44,22 @@ def folder_key(root: str | Path, *extra) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_table(root, *, skip_bad=False, duplicates=True, cache_dir: str | Path | None = None) -> pd.DataFrame:
-    """:func:`busi_lib.data.table.scan_folder` plus duplicate groups, cached."""
-    key = folder_key(root, "table", skip_bad, duplicates, PHASH_THRESHOLD)
+def cached_table(
+    root, *, skip_bad=False, duplicates=True, require_masks=True, cache_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """:func:`busi_lib.data.table.scan_folder` plus duplicate groups, cached.
+
+    The files ``skip_bad`` left out come back from the cache too, as ``df.attrs["rejected"]``
+    (``[file, reason]`` pairs).
+    """
+    key = folder_key(root, "table", skip_bad, duplicates, require_masks, PHASH_THRESHOLD)
     path = cache_root(cache_dir) / f"table-{key}.json"
     if path.exists():
         blob = json.loads(path.read_text())
         df = pd.DataFrame(blob["rows"])
         df.attrs.update(blob["attrs"])
         return df
-    df = scan_folder(root, skip_bad=skip_bad, require_masks=True)
+    df = scan_folder(root, skip_bad=skip_bad, require_masks=require_masks)
     if duplicates:
         df = add_duplicate_groups(df)
     blob = {"rows": df.to_dict(orient="records"), "attrs": df.attrs}

@@ -60,10 +60,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from busi_lib.data.cache import cached_table
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.loaders import make_dataset
 from busi_lib.data.splits import load_split
-from busi_lib.data.table import LESION_CLASSES, ScanReport, check_data_folder, scan_folder, select_labels
+from busi_lib.data.table import LESION_CLASSES, check_data_folder, select_labels
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.calibration import (
     DEFAULT_BINS,
@@ -261,15 +262,15 @@ def load_external(
         table, skipped = _decode_check(table, progress)
         layout = "csv"
     else:
-        report = ScanReport()
-        # masks optional (an external folder may have none), bad files reported instead of raised
-        df = scan_folder(root, require_masks=False, skip_bad=True, report=report)
+        # masks optional (an external folder may have none), bad files reported instead of raised; cached, so
+        # evaluating on BUSI's own test part again (07 does it four times) does not decode the folder again
+        df = cached_table(root, require_masks=False, skip_bad=True, duplicates=False)
         excluded = {"normal": int((df["label"] == "normal").sum())}
         table = select_labels(df, "binary")
         table["has_mask"] = table["n_masks"] > 0
         table["patient_id"] = None
         table = table[["image_id", "label", "target", "path", "mask_paths", "has_mask", "patient_id"]]
-        skipped = [dict(file=f, reason=r) for f, r in report.rejected]
+        skipped = [dict(file=f, reason=r) for f, r in df.attrs["rejected"]]
         layout = "busi"
     excluded = {k: v for k, v in excluded.items() if v}
     out = ExternalData(table.reset_index(drop=True), layout, root, Path(labels) if labels else None, excluded, skipped)

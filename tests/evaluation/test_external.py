@@ -24,6 +24,8 @@ from sklearn.metrics import (
 )
 
 from busi_lib.apps.cli import main
+from busi_lib.data import table as table_module
+from busi_lib.data.images import read_image as _real_read_image
 from busi_lib.data.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.external import (
@@ -236,6 +238,25 @@ def test_bad_file_is_reported_and_the_rest_scored(run, hospital_b, tmp_path, che
     assert ev.metrics["n_images"] == 2 * N_B - 1
     assert str(bad) in (tmp_path / "ev" / "report.md").read_text()
     assert checksums(data) == before  # the data folder is never written
+
+
+def test_a_busi_folder_is_decoded_once(hospital_b, tmp_path, monkeypatch):
+    """Evaluating on the same BUSI-layout folder again (07 does it four times on BUSI itself) reads the cached
+    table, skipped files included, instead of decoding every scan again; a changed file is decoded anew."""
+    data = tmp_path / "copy"
+    shutil.copytree(hospital_b, data)
+    bad = data / "benign" / "benign (2).png"
+    bad.write_bytes(b"not a png at all")
+    first = load_external(data, progress=False)
+    decoded = []
+    monkeypatch.setattr(table_module, "read_image", lambda p: decoded.append(p) or _real_read_image(p))
+    again = load_external(data, progress=False)
+    assert decoded == []  # from the cache
+    assert again.skipped == first.skipped == [dict(file=str(bad), reason=first.skipped[0]["reason"])]
+    pd.testing.assert_frame_equal(again.table, first.table)
+    shutil.copy(hospital_b / "benign" / "benign (2).png", bad)  # mended: a new cache entry
+    mended = load_external(data, progress=False)
+    assert bad in decoded and mended.skipped == [] and len(mended.table) == len(first.table) + 1
 
 
 def test_split_part_and_foreign_split(run, synthetic_dir, hospital_b):
