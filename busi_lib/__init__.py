@@ -15,7 +15,7 @@ going_modular does it):
                 MultitaskUResNet, and the registry that builds every network by name),
                 ``weights`` (ImageNet weights: pip packages, the torchvision / timm caches, or a
                 clear error)
-``training/``   ``losses``, ``learners`` (the fastai Learner, the training run, its config),
+``training/``   ``losses``, ``config`` (every setting of a run), ``learners`` (the fastai Learner, the run),
                 ``profiles`` (smoke / cpu / gpu), ``hardware`` (precision, GPU loaders),
                 ``checkpoints`` (resume), ``distributed`` (Accelerate), ``saving`` (the saved-model
                 folder)
@@ -27,7 +27,9 @@ going_modular does it):
                 ``cam`` (Grad-CAM)
 ``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``widgets``,
                 ``quiet`` (the warning filters)
-top level       ``errors`` (the exception family), ``files`` (atomic writes, SHA-256), ``colab`` (Colab setup)
+top level       ``names`` (architectures, augmentations, precisions: the names a run is set up with, and the
+                one task dispatch ``task_of``), ``errors`` (the exception family), ``files`` (atomic
+                writes, SHA-256), ``colab`` (Colab setup)
 ==============  ===================================================================================
 
 The lesson code is re-exported here, as smp re-exports its models: ``from busi_lib import CustomCNN``.
@@ -64,7 +66,7 @@ _LESSON_API = {
     "MultitaskLoss": "busi_lib.training.losses",
     # 06 on: the whole run in one call
     "build_model": "busi_lib.models.networks",
-    "TrainConfig": "busi_lib.training.learners",
+    "TrainConfig": "busi_lib.training.config",
     "train": "busi_lib.training.learners",
     "load_model": "busi_lib.training.saving",
     "classification_metrics": "busi_lib.evaluation.metrics",

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from busi_lib.evaluation.inference import preprocess
-from busi_lib.models.networks import task_of
+from busi_lib.evaluation.inference import preprocess, task_of_config
 from busi_lib.training.saving import config_normalization, load_model
 
 
@@ -72,7 +71,7 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
     from pytorch_grad_cam import GradCAM  # heavy: imported on first use
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget  # heavy: imported on first use
 
-    task = config.get("task") or task_of(config["arch"])
+    task = task_of_config(config)
     if task == "segment":
         raise ValueError("a segmentation-only model has no classification to explain")
     layer = cam_target_layer(model, config)

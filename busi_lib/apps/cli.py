@@ -14,6 +14,9 @@
     busi calibrate      --model DIR --data DIR [--split CSV]
     busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
     busi predict        --model DIR --benchmark [--batch-size N]
+    busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,holdout}]
+    busi bench --speed  --out DIR [--encoder NAME...] [--precision P...] [--channels-last {no,yes,both}]
+    busi notebooks      [--profile {smoke,cpu,gpu}] [--data DIR] [--out DIR] [-p NAME VALUE] [--only NN...]
 
 ``--model`` takes a model folder, a run folder holding ``model/`` (a ``busi
 train`` or bench fold folder), or a folder of such runs (all folds); several
@@ -159,7 +162,7 @@ PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: GPUs from Ampere on, and CPUs)
 
 
 def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
-    from busi_lib.training.hardware import PRECISIONS
+    from busi_lib.names import PRECISIONS
 
     shown = "the profile's; with --speed several, each measured, e.g. fp32 mixed" if default is None else default
     p.add_argument("--precision", choices=PRECISIONS, default=default, nargs=nargs,
@@ -167,7 +170,8 @@ def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from busi_lib.training.learners import TrainConfig
+    from busi_lib.names import AUGMENTATIONS, DECODER_NORMS
+    from busi_lib.training.config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--arch", default=d.arch, help="custom_cnn, resnet50, vgg16_bn, vit_*, swin_*, unet, uresnet, fcn, "
@@ -184,12 +188,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="ImageNet weights for the transfer models (default: on)")
     p.add_argument("--encoder", default=d.encoder,
                    help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
-    p.add_argument("--decoder-norm", choices=["batch", "instance", "group"], default=d.decoder_norm,
+    p.add_argument("--decoder-norm", choices=DECODER_NORMS, default=d.decoder_norm,
                    help="normalisation in the U-Net decoder of unet/uresnet/multitask: per-scan instance or group "
                    "norm instead of batch norm (models that travel; default: %(default)s)")
-    from busi_lib.data.transforms import AUGMENTATIONS
-
-    p.add_argument("--augment", choices=list(AUGMENTATIONS), default=d.augment,
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment,
                    help="training augmentation: geometry = flips and affine only; scanner = geometry and gain, "
                    "gamma, speckle, blur, low resolution (default: %(default)s)")
     p.add_argument("--aspect-crop", action=argparse.BooleanOptionalAction, default=d.aspect_crop,
@@ -210,7 +212,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from dataclasses import fields
 
-    from busi_lib.training.learners import TrainConfig, train
+    from busi_lib.training.config import TrainConfig
+    from busi_lib.training.learners import train
 
     # every option has the name of a TrainConfig field (dashes become underscores)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}

@@ -44,10 +44,10 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from busi_lib.models.weights import IMAGENET_MEAN, IMAGENET_STD
+from busi_lib.names import AUGMENTATIONS
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
 IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
-AUGMENTATIONS = ("none", "default", "strong", "geometry", "scanner")
 
 
 def _geometry() -> list:

@@ -51,8 +51,9 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.evaluation.study import STUDY_MULTITASK
 from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.training.config import TrainConfig
 from busi_lib.training.distributed import barrier, is_main_process, main_process_result, start_processes
-from busi_lib.training.learners import TrainConfig, environment, subset, train
+from busi_lib.training.learners import environment, subset, train
 from busi_lib.training.profiles import STUDY_MODELS, resolve_arch, settings_for
 
 STUDY = STUDY_MULTITASK  # the reference study's multitask model (the poster's table), from busi_lib.evaluation.study

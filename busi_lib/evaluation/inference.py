@@ -18,7 +18,7 @@ import torch
 
 from busi_lib.data.images import image_to_gray
 from busi_lib.data.transforms import IMAGENET, Normalization, build_transforms
-from busi_lib.models.networks import task_of
+from busi_lib.names import task_of
 
 
 def task_of_config(config: dict) -> str:

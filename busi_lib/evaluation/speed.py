@@ -35,8 +35,9 @@ import time
 from pathlib import Path
 
 from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.training.config import TrainConfig
 from busi_lib.training.hardware import autocast_context, resolve_precision
-from busi_lib.training.learners import TrainConfig, build_learner, environment, prepare_data
+from busi_lib.training.learners import build_learner, environment, prepare_data
 from busi_lib.training.profiles import STUDY_MODELS, settings_for
 
 N_BATCHES = 8  # timed training batches per measurement (after one warm-up batch)

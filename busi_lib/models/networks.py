@@ -58,34 +58,13 @@ from busi_lib.models.weights import (
     timm_pretrained_kwargs,
     torchvision_state_dict,
 )
-
-CLASSIFIERS = ("custom_cnn", "resnet18", "resnet34", "resnet50", "vgg16_bn")
-SEGMENTERS = ("unet", "uresnet", "fcn")
-MULTITASK = ("multitask",)
-TRANSFORMER_PREFIXES = ("vit_", "deit_", "swin", "convnext")
-
-
-def weights_network(arch: str, encoder: str) -> str:
-    """The network whose pretrained weights an architecture starts from: the encoder of ``uresnet`` and
-    ``multitask``, the ResNet-50 backbone of ``fcn``, else the architecture itself."""
-    if arch in ("uresnet", "multitask"):
-        return encoder
-    return "resnet50" if arch == "fcn" else arch
+from busi_lib.names import DECODER_NORMS, SEGMENTERS, is_transformer, task_of, weights_network
 
 
 def input_normalization(arch: str, encoder: str) -> Normalization:
     """(mean, std) of the inputs of ``arch``: those of its pretrained weights (also when trained from scratch,
     so that a pretrained network and its from-scratch twin differ in their weights only)."""
     return normalization_for(weights_network(arch, encoder))
-
-
-def task_of(arch: str) -> str:
-    """``"classify"``, ``"segment"`` or ``"multitask"`` for an architecture name."""
-    if arch in MULTITASK:
-        return "multitask"
-    if arch in SEGMENTERS:
-        return "segment"
-    return "classify"
 
 
 class CustomCNN(nn.Module):
@@ -217,11 +196,6 @@ class UNetDecoder(nn.Module):
         return x
 
 
-#: The decoder's normalisation layers: ``batch`` (the default, smp's), or ``instance`` / ``group``, which
-#: normalise each scan by its own statistics (no running averages from the training hospital).
-DECODER_NORMS = ("batch", "instance", "group")
-
-
 def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
     """Swap every ``BatchNorm2d`` inside ``module`` for an ``InstanceNorm2d`` (with a learned scale and shift) or
     a ``GroupNorm`` (8 groups where the channels allow), in place; ``norm="batch"`` changes nothing.
@@ -329,7 +303,7 @@ def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
     weights come from the cached file (:func:`busi_lib.models.weights.timm_pretrained_kwargs`, a clear error
     without it)."""
     kw = {}
-    if arch.startswith(("vit_", "deit_", "swin")):
+    if is_transformer(arch):
         kw["img_size"] = image_size
     if arch.startswith("swin"):
         # Swin's forward_features returns channels-last maps that fastai's pooling head
@@ -344,11 +318,3 @@ def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def forward_shapes(model: nn.Module, image_size: int = 64) -> list[tuple]:
-    """The output shape(s) of a model on a dummy batch of 2, for quick checks."""
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(2, 3, image_size, image_size))
-    return [tuple(o.shape) for o in out] if isinstance(out, tuple) else [tuple(out.shape)]

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
 from busi_lib.errors import WeightsNotFoundError
+from busi_lib.names import is_transformer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,7 +142,7 @@ def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     from-scratch networks use ImageNet's. A from-scratch twin of a pretrained
     network uses the same numbers, so the two differ in their weights only.
     """
-    if arch.startswith(("tf_", "vit_", "deit_", "swin", "convnext", "efficientnet")):
+    if is_transformer(arch) or arch.startswith(("tf_", "convnext", "efficientnet")):  # timm's names
         import timm  # heavy: imported on first use
 
         cfg = timm.models.get_pretrained_cfg(arch)

@@ -37,8 +37,8 @@ from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastcore.foundation import L
 
 from busi_lib.errors import BusiDataError
+from busi_lib.names import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "fp16", "mixed")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

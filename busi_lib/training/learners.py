@@ -1,7 +1,7 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
 
-``TrainConfig`` holds every setting of a run (the same names as ``busi train``'s
-options and the notebooks' parameters). :func:`train` does the whole run:
+:class:`busi_lib.training.config.TrainConfig` holds every setting of a run (the same names as
+``busi train``'s options and the notebooks' parameters). :func:`train` does the whole run:
 
 1. load the table, make or reload the split (saved as ``split.csv``);
 2. build the fastai ``DataLoaders`` and ``Learner`` (``vision_learner`` for the
@@ -37,7 +37,7 @@ import platform
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
@@ -65,15 +65,9 @@ from busi_lib.evaluation.metrics import (
     segmentation_metrics,
 )
 from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.models.networks import (
-    build_model,
-    input_normalization,
-    task_of,
-    timm_kwargs,
-    torchvision_arch,
-    weights_network,
-)
+from busi_lib.models.networks import build_model, input_normalization, timm_kwargs, torchvision_arch
 from busi_lib.models.weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
+from busi_lib.names import weights_network
 from busi_lib.training.checkpoints import (
     EpochCheckpoint,
     EpochLog,
@@ -82,6 +76,7 @@ from busi_lib.training.checkpoints import (
     read_checkpoint,
     run_identity,
 )
+from busi_lib.training.config import TrainConfig
 from busi_lib.training.distributed import (
     distributed,
     is_main_process,
@@ -92,54 +87,6 @@ from busi_lib.training.distributed import (
 from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from busi_lib.training.losses import loss_for
 from busi_lib.training.saving import save_model
-
-FROM_SCRATCH = ("custom_cnn", "unet")  # architectures that have no pretrained version here
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of one training run."""
-
-    arch: str = "multitask"
-    data: str | None = None
-    out: str = "runs/train"
-    split: str | None = None  # a split CSV to reuse; None: make one from `seed`
-    seed: int = 42
-    image_size: int = 128
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float | None = 1e-3  # None: use fastai's lr_find suggestion
-    optimizer: str = "adam"  # or "sgd"
-    pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
-    encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)
-    decoder_norm: str = "batch"  # batch | instance | group: the U-Net decoder's normalisation (models.networks)
-    augment: str = "default"  # none | default | strong | geometry | scanner (busi_lib.data.transforms)
-    aspect_crop: bool = False  # lesion-preserving aspect-ratio crops on the training scans
-    w_cls: float = 0.4  # multitask loss weights
-    w_seg: float = 0.6
-    dice_weight: float = 1.0  # 0: BCE only for masks
-    patience: int | None = None  # early stopping (epochs without improvement)
-    monitor: str = "valid_loss"
-    valid_frac: float = 0.15
-    test_frac: float = 0.15
-    max_images: int | None = None  # a stratified subset, for quick runs
-    progress: bool = True
-    tta: bool = False  # also report metrics with flip test-time augmentation
-    num_workers: int | None = None  # DataLoader workers; None: 0 without a GPU, up to 4 with one (training.hardware)
-    channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
-    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only) or mixed (bf16/fp16 on a GPU, fp32 on a CPU)
-    cache_dir: str | None = None
-    resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
-    keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def task(self) -> str:
-        return task_of(self.arch)
-
-    @property
-    def uses_pretrained(self) -> bool:
-        return self.pretrained and self.arch not in FROM_SCRATCH
 
 
 def weights_source(cfg: TrainConfig) -> str:

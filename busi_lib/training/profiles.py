@@ -16,6 +16,8 @@ at ``None``.
 
 from __future__ import annotations
 
+from busi_lib.names import is_transformer
+
 PROFILES: dict[str, dict] = {
     "smoke": dict(
         image_size=32, epochs=1, batch_size=8, lr=2e-3, pretrained=True, encoder="tf_efficientnet_lite0",
@@ -107,7 +109,7 @@ def settings_for(profile: str, arch: str, **overrides) -> dict:
     3
     """
     base = PROFILES[check_profile(profile)]
-    key = "transformer" if arch == "transformer" or arch.startswith(("vit_", "deit_", "swin")) else arch
+    key = "transformer" if arch == "transformer" or is_transformer(arch) else arch
     merged = {k: base[k] for k in TRAIN_KEYS}
     merged.update(ARCH_OVERRIDES.get(profile, {}).get(key, {}))
     merged.update({k: v for k, v in MODEL_ALIASES.get(arch, {}).items() if k != "arch"})

@@ -35,7 +35,7 @@ quiet_known_warnings()
 
 from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
 from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
-from busi_lib.training.learners import TrainConfig  # noqa: E402
+from busi_lib.training.config import TrainConfig  # noqa: E402
 from busi_lib.training.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
 # Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:

@@ -43,9 +43,17 @@ def test_train_then_evaluate(synthetic_dir, tmp_path, capsys):
     assert ev["classification"]["roc_auc"] == pytest.approx(trained["test"]["classification"]["roc_auc"])
 
 
-def test_python_m_entry_point():
-    r = subprocess.run([sys.executable, "-m", "busi_lib", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "train" in r.stdout and "data" in r.stdout
+@pytest.mark.parametrize("command", [[], ["train"]])
+def test_python_m_entry_point_and_help_without_torch(command):
+    """``python -m busi_lib`` is the ``busi`` command, and its help (the options of ``train`` included) answers
+    without importing torch: ``-X importtime`` lists every module the process imported."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "busi_lib", *command, "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    expected = ["--arch", "--augment", "--decoder-norm", "--precision"] if command else ["train", "data", "notebooks"]
+    assert all(word in r.stdout for word in expected), r.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "busi_lib.apps.cli" in imported and "torch" not in imported and "fastai" not in imported
 
 
 def test_missing_hub_weights_are_one_clear_line(synthetic_dir, tmp_path, monkeypatch, capsys):
@@ -102,3 +110,16 @@ def test_reachable_probe():
 
     assert not reachable("http://127.0.0.1:9/nothing", seconds=2)  # the discard port: closed here
     assert not reachable("not a url")
+
+
+def test_the_usage_text_names_every_command():
+    """The module docstring (the usage README points to) lists every ``busi`` command."""
+    import argparse
+
+    from busi_lib.apps import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(commands) == sorted({"data", "train", "evaluate", "calibrate", "bench", "notebooks", "predict"})
+    missing = [c for c in commands if f"    busi {c} " not in cli.__doc__]
+    assert not missing, f"busi_lib/apps/cli.py's usage text omits {missing}"

@@ -243,7 +243,8 @@ def test_benign_vs_malignant_learnable_from_shape(tmp_path):
 def test_a_small_cnn_learns_the_synthetic_set(tmp_path):
     """Learnable: the custom CNN from scratch, 15 short epochs at 64 px (30 s on 2 CPU cores), is clearly above
     chance."""
-    from busi_lib.training.learners import TrainConfig, train
+    from busi_lib.training.config import TrainConfig
+    from busi_lib.training.learners import train
 
     data = make_synthetic_busi(tmp_path / "syn", n_per_class=60, seed=1)
     cfg = TrainConfig(arch="custom_cnn", data=str(data), out=str(tmp_path / "run"), image_size=64, epochs=15,

@@ -43,7 +43,8 @@ N_B = 10  # scans per class in the second hospital
 @pytest.fixture(scope="module")
 def run(synthetic_dir, module_tmp):
     """A multitask model trained briefly on the reference synthetic set."""
-    from busi_lib.training.learners import TrainConfig, train
+    from busi_lib.training.config import TrainConfig
+    from busi_lib.training.learners import train
 
     out = module_tmp / "run"
     cfg = TrainConfig(arch="multitask", encoder="resnet18", data=str(synthetic_dir), out=str(out), image_size=32,

@@ -26,7 +26,8 @@ from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.ensemble import Ensemble, adapt_batchnorm, batchnorm_layers, load_models, resolve_model_folders
 from busi_lib.evaluation.external import calibration_split, evaluate_model, load_external, site_threshold
 from busi_lib.evaluation.metrics import best_threshold, classification_metrics
-from busi_lib.models.networks import build_model, input_normalization, task_of
+from busi_lib.models.networks import build_model, input_normalization
+from busi_lib.names import task_of
 from busi_lib.training.saving import load_model, save_model
 
 SIZE = 32
@@ -262,7 +263,7 @@ def test_augmentation_variants(augment):
 
 
 def test_train_with_scanner_augmentation_and_aspect_crop(synthetic_dir, tmp_path):
-    from busi_lib.training.learners import TrainConfig
+    from busi_lib.training.config import TrainConfig
 
     assert TrainConfig().augment == "default" and TrainConfig().aspect_crop is False  # defaults unchanged
     assert main(["train", "--arch", "multitask", "--encoder", "resnet18", "--no-pretrained", "--data",

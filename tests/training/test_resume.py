@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 import busi_lib.training.learners as learners
 from busi_lib.apps.cli import main
 from busi_lib.errors import BusiDataError
-from busi_lib.training.learners import TrainConfig, train
+from busi_lib.training.config import TrainConfig
+from busi_lib.training.learners import train
 
 
 class InterruptAt(Callback):
