@@ -113,4 +113,25 @@ if find_spec("xdist") is not None:  # without pytest-xdist the suite runs in one
             return "notebooks" if ".ipynb::" in nodeid else nodeid.split("::", 1)[0]
 
     def pytest_xdist_make_scheduler(config, log):
+        config.option.loadscopereorder = False  # keep the slowest-first order of pytest_collection_modifyitems
         return _FilesAndNotebooks(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slowest first, so that two workers finish together (longest-processing-time-first scheduling): the
+    notebooks (the longest unit: every cell in order), then the files holding a test marked ``slow``, then the
+    rest, larger files first. A file's tests stay together and in their order."""
+    first_index, count, slow = {}, {}, set()
+    for i, item in enumerate(items):
+        key = "notebooks" if item.path.suffix == ".ipynb" else item.path
+        first_index.setdefault(key, i)
+        count[key] = count.get(key, 0) + 1
+        if item.get_closest_marker("slow"):
+            slow.add(key)
+
+    def rank(item):
+        key = "notebooks" if item.path.suffix == ".ipynb" else item.path
+        group = 0 if key == "notebooks" else 1 if key in slow else 2
+        return group, -count[key], first_index[key]
+
+    items.sort(key=rank)  # stable: the order inside a file (and of the notebook cells) is kept

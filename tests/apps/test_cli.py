@@ -73,35 +73,47 @@ def test_missing_hub_weights_are_one_clear_line(synthetic_dir, tmp_path, monkeyp
     assert "--no-pretrained" in err
 
 
-@pytest.mark.parametrize("arch_args, env", [
-    (["--arch", "multitask", "--encoder", "resnet50"], {"BUSI_OFFLINE": "1"}),  # torchvision's cache
-    (["--arch", "vit_base_patch16_224"], {"HF_ENDPOINT": "http://127.0.0.1:9"}),  # timm's (HF) cache; a closed port
-])
-def test_missing_weights_fail_fast_in_one_line(arch_args, env, synthetic_dir, tmp_path):
-    """The command as a user types it, on a machine without the weights and without the hub: one line naming the
-    file and where it goes, exit 2, no traceback, and no retrying (the hub client alone retries for ~30 s)."""
+def test_downloads_off_is_one_line_naming_the_file(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """$BUSI_OFFLINE=1 (read at each call) and ResNet-50's weights not in torchvision's cache: one line that names
+    the file and where it goes, exit 2, no download tried."""
+    import torch
+
+    monkeypatch.setenv("BUSI_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("a download was tried"))
+    code = main(["train", "--arch", "multitask", "--encoder", "resnet50", "--data", str(synthetic_dir),
+                 "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("busi: error:") and "downloads are off" in err and "--no-pretrained" in err
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in err
+
+
+@pytest.mark.slow
+def test_missing_hub_weights_fail_fast_in_one_line(synthetic_dir, tmp_path):
+    """The command as a user types it, on a machine without timm's weights and without the hub (a closed port; the
+    hub's address is read when huggingface_hub is imported, hence a new process): one line naming the file and
+    where it goes, exit 2, no traceback, and no retrying (the hub client alone retries for ~30 s)."""
     import os
     import time
 
-    environ = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"), **env}
-    environ.pop("HF_HUB_OFFLINE", None)
+    environ = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"),
+               "HF_ENDPOINT": "http://127.0.0.1:9"}
+    for offline in ("HF_HUB_OFFLINE", "BUSI_OFFLINE"):
+        environ.pop(offline, None)
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "busi_lib", "train", *arch_args, "--data", str(synthetic_dir),
-                        "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1", "--quiet"],
-                       capture_output=True, text=True, env=environ, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "busi_lib", "train", "--arch", "vit_base_patch16_224", "--data",
+                        str(synthetic_dir), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1",
+                        "--quiet"], capture_output=True, text=True, env=environ, timeout=120)
     seconds = time.time() - t0
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and "Traceback" not in r.stderr and "Retry" not in r.stderr, r.stderr
     assert len([line for line in err if line.startswith("busi: error:")]) == 1, r.stderr
     msg = next(line for line in err if line.startswith("busi: error:"))
     assert "--no-pretrained" in msg
-    if "resnet50" in arch_args:
-        assert "downloads are off" in msg
-        assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in msg
-    else:
-        assert "127.0.0.1:9 cannot be reached" in msg and "hf download timm/vit_base_patch16_224" in msg
-        assert str(tmp_path / "hf" / "hub" / "models--timm--vit_base_patch16_224") in msg
-    print(f"{arch_args[1]}: exit 2 after {seconds:.1f} s")  # ~12 s of CPU here, 8 of them imports
+    assert "127.0.0.1:9 cannot be reached" in msg and "hf download timm/vit_base_patch16_224" in msg
+    assert str(tmp_path / "hf" / "hub" / "models--timm--vit_base_patch16_224") in msg
+    print(f"exit 2 after {seconds:.1f} s")  # ~12 s of CPU here, 8 of them imports
     # no timing assertion: on a loaded 2-core machine the imports alone took 30-110 s; "Retry" above is the guard
 
 

@@ -271,6 +271,7 @@ def test_an_interrupted_run_leaves_whole_files(models, scans, tmp_path, monkeypa
         Image.open(png).load()  # every picture there is complete
 
 
+@pytest.mark.slow
 def test_cli_predict_and_benchmark(scans, tmp_path, capsys):
     model_dir = tiny_model(tmp_path / "model")
     assert main(["predict", "--model", str(model_dir), str(scans[0]), str(scans[1]), "--out", str(tmp_path / "o"),

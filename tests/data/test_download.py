@@ -332,6 +332,7 @@ def test_use_kaggle_true_without_configuration_explains(tmp_path, monkeypatch):
 
 @pytest.mark.real_data
 @pytest.mark.skipif(not os.environ.get("BUSI_DATA_DIR"), reason="set BUSI_DATA_DIR to the real BUSI folder")
+@pytest.mark.slow
 def test_real_folder_matches_the_shipped_reference():
     result = verify_folder(os.environ["BUSI_DATA_DIR"])
     assert result.ok, result.summary()

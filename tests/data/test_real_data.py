@@ -6,7 +6,7 @@ import pytest
 from busi_lib.data.duplicates import label_conflicts
 from busi_lib.data.splits import groups_straddling, kfold_split, train_valid_test_split
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 def test_counts(real_table):

@@ -84,6 +84,7 @@ def test_score_table_calls_each_row_at_its_threshold():
     assert (c["tp"], c["fp"], c["tn"], c["fn"]) == (2, 0, 2, 0)
 
 
+@pytest.mark.slow
 def test_bootstrap_fast_path_gives_the_intervals_of_the_sklearn_path():
     """The bench's intervals use the numpy twin; with the same resamples they equal scikit-learn's exactly."""
     rng = np.random.default_rng(3)

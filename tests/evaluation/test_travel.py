@@ -121,6 +121,7 @@ def test_members_must_agree(module_tmp, runs):
         load_models([runs / "fold0", three])
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_with_an_ensemble(runs, site, tmp_path, checksums, capsys):
     before = checksums(runs)
     out = tmp_path / "ev"

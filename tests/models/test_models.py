@@ -39,6 +39,7 @@ def _cfg(data, out, arch, **kw):
 
 
 @pytest.mark.parametrize("arch, kw", ARCHS, ids=[f"{a}-{kw['encoder']}" if "encoder" in kw else a for a, kw in ARCHS])
+@pytest.mark.slow
 def test_every_learner_trains_one_epoch(synthetic_dir, tmp_path, arch, kw):
     res = train(_cfg(synthetic_dir, tmp_path, arch, **kw))
     m = json.loads((tmp_path / "metrics.json").read_text())

@@ -1,5 +1,8 @@
 """``busi train`` and ``busi bench`` run unchanged under ``accelerate launch`` with several processes.
 
+README's test command runs the ``busi train`` launch; the ``busi bench`` one is marked ``extended``
+(``pytest -m extended``, which ``.ci/run`` runs too).
+
 Two CPU processes (gloo) train a tiny model together, as several GPUs or
 machines would (DDP). The test checks that both processes ran, that each file
 was written once (by the main process), that the checkpoint holds the plain
@@ -123,6 +126,7 @@ def test_metrics_are_those_of_the_whole_validation_set(run, data):
     assert not all(np.isclose(shard[k], log[k]) for k in ("accuracy", "f1", "roc_auc")), "data too small to tell"
 
 
+@pytest.mark.extended  # a second 2-process launch (35 s here): `.ci/run` runs it with -m extended
 def test_bench_writes_each_fold_once(data, tmp_path):
     out = tmp_path / "bench"
     stdout = _launch(["bench", "--models", "custom_cnn", "--profile", "smoke", "--folds", "1", "--n-boot", "20",

@@ -77,6 +77,7 @@ def uninterrupted(synthetic_dir, module_tmp):
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_split_and_metrics(synthetic_dir, uninterrupted, tmp_path):
     again = tmp_path / "again"
     train(_config(synthetic_dir, again))
@@ -87,6 +88,7 @@ def test_same_seed_same_split_and_metrics(synthetic_dir, uninterrupted, tmp_path
     assert (other / "split.csv").read_text() != (again / "split.csv").read_text()  # the seed does matter
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(synthetic_dir, uninterrupted, tmp_path):
     out = tmp_path / "run"
     cfg = _config(synthetic_dir, out)
@@ -110,6 +112,7 @@ def test_resume_of_a_finished_run_changes_nothing(synthetic_dir, uninterrupted, 
     _assert_same_run(uninterrupted, out)
 
 
+@pytest.mark.slow
 def test_resume_in_the_second_fine_tune_stage(synthetic_dir, tmp_path, monkeypatch):
     # Pretrained weights cannot be downloaded here: fine-tune a from-scratch ResNet-18 instead.
     monkeypatch.setattr(learners, "fine_tunes", lambda cfg: True)
