@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 from busi_lib.data.duplicates import PHASH_THRESHOLD, add_duplicate_groups
 from busi_lib.data.table import load_pair, scan_folder
@@ -44,6 +45,17 @@ def folder_key(root: str | Path, *extra) -> str:
     return h.hexdigest()[:20]
 
 
+def _table_path(root, skip_bad: bool, duplicates: bool, require_masks: bool, cache_dir) -> Path:
+    key = folder_key(root, "table", skip_bad, duplicates, require_masks, PHASH_THRESHOLD)
+    return cache_root(cache_dir) / f"table-{key}.json"
+
+
+def has_cached_table(root, *, cache_dir: str | Path | None = None) -> bool:
+    """Whether :func:`cached_table` with its defaults (the table training reads) is in the cache for ``root``
+    as it is now, so that reading it decodes nothing."""
+    return _table_path(root, False, True, True, cache_dir).exists()
+
+
 def cached_table(
     root, *, skip_bad=False, duplicates=True, require_masks=True, cache_dir: str | Path | None = None
 ) -> pd.DataFrame:
@@ -52,19 +64,21 @@ def cached_table(
     The files ``skip_bad`` left out come back from the cache too, as ``df.attrs["rejected"]``
     (``[file, reason]`` pairs).
     """
-    key = folder_key(root, "table", skip_bad, duplicates, require_masks, PHASH_THRESHOLD)
-    path = cache_root(cache_dir) / f"table-{key}.json"
-    if path.exists():
-        blob = json.loads(path.read_text())
-        df = pd.DataFrame(blob["rows"])
-        df.attrs.update(blob["attrs"])
+    path = _table_path(root, skip_bad, duplicates, require_masks, cache_dir)
+    # One process scans, the others wait for its table (two notebooks or test workers started together would
+    # otherwise decode the same folder side by side): a lock file beside the entry.
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            blob = json.loads(path.read_text())
+            df = pd.DataFrame(blob["rows"])
+            df.attrs.update(blob["attrs"])
+            return df
+        df = scan_folder(root, skip_bad=skip_bad, require_masks=require_masks)
+        if duplicates:
+            df = add_duplicate_groups(df)
+        blob = {"rows": df.to_dict(orient="records"), "attrs": df.attrs}
+        atomic_write_bytes(path, json.dumps(blob, default=str).encode())
         return df
-    df = scan_folder(root, skip_bad=skip_bad, require_masks=require_masks)
-    if duplicates:
-        df = add_duplicate_groups(df)
-    blob = {"rows": df.to_dict(orient="records"), "attrs": df.attrs}
-    atomic_write_bytes(path, json.dumps(blob, default=str).encode())
-    return df
 
 
 def resize_pair(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from busi_lib.data.cache import cached_table
+from busi_lib.data.cache import cached_table, has_cached_table
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.loaders import make_dataset
 from busi_lib.data.splits import load_split
@@ -262,9 +262,13 @@ def load_external(
         table, skipped = _decode_check(table, progress)
         layout = "csv"
     else:
-        # masks optional (an external folder may have none), bad files reported instead of raised; cached, so
-        # evaluating on BUSI's own test part again (07 does it four times) does not decode the folder again
-        df = cached_table(root, require_masks=False, skip_bad=True, duplicates=False)
+        # Cached, so that evaluating on BUSI's own test part (07 does it four times) decodes nothing: a folder a
+        # model was trained on has its table in the cache (complete: every scan readable, with its mask); any
+        # other is scanned once with masks optional (an external folder may have none) and bad files reported.
+        if has_cached_table(root):
+            df = cached_table(root)
+        else:
+            df = cached_table(root, require_masks=False, skip_bad=True, duplicates=False)
         excluded = {"normal": int((df["label"] == "normal").sum())}
         table = select_labels(df, "binary")
         table["has_mask"] = table["n_masks"] > 0

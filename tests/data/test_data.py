@@ -1,6 +1,7 @@
 """The BUSI table, tasks, class weights and bad input, on the synthetic set."""
 
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -112,3 +113,31 @@ def test_reading_never_changes_the_folder(copy, tmp_path, checksums):
 
     cached_arrays(load_dataset(copy, cache_dir=tmp_path / "cache"), 64, cache_dir=tmp_path / "cache")
     assert checksums(copy) == before
+
+
+def test_two_readers_at_once_scan_the_folder_once(synthetic_dir, tmp_path, monkeypatch):
+    """Two notebooks or test workers that start together: one scans the folder, the other waits for its table
+    (the cache's lock), instead of both decoding every scan side by side."""
+    import threading
+
+    from busi_lib.data import cache
+
+    scans = []
+    real_scan = cache.scan_folder
+
+    def slow_scan(*args, **kwargs):
+        scans.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other reader to arrive while this one scans
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "scan_folder", slow_scan)
+    tables = []
+    readers = [threading.Thread(target=lambda: tables.append(cache.cached_table(synthetic_dir,
+                                                                                  cache_dir=tmp_path / "c")))
+               for _ in range(2)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    assert len(scans) == 1 and len(tables) == 2
+    pd.testing.assert_frame_equal(tables[0], tables[1])

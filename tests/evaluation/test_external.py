@@ -25,6 +25,7 @@ from sklearn.metrics import (
 
 from busi_lib.apps.cli import main
 from busi_lib.data import table as table_module
+from busi_lib.data.dataset import load_dataset
 from busi_lib.data.images import read_image as _real_read_image
 from busi_lib.data.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
 from busi_lib.errors import BusiDataError
@@ -258,6 +259,12 @@ def test_a_busi_folder_is_decoded_once(hospital_b, tmp_path, monkeypatch):
     shutil.copy(hospital_b / "benign" / "benign (2).png", bad)  # mended: a new cache entry
     mended = load_external(data, progress=False)
     assert bad in decoded and mended.skipped == [] and len(mended.table) == len(first.table) + 1
+    # a folder a model was trained on (its table cached by load_dataset, as in notebook 07): nothing decoded
+    load_dataset(data)
+    decoded.clear()
+    trained_on = load_external(data, progress=False)
+    assert decoded == [] and trained_on.skipped == []
+    pd.testing.assert_frame_equal(trained_on.table, mended.table)
 
 
 def test_split_part_and_foreign_split(run, synthetic_dir, hospital_b):
