@@ -74,7 +74,7 @@ def setup(
     data_root: str | Path = DATA_ROOT,
     drive_root: str | Path = DRIVE_ROOT,
     data_url: str | None = None,
-    reference=None,
+    reference: str | Path | dict | None = None,
     verbose: bool = True,
 ) -> ColabSetup:
     """Set up a Colab session for the notebooks (see the module's docstring); outside Colab, do nothing.

@@ -42,7 +42,7 @@ def _usual_mode(tmp) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)
 
 
-def write_json(path: str | Path, obj) -> Path:
+def write_json(path: str | Path, obj: object) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN allowed, numpy values converted)."""
 
     def default(o):

@@ -83,7 +83,7 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
     return maps.astype(np.float32)
 
 
-def cam_gallery(model_folder, part: dict, n_per_class: int = 3) -> dict:
+def cam_gallery(model_folder: str | Path, part: dict, n_per_class: int = 3) -> dict:
     """Grad-CAM maps of the first ``n_per_class`` benign and ``n_per_class`` malignant scans of a part.
 
     ``model_folder``: a run folder (``model/`` inside) or the model folder; ``part``: what

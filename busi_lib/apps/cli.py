@@ -48,7 +48,7 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------- data
-def data_summary(data, skip_bad: bool = False) -> dict:
+def data_summary(data: str | Path, skip_bad: bool = False) -> dict:
     """The figures ``busi data summary`` prints, as a dict."""
     from busi_lib.data.cache import cached_table
     from busi_lib.data.duplicates import duplicate_groups
@@ -98,7 +98,8 @@ def _print_summary(s: dict) -> None:
         print(f"  {r['file']}: {r['reason']}")
 
 
-def cmd_data(args) -> int:
+def cmd_data(args: argparse.Namespace) -> int:
+    """``busi data ...``: summary, synthetic, download, verify, split, external."""
     if args.data_cmd == "summary":
         s = data_summary(_need_data(args.data), skip_bad=args.skip_bad)
         print(json.dumps(s, indent=2)) if args.json else _print_summary(s)
@@ -209,7 +210,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run in --out from its last finished epoch (same options)")
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
+    """``busi train``: one training run from the options (each named as a ``TrainConfig`` field)."""
     from dataclasses import fields
 
     from busi_lib.training.config import TrainConfig
@@ -238,7 +240,7 @@ def _print_metrics(m: dict) -> None:
             print(f"{part:5s} {kind:14s} " + "  ".join(f"{k}={vals[k]:.3f}" for k in keys if vals[k] is not None))
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     """``busi evaluate``: score a saved model on a folder it never saw (see :mod:`busi_lib.evaluation.external`)."""
     from busi_lib.evaluation.external import evaluate_model
 
@@ -292,7 +294,7 @@ def _print_evaluation(m: dict) -> None:
         line("segmentation", m["segmentation"], m["segmentation_ci"], ("dice_pooled", "iou_pooled", "dice_per_image"))
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args: argparse.Namespace) -> int:
     """``busi calibrate``: fit the model's temperature on the validation part of its split, save it in config.json."""
     from busi_lib.evaluation.external import fit_model_temperature
 
@@ -325,7 +327,7 @@ def _calibration_size(text: str) -> float:
     return int(value) if value >= 1 else value
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     """Exit status: 0 all scans predicted; 1 some files unreadable, the others done; 2 nothing predicted."""
     from busi_lib.apps.predict import best_device, measure_speed, predict_folder
 
@@ -354,7 +356,8 @@ def cmd_predict(args) -> int:
 
 
 # --------------------------------------------------------------------- bench
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``busi bench``: cross-validate the study's models (or, with ``--speed``, measure throughput)."""
     from busi_lib.training.profiles import PROFILES
 
     if args.speed:
@@ -388,7 +391,8 @@ def cmd_bench(args) -> int:
 
 
 # ----------------------------------------------------------------- notebooks
-def cmd_notebooks(args) -> int:
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """``busi notebooks``: run every numbered notebook in order through papermill."""
     from busi_lib.apps.runner import NotebookFailed, parse_value, run_notebooks
 
     params = {name: parse_value(value) for name, value in (args.param or [])}
@@ -404,6 +408,7 @@ def cmd_notebooks(args) -> int:
 
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The ``busi`` command's parser: every sub-command and option (building it imports no torch)."""
     parser = argparse.ArgumentParser(prog="busi", description="Deep learning on breast ultrasound (BUSI).")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -524,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run ``busi`` with ``argv`` (default: the command line); bad input is one line on stderr and exit 2."""
     from busi_lib.ui.quiet import quiet_known_warnings
 
     quiet_known_warnings()  # the same narrow filters as the notebooks: no library warning a user cannot act on

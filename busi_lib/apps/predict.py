@@ -60,6 +60,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -184,6 +185,7 @@ def _caption(rgb: np.ndarray, text: str) -> None:
 
 
 def caption_of(p: Prediction) -> str:
+    """The one-line caption of a prediction's overlay: label, probability, threshold (and lesion area)."""
     parts = []
     if p.label is not None:
         parts.append(f"{p.label}  p={p.probability:.2f} (threshold {p.threshold:.2f})")
@@ -359,8 +361,8 @@ def best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def predict_folder(model_dir, inputs: Iterable[str | Path], out: str | Path, *, adapt_bn: bool = False,
-                   **kwargs) -> PredictReport:
+def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterable[str | Path], out: str | Path, *,
+                   adapt_bn: bool = False, **kwargs: Any) -> PredictReport:
     """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does.
 
     ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.evaluation.ensemble`).
@@ -387,7 +389,8 @@ def predict_folder(model_dir, inputs: Iterable[str | Path], out: str | Path, *, 
 
 
 # --------------------------------------------------------------------- speed
-def measure_speed(model: torch.nn.Module, config: dict, batch_size: int = 16, n_images: int = 64, seed: int = 0):
+def measure_speed(model: torch.nn.Module, config: dict, batch_size: int = 16, n_images: int = 64,
+                  seed: int = 0) -> dict:
     """Images per second of :func:`predict_arrays` on scans of the model's image size, in batches and one by one.
 
     This is the whole prediction (resizing, normalisation, the model, the mask

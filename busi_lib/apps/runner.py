@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ class BatchResult:
     summary_md: Path | None = None
 
 
-def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only=None) -> list[Path]:
+def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only: Iterable[str] | None = None) -> list[Path]:
     """``NN_*.ipynb`` in ``folder``, in order; ``only``: keep names starting with one of these prefixes."""
     nbs = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if only:
@@ -59,7 +59,7 @@ def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only=None) -> list[Pat
     return nbs
 
 
-def parse_value(text: str):
+def parse_value(text: str) -> object:
     """A ``-p`` value: papermill's rules (True/False/None, int, float), then YAML for lists and mappings."""
     import yaml  # heavy: imported on first use
     from papermill.cli import _resolve_type  # heavy: imported on first use
@@ -75,7 +75,7 @@ def parse_value(text: str):
 
 
 @contextmanager
-def kernel_environment(profile: str):
+def kernel_environment(profile: str) -> dict[str, str]:
     """Environment variables the kernels inherit during the batch (restored afterwards)."""
     changes = {"BUSI_STATIC_WIDGETS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     if profile == "smoke":
@@ -143,7 +143,7 @@ def run_notebooks(
     params: dict | None = None,
     *,
     folder: str | Path = NOTEBOOK_DIR,
-    only=None,
+    only: Iterable[str] | None = None,
     cell_timeout: int | None = None,
     log: Callable[[str], None] = print,
 ) -> BatchResult:

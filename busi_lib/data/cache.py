@@ -34,7 +34,7 @@ def cache_root(path: str | Path | None = None) -> Path:
     return p
 
 
-def folder_key(root: str | Path, *extra) -> str:
+def folder_key(root: str | Path, *extra: object) -> str:
     """A hash of every file's relative path, size and mtime under ``root`` (plus ``extra``)."""
     root = Path(root).resolve()
     h = hashlib.sha256(f"v{CACHE_VERSION}|{root}|{extra}".encode())
@@ -45,19 +45,25 @@ def folder_key(root: str | Path, *extra) -> str:
     return h.hexdigest()[:20]
 
 
-def _table_path(root, skip_bad: bool, duplicates: bool, require_masks: bool, cache_dir) -> Path:
+def _table_path(root: str | Path, skip_bad: bool, duplicates: bool, require_masks: bool,
+                cache_dir: str | Path | None) -> Path:
     key = folder_key(root, "table", skip_bad, duplicates, require_masks, PHASH_THRESHOLD)
     return cache_root(cache_dir) / f"table-{key}.json"
 
 
-def has_cached_table(root, *, cache_dir: str | Path | None = None) -> bool:
+def has_cached_table(root: str | Path, *, cache_dir: str | Path | None = None) -> bool:
     """Whether :func:`cached_table` with its defaults (the table training reads) is in the cache for ``root``
     as it is now, so that reading it decodes nothing."""
     return _table_path(root, False, True, True, cache_dir).exists()
 
 
 def cached_table(
-    root, *, skip_bad=False, duplicates=True, require_masks=True, cache_dir: str | Path | None = None
+    root: str | Path,
+    *,
+    skip_bad: bool = False,
+    duplicates: bool = True,
+    require_masks: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """:func:`busi_lib.data.table.scan_folder` plus duplicate groups, cached.
 
@@ -88,7 +94,7 @@ def resize_pair(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarra
     return img, mask
 
 
-def cached_arrays(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None):
+def cached_arrays(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and masks of every row of ``df`` resized to ``size`` x ``size``, decoded once.
 
     Returns ``(images, masks)``: uint8 arrays of shape ``(N, size, size)``, the

@@ -38,7 +38,7 @@ def load_dataset(
 
 
 def resolve_data_dir(
-    data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir=None
+    data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir: str | Path | None = None
 ) -> tuple[Path, bool]:
     """Where the scans are: ``(folder, is_real)``.
 

@@ -19,6 +19,9 @@ between unrelated scans is around 32 bits (half of 64), with very few below 14.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -41,7 +44,7 @@ def phash_hex(img: np.ndarray) -> str:
     return np.packbits(phash_bits(img)).tobytes().hex()
 
 
-def hash_paths(paths) -> np.ndarray:
+def hash_paths(paths: Iterable[str | Path]) -> np.ndarray:
     """pHash bits (N, 64) of a list of scan files."""
     return np.stack([phash_bits(read_image(p)) for p in paths])
 
@@ -65,7 +68,9 @@ def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
     return np.array([order[x] for x in labels], dtype=int)
 
 
-def add_duplicate_groups(df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bits: np.ndarray | None = None):
+def add_duplicate_groups(
+    df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bits: np.ndarray | None = None
+) -> pd.DataFrame:
     """Add ``dup_group`` and ``group_size`` columns (and ``phash``, if missing) to a dataset table.
 
     The hashes come from ``bits`` if given, else from the table's ``phash`` column
@@ -83,7 +88,7 @@ def add_duplicate_groups(df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bit
     return out
 
 
-def bits_from_hex(hexes) -> np.ndarray:
+def bits_from_hex(hexes: Iterable[str]) -> np.ndarray:
     """Inverse of the ``phash`` column: (N, 64) bool bits."""
     return np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)).astype(bool) for h in hexes])
 

@@ -27,6 +27,7 @@ all three shapes (fastai's typed ``show_batch`` does not know the multitask tupl
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,8 +117,9 @@ class AugmentEpoch(Callback):
             ds.set_epoch(self.epoch)
 
 
-def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed=None, cache_dir=None,
-                 norm: Normalization = IMAGENET, aspect_crop: bool = False):
+def make_dataset(df: pd.DataFrame, image_size: int, kind: str, augment: str = "none", seed: int | None = None,
+                 cache_dir: str | Path | None = None, norm: Normalization = IMAGENET,
+                 aspect_crop: bool = False) -> BusiDataset:
     """A :class:`BusiDataset` over the rows of ``df`` (a dataset table with ``target``), normalised with ``norm``
     (``augment``, ``aspect_crop``: see :func:`busi_lib.data.transforms.build_transforms`)."""
     images, masks = cached_arrays(df, image_size, cache_dir=cache_dir)
@@ -134,8 +136,8 @@ def make_dataloaders(
     augment: str = "default",
     seed: int = 42,
     num_workers: int = 0,
-    device=None,
-    cache_dir=None,
+    device: str | torch.device | None = None,
+    cache_dir: str | Path | None = None,
     norm: Normalization = IMAGENET,
     aspect_crop: bool = False,
     pin_memory: bool = False,

@@ -684,7 +684,7 @@ def make_synthetic_busi(
     out_dir: str | Path,
     n_per_class: int = 20,
     seed: int = 0,
-    size=DEFAULT_SIZE,
+    size: tuple[tuple[int, int], tuple[int, int]] = DEFAULT_SIZE,
     shift: AppearanceShift | dict | None = None,
     *,
     n_duplicates: int = 2,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from busi_lib.data.duplicates import phash_hex
 from busi_lib.data.images import IMAGE_SUFFIXES, read_image, read_mask
@@ -158,7 +159,7 @@ def scan_folder(
     return df
 
 
-def mask_paths_of(row) -> list[str]:
+def mask_paths_of(row: pd.Series) -> list[str]:
     """The list of mask files of one table row."""
     s = row["mask_paths"]
     return [p for p in s.split("|") if p] if isinstance(s, str) else []
@@ -177,7 +178,7 @@ def select_labels(df: pd.DataFrame, labels: str = "binary") -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def load_pair(row) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(row: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Decode one table row at its own size: (image uint8 (H, W), mask {0,1} (H, W))."""
     img = read_image(row["path"])
     mps = mask_paths_of(row)
@@ -185,7 +186,7 @@ def load_pair(row) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 
-def pos_weight(targets) -> float:
+def pos_weight(targets: ArrayLike) -> float:
     """``n_negative / n_positive``: the BCEWithLogits ``pos_weight`` that balances the classes.
 
     Compute it on the training split only.

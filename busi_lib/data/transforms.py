@@ -37,6 +37,7 @@ ImageNet's numbers for torchvision models, 0.5 and 0.5 for EfficientNet-Lite).
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import albumentations as A
 import cv2
@@ -45,6 +46,9 @@ from albumentations.pytorch import ToTensorV2
 
 from busi_lib.models.weights import IMAGENET_MEAN, IMAGENET_STD
 from busi_lib.names import AUGMENTATIONS
+
+if TYPE_CHECKING:  # names for the type hints only
+    import torch
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
 IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
@@ -89,7 +93,8 @@ def _scanner() -> list:
 
 
 def lesion_crop_box(mask: np.ndarray | None, shape: tuple[int, int], rng: random.Random,
-                    ratio: tuple[float, float] = (0.5, 2.0), scale: tuple[float, float] = (0.5, 1.0)):
+                    ratio: tuple[float, float] = (0.5, 2.0),
+                    scale: tuple[float, float] = (0.5, 1.0)) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)``: a random crop of ``shape`` that holds every nonzero pixel of ``mask``.
 
     Its aspect ratio (width / height, relative to the scan's) is drawn log-uniformly from
@@ -191,7 +196,7 @@ def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
     return tfms
 
 
-def denormalize(x, norm: Normalization = IMAGENET):
+def denormalize(x: torch.Tensor | np.ndarray, norm: Normalization = IMAGENET) -> np.ndarray:
     """Undo the normalisation ``norm`` of a (…, 3, H, W) tensor or array for display: values in [0, 1]."""
     import torch  # heavy: imported on first use
 

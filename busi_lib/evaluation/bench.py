@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def folds_for(profile: str, arch: str, k: int) -> list[int]:
 
 
 # ----------------------------------------------------------------- one fold
-def run_fold(df, folds, fold: int, arch: str, profile: str, data, out: Path, seed: int, **overrides) -> dict:
+def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profile: str, data: str | Path, out: Path,
+             seed: int, **overrides: object) -> dict:
     """Train one model on one fold and keep its per-scan test predictions."""
 
     fold_dir = out / arch / f"fold{fold}"
@@ -179,16 +181,16 @@ def summarise_model(out: Path, fold_results: list[dict], n_boot: int, seed: int)
 
 # ---------------------------------------------------------------- the bench
 def run_bench(
-    data,
-    out,
-    models=STUDY_MODELS,
+    data: str | Path,
+    out: str | Path,
+    models: Sequence[str] = STUDY_MODELS,
     profile: str = "cpu",
     k: int = 5,
     seed: int = 42,
     n_boot: int = 1000,
     folds: list[int] | None = None,
-    log=print,
-    **overrides,
+    log: Callable[[str], None] = print,
+    **overrides: object,
 ) -> dict:
     """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``."""
 

@@ -36,6 +36,7 @@ the probabilities change meaning.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit
 from sklearn.calibration import calibration_curve
@@ -78,12 +79,12 @@ def _check(y, prob) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
-def to_logits(prob) -> np.ndarray:
+def to_logits(prob: ArrayLike) -> np.ndarray:
     """``log(p / (1 - p))`` of probabilities clipped to ``[1e-6, 1 - 1e-6]``."""
     return logit(np.clip(np.asarray(prob, dtype=np.float64), EPS, 1 - EPS))
 
 
-def apply_temperature(prob, temperature: float):
+def apply_temperature(prob: ArrayLike, temperature: float) -> np.ndarray:
     """Rescale probabilities (or a threshold) by a temperature: ``sigmoid(logit(p) / T)``.
 
     Works on an array or a single number (returns a float then). ``T = 1``
@@ -106,7 +107,7 @@ def _bin_sums(y: np.ndarray, p: np.ndarray, n_bins: int):
             np.bincount(ids, weights=y, minlength=n_bins), edges)
 
 
-def reliability_bins(y, prob, n_bins: int = DEFAULT_BINS) -> list[dict]:
+def reliability_bins(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> list[dict]:
     """The points of a reliability diagram, one dict per *non-empty* equal-width bin.
 
     Keys: ``low``, ``high`` (bin edges), ``count``, ``mean_prob`` (mean predicted
@@ -126,7 +127,7 @@ def reliability_bins(y, prob, n_bins: int = DEFAULT_BINS) -> list[dict]:
     ]
 
 
-def expected_calibration_error(y, prob, n_bins: int = DEFAULT_BINS) -> float:
+def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> float:
     """ECE with ``n_bins`` equal-width bins: ``sum_b (n_b / n) |fraction malignant_b - mean probability_b|``.
 
     Computed from bin sums with numpy (``sum_b |sum of labels_b - sum of probabilities_b| / n``, the same
@@ -137,13 +138,13 @@ def expected_calibration_error(y, prob, n_bins: int = DEFAULT_BINS) -> float:
     return float(np.abs(sum_y - sum_p).sum() / y.size)
 
 
-def brier_score(y, prob) -> float:
+def brier_score(y: ArrayLike, prob: ArrayLike) -> float:
     """Mean squared error of the malignant probability (:func:`sklearn.metrics.brier_score_loss`)."""
     y, p = _check(y, prob)
     return float(brier_score_loss(y, p, pos_label=1))
 
 
-def calibration_metrics(y, prob, n_bins: int = DEFAULT_BINS) -> dict:
+def calibration_metrics(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> dict:
     """``ece``, ``brier``, ``n_bins`` and the reliability ``bins`` of one set of predictions."""
     return dict(
         ece=expected_calibration_error(y, prob, n_bins),
@@ -160,7 +161,7 @@ def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
-def fit_temperature(y, prob=None, *, logits=None) -> dict:
+def fit_temperature(y: ArrayLike, prob: ArrayLike | None = None, *, logits: ArrayLike | None = None) -> dict:
     """Fit the temperature ``T`` that minimises the negative log-likelihood of ``sigmoid(logit / T)``.
 
     Give the *validation* predictions, as probabilities ``prob`` or as raw

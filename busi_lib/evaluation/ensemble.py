@@ -135,7 +135,9 @@ def _ensemble_config(configs: list[dict], folders: list[Path]) -> dict:
     return config
 
 
-def load_models(paths, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_models(
+    paths: str | Path | Sequence[str | Path], device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``.
 
     One folder gives exactly what :func:`busi_lib.training.saving.load_model` gives (its

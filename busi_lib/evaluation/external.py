@@ -56,9 +56,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from busi_lib.data.cache import cached_table, has_cached_table
 from busi_lib.data.images import read_image, read_mask
@@ -89,6 +91,9 @@ from busi_lib.evaluation.metrics import (
 from busi_lib.evaluation.report import write_report
 from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.training.saving import config_normalization, load_model, update_config
+
+if TYPE_CHECKING:  # names for the type hints only
+    import torch
 
 __all__ = [
     "COLUMN_ALIASES",
@@ -316,8 +321,9 @@ def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> Ex
 
 
 # ----------------------------------------------------------------------------- predicting
-def predict_table(model, config: dict, table: pd.DataFrame, *, batch_size: int = 32, tta: bool = False,
-                  progress: bool = True, cache_dir=None, adapt_bn: bool = False, return_adaptation: bool = False):
+def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, batch_size: int = 32,
+                  tta: bool = False, progress: bool = True, cache_dir: str | Path | None = None,
+                  adapt_bn: bool = False, return_adaptation: bool = False) -> tuple:
     """Predictions of a saved model on the rows of ``table``: ``(pred, images)``.
 
     ``pred`` is :func:`busi_lib.evaluation.inference.predict_loader`'s dict (``y``, ``prob``;
@@ -360,7 +366,7 @@ def _classification_round(threshold: float, temperature: float, n_bins: int):
     return fn
 
 
-def patient_table(table: pd.DataFrame, prob) -> pd.DataFrame:
+def patient_table(table: pd.DataFrame, prob: ArrayLike) -> pd.DataFrame:
     """One row per patient: ``patient_id``, ``target`` (1 if any image is malignant), ``prob`` (the highest)."""
     d = pd.DataFrame({"patient_id": table["patient_id"].to_numpy(), "target": table["target"].to_numpy(),
                       "prob": np.asarray(prob, dtype=np.float64)})

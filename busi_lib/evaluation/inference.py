@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -44,7 +44,9 @@ def preprocess(images: Sequence[np.ndarray], image_size: int, norm: Normalizatio
     return torch.stack(xs)
 
 
-def split_output(out, task: str):
+def split_output(
+    out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], task: str
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(class logits (B,) or None, mask logits (B, S, S) or None) of any of the three model kinds."""
     if task == "multitask":
         return out[0].reshape(-1), out[1][:, 0]
@@ -54,7 +56,9 @@ def split_output(out, task: str):
 
 
 @torch.no_grad()
-def predict_batch(model: torch.nn.Module, x: torch.Tensor, task: str, tta: bool = False):
+def predict_batch(
+    model: torch.nn.Module, x: torch.Tensor, task: str, tta: bool = False
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(prob (B,) or None, mask_prob (B, S, S) or None)``: the sigmoid of a model's outputs on one batch.
 
     ``tta`` averages the probabilities of the scan and its horizontal mirror (the mirrored mask is
@@ -71,7 +75,7 @@ def predict_batch(model: torch.nn.Module, x: torch.Tensor, task: str, tta: bool 
 
 
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, dl, task: str, tta: bool = False) -> dict:
+def predict_loader(model: torch.nn.Module, dl: Iterable, task: str, tta: bool = False) -> dict:
     """Run a model over a (non-shuffled) loader: probabilities and targets as numpy arrays.
 
     Returns ``y`` and ``prob`` (N,) for classification, ``mask`` and ``mask_prob``

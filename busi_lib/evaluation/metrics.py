@@ -371,7 +371,7 @@ def iou_from_dice(dice: ArrayLike) -> float | np.ndarray:
 # ----------------------------------------------------------------------------
 def bootstrap_ci(
     metric_fn: Callable[..., float],
-    *arrays,
+    *arrays: ArrayLike,
     n_boot: int = 1000,
     seed: int = 0,
     groups: ArrayLike | None = None,
@@ -430,7 +430,7 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def bootstrap_many(fn: Callable[..., dict], *arrays, n_boot: int, seed: int, groups: ArrayLike | None = None,
+def bootstrap_many(fn: Callable[..., dict], *arrays: ArrayLike, n_boot: int, seed: int, groups: ArrayLike | None = None,
                    alpha: float = 0.05) -> dict[str, list[float]]:
     """Bootstrap intervals of *every* number ``fn`` returns (a dict), from one set of resamples.
 

@@ -17,10 +17,13 @@ like :mod:`busi_lib.ui.plots`, whose ROC and confusion plots are reused.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from busi_lib.evaluation.calibration import (
     DEFAULT_BINS,
@@ -31,12 +34,17 @@ from busi_lib.evaluation.calibration import (
 from busi_lib.files import atomic_write_bytes
 from busi_lib.ui.plots import plot_confusion, plot_roc, show_samples
 
+if TYPE_CHECKING:  # names for the type hints only
+    from matplotlib.figure import Figure
+
+    from busi_lib.evaluation.external import Evaluation
+
 __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_figures", "save_figure",
            "worst_indices", "write_report"]
 
 
 # ----------------------------------------------------------------------------- figures
-def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Reliability diagram"):
+def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Reliability diagram") -> Figure:
     """Reliability diagram of one or more prediction sets: ``{name: (y, prob)}``.
 
     Top: observed fraction malignant against mean predicted probability per
@@ -61,7 +69,7 @@ def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Rel
     return fig
 
 
-def worst_indices(predictions, n: int = 8) -> np.ndarray:
+def worst_indices(predictions: pd.DataFrame, n: int = 8) -> np.ndarray:
     """Rows of the worst errors: the wrong calls first (with a ``called`` column), each group by largest
     ``|truth - probability|`` (classifiers); else lowest Dice."""
     if "prob" in predictions:
@@ -75,7 +83,8 @@ def worst_indices(predictions, n: int = 8) -> np.ndarray:
     return order[: min(n, int(np.isfinite(dice).sum()))]
 
 
-def plot_worst_errors(predictions, pred: dict, images, n: int = 8, ncols: int = 4):
+def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray, n: int = 8,
+                      ncols: int = 4) -> Figure:
     """A grid of the worst errors: the scan (model input size), true mask (red), predicted mask (cyan)."""
 
     idx = worst_indices(predictions, n)
@@ -106,7 +115,7 @@ def plot_worst_errors(predictions, pred: dict, images, n: int = 8, ncols: int = 
     return fig
 
 
-def report_figures(evaluation, n_worst: int = 8) -> dict:
+def report_figures(evaluation: Evaluation, n_worst: int = 8) -> dict:
     """The report's figures ``{file stem: Figure}`` for an :class:`~busi_lib.evaluation.external.Evaluation`."""
 
     m, df, pred = evaluation.metrics, evaluation.predictions, evaluation.pred
@@ -128,7 +137,7 @@ def report_figures(evaluation, n_worst: int = 8) -> dict:
     return figs
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Save a figure as PNG atomically and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -181,7 +190,7 @@ def site_threshold_section(st: dict) -> list[str]:
     return L
 
 
-def markdown_report(m: dict, figures=()) -> str:
+def markdown_report(m: dict, figures: Sequence[str] = ()) -> str:
     """The text of ``report.md`` for the metrics dict of an evaluation (``evaluation.json``)."""
     figures = set(figures)
     L = [f"# External evaluation: {m.get('name', '')}", ""]
@@ -251,7 +260,7 @@ def markdown_report(m: dict, figures=()) -> str:
     return "\n".join(L)
 
 
-def write_report(evaluation, out: str | Path, n_worst: int = 8) -> Path:
+def write_report(evaluation: Evaluation, out: str | Path, n_worst: int = 8) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
     figs = report_figures(evaluation, n_worst)

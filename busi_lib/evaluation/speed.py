@@ -32,6 +32,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from busi_lib.files import atomic_write_bytes, write_json
@@ -166,8 +167,9 @@ def _child(arch, data, profile, n_batches, encoder, channels_last, precision, q)
         q.put({"arch": arch, "error": f"{type(e).__name__}: {e}"})
 
 
-def run_speed(data: str, out: str, models=STUDY_MODELS, profile: str = "cpu", n_batches: int = N_BATCHES,
-              log=print, encoders: list[str] | None = None, channels_last=(False,),
+def run_speed(data: str, out: str, models: Sequence[str] = STUDY_MODELS, profile: str = "cpu",
+              n_batches: int = N_BATCHES, log: Callable[[str], None] = print, encoders: list[str] | None = None,
+              channels_last: Sequence[bool] = (False,),
               precisions: list[str] | None = None) -> list[dict]:
     """Measure every model (each encoder of ``encoders`` for the encoder models, each memory format of
     ``channels_last``, each precision of ``precisions``: default fp32) in its own process; write ``speed.json``
@@ -203,6 +205,7 @@ def _name(r: dict) -> str:
 
 
 def speed_line(r: dict) -> str:
+    """One measured row as the line ``busi bench --speed`` prints."""
     if "error" in r:
         return f"{_name(r):12s} failed: {r['error']}"
     return (f"{_name(r):12s} {r['image_size']:4d} px  load {r['loading_images_per_s']:7.1f} img/s  "
@@ -212,6 +215,7 @@ def speed_line(r: dict) -> str:
 
 
 def speed_markdown(rows: list[dict]) -> str:
+    """The measured rows as a Markdown table (the speed section of RESULTS.md)."""
     lines = [
         "| model | image size | loading (img/s) | training, fastai (img/s) | training, plain PyTorch (img/s) "
         "| fastai / plain | inference, batch (img/s) | inference, one image (img/s) | peak memory (MB) |",

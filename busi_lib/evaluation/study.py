@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from busi_lib.evaluation.metrics import confidence_intervals, segmentation_count
 from busi_lib.files import atomic_write_bytes
 from busi_lib.training.profiles import STUDY_MODELS
 from busi_lib.training.saving import config_normalization, load_model
+
+if TYPE_CHECKING:  # names for the type hints only
+    import torch
 
 # The reference study's multitask UResNet (test set), for the side-by-side table of notebook 05/06.
 # Where its numbers are shown, they are cited with STUDY_SOURCE.
@@ -152,7 +156,8 @@ def multitask_vs_study(row: dict) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- predictions of a saved model
-def predict_part(model_folder: str | Path, data: str | Path, part: str = "test", cache_dir=None) -> dict:
+def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
+                 cache_dir: str | Path | None = None) -> dict:
     """A saved model's predictions on one part of the split it was trained with.
 
     Reads ``<run>/split.csv`` next to ``<run>/model`` (what :func:`busi_lib.training.learners.train`
@@ -179,7 +184,7 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
 
 
 def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 1000, seed: int = 0,
-                   cache_dir=None) -> dict[str, tuple[float, float]]:
+                   cache_dir: str | Path | None = None) -> dict[str, tuple[float, float]]:
     """95 % bootstrap intervals of a saved model's test metrics, from its per-scan test predictions.
 
     The model is reloaded and run on the test part of its split (:func:`predict_part`); ``n_boot``
@@ -209,7 +214,8 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
     return a if a.shape[-1] == size else cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def mask_predictions(model_folders: dict, data, n: int = 4, size: int | None = None, cache_dir=None) -> dict:
+def mask_predictions(model_folders: dict, data: str | Path, n: int = 4, size: int | None = None,
+                     cache_dir: str | Path | None = None) -> dict:
     """Scans, true masks and every model's predicted masks on the same ``n`` test scans.
 
     ``model_folders``: ``{name: run folder}``. Scans are those of the first model's
@@ -241,7 +247,7 @@ def mask_predictions(model_folders: dict, data, n: int = 4, size: int | None = N
 
 
 # ---------------------------------------------------------------- the multitask model's structure
-def layer_shapes(model, image_size: int = 64) -> dict:
+def layer_shapes(model: torch.nn.Module, image_size: int = 64) -> dict:
     """Output shapes (C, H, W) of the multitask UResNet's parts, read with forward hooks on one dummy scan.
 
     Returns ``encoder`` (one shape per stage, input resolution first), ``decoder``

@@ -44,6 +44,7 @@ put it, never a silent fallback.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -258,7 +259,7 @@ def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = Fal
 
 
 def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224,
-                decoder_norm: str = "batch"):
+                decoder_norm: str = "batch") -> nn.Module:
     """The bare ``nn.Module`` of an architecture (no learner), as :func:`busi_lib.training.learners` builds it.
 
     Classification models other than ``custom_cnn`` are assembled by fastai's
@@ -289,7 +290,7 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
     return create_timm_model(arch, 1, pretrained=pretrained, **timm_kwargs(arch, image_size, pretrained))[0]
 
 
-def torchvision_arch(name: str):
+def torchvision_arch(name: str) -> Callable[..., nn.Module] | None:
     """The torchvision model function of a name (``resnet50`` → ``torchvision.models.resnet50``), or None."""
     import torchvision.models as tvm  # heavy: imported on first use
 

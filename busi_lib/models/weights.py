@@ -39,12 +39,16 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
 from busi_lib.errors import WeightsNotFoundError
 from busi_lib.names import is_transformer
+
+if TYPE_CHECKING:  # names for the type hints only
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,7 +119,7 @@ def packaged_state_dict(arch: str) -> dict:
 _HEAD = ("classifier.", "conv_head.", "bn2.")  # timm's ImageNet head: a 1x1 conv to 1280 channels, its norm, the fc
 
 
-def load_packaged_weights(model, arch: str) -> None:
+def load_packaged_weights(model: torch.nn.Module, arch: str) -> None:
     """Copy the packaged ImageNet weights of ``arch`` into a timm model of that name: a whole one, one without
     its classifier (fastai's body), or a features-only one (smp's ``tu-`` encoder, which ends at the last block).
 

@@ -22,13 +22,18 @@ started by ``accelerate launch`` once per GPU (or per CPU process), which sets
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL
 from fastai.distributed import DistributedTrainer as FastaiDistributedTrainer
+from fastai.learner import Learner
 from fastai.torch_core import distrib_barrier, num_distrib, rank_distrib
+
+T = TypeVar("T")
 
 __all__ = ["DistributedTrainer", "barrier", "distributed", "is_main_process", "main_process_result",
            "n_processes", "start_processes", "stop_processes"]
@@ -88,7 +93,7 @@ def stop_processes() -> None:
         _started = False
 
 
-def main_process_result(fn, *args, **kwargs):
+def main_process_result(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` on the main process only; every process returns its result.
 
     The other processes wait for it, so when this returns, whatever ``fn``
@@ -124,7 +129,7 @@ class DistributedTrainer(FastaiDistributedTrainer):
 
 
 @contextmanager
-def distributed(learn):
+def distributed(learn: Learner) -> Iterator[Learner]:
     """fastai's ``Learner.distrib_ctx`` for CPU processes as well as GPUs; does nothing in a single process.
 
     Synchronised batch norm needs GPUs (PyTorch's ``SyncBatchNorm`` refuses CPU

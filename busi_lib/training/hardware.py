@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 import torch
 from fastai.callback.fp16 import AMPMode, MixedPrecision
@@ -39,10 +40,14 @@ from fastcore.foundation import L
 from busi_lib.errors import BusiDataError
 from busi_lib.names import PRECISIONS
 
+if TYPE_CHECKING:  # names for the type hints only
+    from fastai.learner import Learner
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cuda_available() -> bool:
+    """Whether a CUDA GPU is here: the one question every decision of this module asks (tests patch it)."""
     return torch.cuda.is_available()
 
 
@@ -87,7 +92,7 @@ class DeviceMixedPrecision(MixedPrecision):
         self.scales = L()
 
 
-def apply_precision(learn, precision: str) -> str:
+def apply_precision(learn: Learner, precision: str) -> str:
     """Add mixed precision to a fastai ``Learner`` (nothing for fp32); returns the precision used."""
     used = resolve_precision(precision)
     if used != "fp32":
@@ -95,7 +100,7 @@ def apply_precision(learn, precision: str) -> str:
     return used
 
 
-def autocast_context(precision: str, device: str):
+def autocast_context(precision: str, device: str) -> AbstractContextManager:
     """``torch.autocast`` for a resolved precision (a no-op context for fp32), for loops outside fastai."""
 
     return nullcontext() if precision == "fp32" else torch.autocast(device, dtype=DTYPES[precision])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, l
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
@@ -52,7 +54,7 @@ from fastai.torch_core import set_seed
 
 from busi_lib import __version__
 from busi_lib.data.dataset import load_dataset
-from busi_lib.data.loaders import AugmentEpoch, make_dataloaders
+from busi_lib.data.loaders import AugmentEpoch, BusiDataLoaders, make_dataloaders
 from busi_lib.data.splits import load_split, save_split, train_valid_test_split
 from busi_lib.data.table import LESION_CLASSES, dataset_fingerprint
 from busi_lib.errors import BusiDataError
@@ -112,7 +114,7 @@ def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return out
 
 
-def prepare_data(cfg: TrainConfig):
+def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, BusiDataLoaders]:
     """Table, split and DataLoaders of a run; the split is saved to ``<out>/split.csv`` (by the main process)."""
     if cfg.data is None:
         raise ValueError("TrainConfig.data is not set: give a BUSI folder (or make a synthetic one)")
@@ -175,7 +177,7 @@ def metrics_for(task: str) -> list:
     return parts + classification_fastai_metrics() + segmentation_fastai_metrics()
 
 
-def build_learner(dls, cfg: TrainConfig) -> Learner:
+def build_learner(dls: BusiDataLoaders, cfg: TrainConfig) -> Learner:
     """The fastai ``Learner`` of a configuration: in ``channels_last`` memory format if ``cfg.channels_last``,
     with mixed precision if ``cfg.precision`` asks for it (:func:`busi_lib.training.hardware.apply_precision`)."""
     learn = _learner(dls, cfg)
@@ -196,7 +198,8 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
     return make_learner(dls, model, loss, cfg.out, opt)
 
 
-def transfer_learner(dls, cfg: TrainConfig, loss_func, opt_func=Adam) -> Learner:
+def transfer_learner(dls: BusiDataLoaders, cfg: TrainConfig, loss_func: nn.Module,
+                     opt_func: Callable = Adam) -> Learner:
     """fastai's ``vision_learner``: the body of ``cfg.arch`` (ImageNet weights if ``cfg.uses_pretrained``) and a
     new head that ends in one logit; a pretrained body starts frozen, so that a first fit trains the head alone.
 
@@ -225,7 +228,8 @@ def transfer_learner(dls, cfg: TrainConfig, loss_func, opt_func=Adam) -> Learner
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 
-def make_learner(dls, model, loss_func, out, opt_func=Adam) -> Learner:
+def make_learner(dls: BusiDataLoaders, model: nn.Module, loss_func: nn.Module, out: str | Path,
+                 opt_func: Callable = Adam) -> Learner:
     """A fastai ``Learner``: the loaders, the model, its loss, the metrics of the task and the optimiser.
 
     ``AugmentEpoch`` tells the training set which epoch it is, so that a scan's
@@ -366,7 +370,8 @@ def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     return TrainResult(learn, metrics, out, dls, df, split)
 
 
-def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, train_seconds: float) -> dict:
+def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cfg: TrainConfig,
+                      train_seconds: float) -> dict:
     """The end of :func:`train` (and of a lesson's own fit): metrics on the validation and test parts, with the
     threshold chosen on validation; ``metrics.json`` and ``model/`` written into ``cfg.out``."""
     out = Path(cfg.out)
@@ -402,7 +407,7 @@ def evaluate_and_save(learn: Learner, dls, df: pd.DataFrame, cfg: TrainConfig, t
     return metrics
 
 
-def evaluate_learner(learn: Learner, dls, cfg: TrainConfig) -> dict:
+def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> dict:
     """Validation and test metrics, with the threshold chosen on validation data only."""
     parts = {"valid": dls.valid}
     if len(dls.loaders) > 2:

@@ -88,6 +88,7 @@ WEIGHTS_LINE = {
 
 
 def check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`PROFILES`, else an error that lists them."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     return profile
@@ -100,7 +101,7 @@ def resolve_arch(arch: str, profile: str) -> str:
     return PROFILES[check_profile(profile)]["transformer"] if arch == "transformer" else arch
 
 
-def settings_for(profile: str, arch: str, **overrides) -> dict:
+def settings_for(profile: str, arch: str, **overrides: object) -> dict:
     """``TrainConfig`` keyword arguments for ``arch`` under ``profile``; ``None`` overrides are ignored.
 
     >>> settings_for("cpu", "resnet50")["image_size"]

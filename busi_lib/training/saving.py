@@ -116,7 +116,7 @@ def _check_weights_hash(folder: Path, config: dict) -> Path:
     return wpath
 
 
-def update_config(folder: str | Path, **changes) -> dict:
+def update_config(folder: str | Path, **changes: object) -> dict:
     """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config.
 
     The weights are checked against the config first; the fields in

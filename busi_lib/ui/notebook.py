@@ -159,7 +159,8 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
-def start(name: str, profile: str = "cpu", data_dir=None, out_dir=None, seed: int = 42, *, verbose: bool = True) -> Run:
+def start(name: str, profile: str = "cpu", data_dir: str | Path | None = None,
+          out_dir: str | Path | None = None, seed: int = 42, *, verbose: bool = True) -> Run:
     """Set up a notebook run: data folder, output folder, seeds, quiet warnings; print what was chosen."""
 
     check_profile(profile)

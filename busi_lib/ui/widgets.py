@@ -38,6 +38,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 from busi_lib.data.table import CLASSES, LESION_CLASSES, load_pair
 from busi_lib.evaluation.metrics import classification_metrics, segmentation_metrics
@@ -228,7 +229,8 @@ def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
 # ----------------------------------------------------------------------------
 # Threshold explorer
 # ----------------------------------------------------------------------------
-def threshold_explorer(y, prob, threshold: float = 0.5, classes: Sequence[str] = LESION_CLASSES):
+def threshold_explorer(y: ArrayLike, prob: ArrayLike, threshold: float = 0.5,
+                       classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
     """Move the decision threshold over held-out predictions and watch the trade-off.
 
     ``y`` (0 benign / 1 malignant) and ``prob`` (predicted probability of
@@ -300,7 +302,8 @@ def _squeeze_stack(a, name: str) -> np.ndarray:
     return a
 
 
-def mask_picker(images, masks, mask_probs, y=None, prob=None, classes: Sequence[str] = LESION_CLASSES):
+def mask_picker(images: np.ndarray, masks: np.ndarray, mask_probs: np.ndarray, y: ArrayLike | None = None,
+                prob: ArrayLike | None = None, classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
     """Pick a scan and compare its true lesion mask with the model's predicted one.
 
     ``images``: (N, H, W) uint8 scans or the loader's normalised tensors
