@@ -44,8 +44,10 @@ from busi_lib.data.dataset import load_dataset
 from busi_lib.data.duplicates import duplicate_groups
 from busi_lib.data.splits import cv_fold_split, kfold_split, save_split
 from busi_lib.data.table import dataset_fingerprint
+from busi_lib.evaluation.baselines import BASELINES, baseline_predictions, shape_table
 from busi_lib.evaluation.inference import predict_loader
 from busi_lib.evaluation.metrics import (
+    bootstrap_many,
     confidence_intervals,
     score_table,
     segmentation_counts,
@@ -62,9 +64,17 @@ CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"
 SEG_METRICS = ("precision", "recall", "dice", "iou")
 
 
-# Models that run every fold on the cpu profile: the main model, and the pretrained EfficientNet-Lite0 classifier
-# beside its from-scratch twin, so that what the ImageNet weights bring is a cross-validated row.
-CPU_ALL_FOLDS = ("multitask", "efficientnet_lite0", "efficientnet_lite0_scratch")
+# The ablation ladder, from no network to the multitask model, every row on the same folds and seeds:
+# the prior and the shape oracle (busi_lib.evaluation.baselines), the custom CNN, the EfficientNet-Lite0
+# classifier from scratch and from ImageNet under one schedule, and the multitask network without and with its
+# mask loss (the same network, size and schedule).
+LADDER = ("prior", "shape_oracle", "custom_cnn", "efficientnet_lite0_scratch", "efficientnet_lite0",
+          "multitask_no_seg", "multitask")
+# The two pairs whose difference the ladder is for: (row, the row it is compared with). A paired bootstrap
+# resamples the same duplicate groups for both rows.
+PAIRS = (("efficientnet_lite0", "efficientnet_lite0_scratch"), ("multitask", "multitask_no_seg"))
+# Models that run every fold on the cpu profile: the ladder (the other models of the study run fold 1 only).
+CPU_ALL_FOLDS = LADDER
 
 
 def folds_for(profile: str, arch: str, k: int) -> list[int]:
@@ -92,6 +102,8 @@ def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profil
     if is_main_process():
         save_split(split, split_csv)
     barrier()  # every process reads the split file next
+    if arch in BASELINES:
+        return main_process_result(_baseline_fold, df, split, arch, fold, out, fold_dir)
     kw = settings_for(profile, arch, **overrides)
     cfg = TrainConfig(**kw, data=str(data), out=str(fold_dir), split=str(split_csv), seed=seed,
                       progress=profile != "smoke")
@@ -100,6 +112,51 @@ def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profil
     seconds = time.time() - t0
     # the main process predicts and writes; the others wait for its result (fold_result.json is then complete)
     return main_process_result(_score_fold, res, cfg, arch, fold, out, fold_dir, seconds)
+
+
+_SHAPES: dict[str, pd.DataFrame] = {}  # the shape features of a table, by its fingerprint: decoded once
+
+
+def _baseline_fold(df: pd.DataFrame, split: pd.DataFrame, arch: str, fold: int, out: Path, fold_dir: Path) -> dict:
+    """A baseline's fold: fitted on the training part, its threshold from the validation part, the test fold
+    scored; the same files as a network's fold."""
+    t0 = time.time()
+    key = dataset_fingerprint(df)
+    if arch == "shape_oracle" and key not in _SHAPES:
+        _SHAPES[key] = shape_table(df)  # every fold reads the masks' features from here
+    prob, threshold = baseline_predictions(arch, df, split, _SHAPES.get(key))
+    table = df.loc[split["split"].to_numpy() == "test", ["image_id", "dup_group", "label", "target"]]
+    table = table.reset_index(drop=True).assign(prob=prob, prob_tta=prob, threshold=threshold)
+    csv = fold_dir / "test_predictions.csv"
+    atomic_write_bytes(csv, table.to_csv(index=False).encode())
+    result = {"arch": arch, "resolved_arch": arch, "fold": fold, "task": "classify", "threshold": threshold,
+              "n_images": {k: int(v) for k, v in split["split"].value_counts().items()}, "settings": {},
+              "weights": "no network", "seconds": round(time.time() - t0, 1), "seconds_per_epoch": 0.0,
+              "epochs_run": 0, "test": score_table(table), "test_tta": score_table(table, "_tta"),
+              "predictions": str(csv.relative_to(out))}
+    write_json(fold_dir / "fold_result.json", result)
+    return result
+
+
+def paired_difference(out: Path, a: dict, b: dict, n_boot: int, seed: int) -> dict:
+    """Row ``a`` minus row ``b`` on the scans both scored (accuracy, F1, ROC-AUC; flip TTA too), with a paired
+    bootstrap interval: each resample draws duplicate groups once and scores both rows on them."""
+    ta, tb = ([pd.read_csv(out / r["predictions"]) for r in m["fold_results"]] for m in (a, b))
+    ta, tb = pd.concat(ta, ignore_index=True), pd.concat(tb, ignore_index=True)
+    both = ta.merge(tb[["image_id", "prob", "prob_tta", "threshold"]], on="image_id", suffixes=("", "_b"))
+    tb = both[["image_id", "dup_group", "target"]].assign(prob=both["prob_b"], prob_tta=both["prob_tta_b"],
+                                                          threshold=both["threshold_b"])
+
+    def diff(i):
+        d = {}
+        for suffix in ("", "_tta"):
+            sa, sb = (score_table(t.iloc[i], suffix, fast=True)["classification"] for t in (both, tb))
+            d.update({f"{k}{suffix}": sa[k] - sb[k] for k in ("accuracy", "f1", "roc_auc")})
+        return d
+
+    point = diff(np.arange(len(both)))
+    ci = bootstrap_many(diff, np.arange(len(both)), n_boot=n_boot, seed=seed, groups=both["dup_group"].to_numpy())
+    return {"n_images": int(len(both)), "difference": point, "ci95": ci}
 
 
 def _finished_fold(path: Path) -> dict | None:
@@ -115,7 +172,7 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
         pred = predict_loader(res.learn.model, res.dls[2], cfg.task, tta=tta)
         if "prob" in pred:
             table["prob" + suffix] = pred["prob"]
-        if "mask_prob" in pred:
+        if "mask_prob" in pred and cfg.w_seg > 0:  # with its mask loss off, the decoder learnt nothing to score
             tp, fp, fn = segmentation_counts(pred["mask"], pred["mask_prob"].astype(np.float32))
             table["tp" + suffix], table["fp" + suffix], table["fn" + suffix] = tp, fp, fn
     table["threshold"] = threshold
@@ -172,8 +229,7 @@ def summarise_model(out: Path, fold_results: list[dict], n_boot: int, seed: int)
     summary["seconds"] = round(sum(r["seconds"] for r in fold_results), 1)
     summary["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in fold_results]))
     summary["settings"] = fold_results[0]["settings"]
-    summary["weights"] = fold_results[0].get("weights", "ImageNet" if summary["settings"]["pretrained"] else
-                                             "from scratch")
+    summary["weights"] = fold_results[0]["weights"]
     summary["resolved_arch"] = fold_results[0]["resolved_arch"]
     summary["task"] = fold_results[0]["task"]
     return summary
@@ -219,6 +275,8 @@ def run_bench(
             results.append(r)
         per_model[arch] = {"fold_results": results,
                            **main_process_result(summarise_model, out, results, n_boot, seed)}
+    pairs = {f"{a} - {b}": main_process_result(paired_difference, out, per_model[a], per_model[b], n_boot, seed)
+             for a, b in PAIRS if a in per_model and b in per_model}
     results = {
         "protocol": {
             "name": f"{k}-fold cross-validation, stratified by class, grouped by near-duplicate group",
@@ -238,6 +296,7 @@ def run_bench(
                  "fingerprint": dataset_fingerprint(df), "is_real": _is_real(df)},
         "study": STUDY,
         "models": per_model,
+        "paired_differences": pairs,
         "wall_seconds": round(time.time() - t_start, 1),
         "environment": environment(),
     }
@@ -283,6 +342,9 @@ def _cell(summary: dict, section: str, name: str, which: str = "main") -> str:
 
 def _settings_line(summary: dict) -> str:
     st = summary["settings"]
+    if not st:
+        return "no network: " + ("always benign" if summary["resolved_arch"] == "prior" else
+                                 "logistic regression on 5 shape features of the true mask (an oracle)")
     enc = f", encoder {st['encoder']}" if summary["task"] != "classify" and summary["resolved_arch"] not in (
         "unet", "fcn") else ""
     return (f"{summary['resolved_arch']}{enc}, {st['image_size']} px, {st['epochs']} epochs, bs {st['batch_size']}, "
@@ -292,6 +354,8 @@ def _settings_line(summary: dict) -> str:
 def _label(arch: str, summary: dict) -> str:
     """The model's name and where its weights came from, e.g. ``multitask · ImageNet``."""
     w = summary.get("weights", "")
+    if w == "no network":
+        return f"{arch} · {w}"
     return f"{arch} · {'ImageNet' if w.startswith('ImageNet') else 'from scratch'}" if w else arch
 
 
@@ -352,6 +416,13 @@ def results_markdown(r: dict) -> str:
         if "segmentation" in s["tta"]["pooled"]:
             lines.append(f"| {arch} | {_cell(s, 'segmentation', 'dice_pooled', 'tta')} | "
                          f"{_cell(s, 'segmentation', 'iou_pooled', 'tta')} |")
+    if r.get("paired_differences"):
+        lines += ["", "## Paired differences (the same scans, the same bootstrap resamples of duplicate groups)", "",
+                  "| pair | scans | ROC-AUC | accuracy | F1 | ROC-AUC, flip TTA |", "|---|---|---|---|---|---|"]
+        for name, d in r["paired_differences"].items():
+            cells = [f"{d['difference'][k]:+.3f} ({d['ci95'][k][0]:+.3f} to {d['ci95'][k][1]:+.3f})"
+                     for k in ("roc_auc", "accuracy", "f1", "roc_auc_tta")]
+            lines.append(f"| {name} | {d['n_images']} | " + " | ".join(cells) + " |")
     lines += ["", "## Settings and time", "", "| model | settings | time per epoch | training time (all folds) |",
               "|---|---|---|---|"]
     for arch, s in models.items():

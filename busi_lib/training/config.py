@@ -26,6 +26,11 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float | None = 1e-3  # None: use fastai's lr_find suggestion
+    # A transfer classifier's schedule (training.learners.stages). None, None: fastai's fine_tune for a pretrained
+    # body, one fit_one_cycle otherwise. Numbers: `freeze_epochs` head-only epochs, then `epochs` of the whole
+    # network with its body at lr / lr_mult, for pretrained and from-scratch bodies alike.
+    freeze_epochs: int | None = None
+    lr_mult: float | None = None
     optimizer: str = "adam"  # or "sgd"
     pretrained: bool = True  # ImageNet weights (ignored by from-scratch architectures)
     encoder: str = "tf_efficientnet_lite0"  # encoder of uresnet / multitask (ImageNet weights from pip)

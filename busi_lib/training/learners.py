@@ -291,8 +291,15 @@ def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
     One call, or the two of fastai's ``Learner.fine_tune`` with its defaults (one
     frozen epoch; then half the rate, discriminative rates down to 1/100,
     ``pct_start=0.3``, ``div=5``), spelled out so that a resumed run can start in
-    the second.
+    the second. A transfer classifier with ``cfg.freeze_epochs`` or ``cfg.lr_mult`` set follows one schedule
+    whatever its starting weights: that many head-only epochs, then ``cfg.epochs`` of the whole network with the
+    body at ``lr / lr_mult``; so a pretrained body and its from-scratch twin differ in their weights only.
     """
+    transfer = cfg.task == "classify" and cfg.arch != "custom_cnn"
+    if transfer and (cfg.freeze_epochs is not None or cfg.lr_mult is not None):
+        frozen = cfg.freeze_epochs or 0
+        head = [("freeze", frozen, dict(lr_max=slice(lr), pct_start=0.99))] if frozen else []
+        return [*head, ("unfreeze", cfg.epochs, dict(lr_max=slice(lr / (cfg.lr_mult or 1.0), lr)))]
     if fine_tunes(cfg):
         return [
             ("freeze", 1, dict(lr_max=slice(lr), pct_start=0.99)),

@@ -69,6 +69,9 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
 MODEL_ALIASES: dict[str, dict] = {
     "efficientnet_lite0": dict(arch="tf_efficientnet_lite0", pretrained=True),
     "efficientnet_lite0_scratch": dict(arch="tf_efficientnet_lite0", pretrained=False),
+    # the multitask network with its mask loss switched off: the same encoder, head, size and schedule, trained
+    # for the diagnosis alone (the ablation of notebook 05 and the bench's ladder)
+    "multitask_no_seg": dict(arch="multitask", w_seg=0.0),
 }
 
 # The models of the study, in the order the notebooks and the results table show them.
@@ -110,10 +113,13 @@ def settings_for(profile: str, arch: str, **overrides: object) -> dict:
     3
     """
     base = PROFILES[check_profile(profile)]
-    key = "transformer" if arch == "transformer" or is_transformer(arch) else arch
+    resolved = resolve_arch(arch, profile)
+    key = "transformer" if arch == "transformer" or is_transformer(resolved) else resolved
     merged = {k: base[k] for k in TRAIN_KEYS}
-    merged.update(ARCH_OVERRIDES.get(profile, {}).get(key, {}))
-    merged.update({k: v for k, v in MODEL_ALIASES.get(arch, {}).items() if k != "arch"})
+    merged.update(ARCH_OVERRIDES.get(profile, {}).get(key, {}))  # the architecture's, then the alias's own
+    if arch in MODEL_ALIASES:
+        merged.update(ARCH_OVERRIDES.get(profile, {}).get(arch, {}))
+        merged.update({k: v for k, v in MODEL_ALIASES[arch].items() if k != "arch"})
     merged.update({k: v for k, v in overrides.items() if v is not None})
-    merged["arch"] = resolve_arch(arch, profile)
+    merged["arch"] = resolved
     return merged

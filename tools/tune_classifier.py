@@ -1,0 +1,51 @@
+"""Choose the cpu profile's recipe for the transfer classifiers on validation data only.
+
+Each candidate schedule trains the ImageNet EfficientNet-Lite0 classifier on the training part of bench folds 1
+and 2 and is scored on those folds' *validation* parts (a group-aware 15 % of the training folds); the test
+folds are never read. The candidate with the best mean validation ROC-AUC becomes the recipe of
+``busi_lib.training.profiles`` for the classifier and its from-scratch twin.
+
+    python tools/tune_classifier.py --data $BUSI_DATA_DIR --out runs/tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from busi_lib.evaluation.bench import run_bench
+
+CANDIDATES = {
+    # fastai's fine_tune: 1 frozen epoch, then 6 at half the rate, the body down to 1/100 (the recipe before)
+    "fine_tune_1+6": dict(epochs=6),
+    # the multitask model's schedule: 12 epochs of one fit_one_cycle, every layer at 2e-3
+    "one_cycle_12": dict(epochs=12, freeze_epochs=0, lr_mult=1.0),
+    # 1 head-only epoch, then 12 epochs with the body at a tenth of the head's rate (discriminative rates)
+    "freeze_1+12_slice10": dict(epochs=12, freeze_epochs=1, lr_mult=10.0),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--folds", default="0,1", help="bench folds (0-based) whose validation parts choose")
+    args = ap.parse_args(argv)
+    folds = [int(f) for f in args.folds.split(",")]
+    rows = {}
+    for name, overrides in CANDIDATES.items():
+        out = Path(args.out) / name
+        run_bench(args.data, out, models=["efficientnet_lite0"], profile="cpu", folds=folds, n_boot=10, **overrides)
+        aucs = [json.loads((out / "efficientnet_lite0" / f"fold{f}" / "metrics.json").read_text())["valid"]
+                ["classification"]["roc_auc"] for f in folds]
+        rows[name] = {"valid_roc_auc": aucs, "mean": sum(aucs) / len(aucs), "settings": overrides}
+        print(f"[tune] {name}: validation ROC-AUC {', '.join(f'{a:.3f}' for a in aucs)}", flush=True)
+    best = max(rows, key=lambda n: rows[n]["mean"])
+    (Path(args.out) / "tuning.json").write_text(json.dumps({"chosen": best, "candidates": rows}, indent=1))
+    print(f"[tune] chosen on validation: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
