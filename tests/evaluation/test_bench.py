@@ -16,8 +16,8 @@ from busi_lib.evaluation.metrics import bootstrap_many, scores_from_counts
 @pytest.fixture(scope="module")
 def bench(synthetic_dir, module_tmp):
     out = module_tmp / "bench"
-    res = run_bench(synthetic_dir, out, models=["custom_cnn", "multitask"], profile="smoke", n_boot=100,
-                    log=lambda *_: None)
+    res = run_bench(synthetic_dir, out, models=["prior", "shape_oracle", "custom_cnn", "multitask_no_seg", "multitask"],
+                    profile="smoke", n_boot=100, log=lambda *_: None)
     return out, res
 
 
@@ -114,3 +114,25 @@ def test_speed_bench_measures_both_loops(synthetic_dir, tmp_path):
         assert r[k] > 0, k
     assert r["fastai_to_plain"] == pytest.approx(r["train_images_per_s_fastai"] / r["train_images_per_s_plain"],
                                                  rel=0.01)
+
+
+def test_the_ladder_scores_baselines_and_pairs_rows_on_the_same_scans(bench):
+    out, res = bench
+    m = res["models"]
+    prior = m["prior"]["main"]["pooled"]["classification"]
+    assert prior["recall"] == 0 and prior["specificity"] == 1 and prior["roc_auc"] == 0.5
+    assert m["shape_oracle"]["main"]["pooled"]["classification"]["roc_auc"] > 0.5  # the synthetic lesions' shapes
+    # with its mask loss off the decoder learnt nothing: no segmentation row for it
+    assert "segmentation" not in m["multitask_no_seg"]["main"]["pooled"]
+    assert m["multitask_no_seg"]["settings"]["w_seg"] == 0 and m["multitask"]["settings"]["w_seg"] > 0
+    d = res["paired_differences"]["multitask - multitask_no_seg"]
+
+    def pooled(name):
+        return pd.concat([pd.read_csv(out / r["predictions"]) for r in m[name]["fold_results"]], ignore_index=True)
+
+    both = pooled("multitask").merge(pooled("multitask_no_seg"), on=["image_id", "target"], suffixes=("", "_b"))
+    want = roc_auc_score(both["target"], both["prob"]) - roc_auc_score(both["target"], both["prob_b"])
+    assert d["n_images"] == len(both) > 0 and d["difference"]["roc_auc"] == pytest.approx(want)
+    lo, hi = d["ci95"]["roc_auc"]
+    assert lo <= want + 1e-9 <= hi + 2e-9
+    assert "Paired differences" in results_markdown(res) and "prior · no network" in results_markdown(res)
