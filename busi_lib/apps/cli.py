@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from busi_lib.errors import BusiDataError, BusiError
+from busi_lib.training.config import TrainConfig  # light: no torch, so `busi --help` stays fast
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -172,32 +173,43 @@ def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from busi_lib.names import AUGMENTATIONS, DECODER_NORMS
-    from busi_lib.training.config import TrainConfig
 
     d = TrainConfig()
+
+    def shown(name):  # the default of an option that a profile sets
+        return f"the profile's; without --profile {getattr(d, name)}"
+
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
+                   help="start from a profile's settings for --arch (busi_lib/training/profiles.py); options given "
+                   "explicitly win")
     p.add_argument("--arch", default=d.arch, help="custom_cnn, resnet50, vgg16_bn, vit_*, swin_*, unet, uresnet, fcn, "
-                   "multitask (default: %(default)s)")
+                   "multitask, or a bench name such as efficientnet_lite0 (default: %(default)s)")
     p.add_argument("--out", required=True)
     p.add_argument("--split", help="split CSV to reuse (default: a new seeded split)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate; 0 = fastai's lr_find suggestion")
+    p.add_argument("--image-size", type=int, help=f"default: {shown('image_size')}")
+    p.add_argument("--epochs", type=int, help=f"default: {shown('epochs')}")
+    p.add_argument("--batch-size", type=int, help=f"default: {shown('batch_size')}")
+    p.add_argument("--lr", type=float, help=f"learning rate; 0 = fastai's lr_find suggestion (default: {shown('lr')})")
+    p.add_argument("--freeze-epochs", type=int, help="transfer classifiers: head-only epochs before the whole network "
+                   "trains (default: fastai's fine_tune for a pretrained body)")
+    p.add_argument("--lr-mult", type=float, help="transfer classifiers: the body's rate is lr / this")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
-                   help="ImageNet weights for the transfer models (default: on)")
-    p.add_argument("--encoder", default=d.encoder,
-                   help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), resnet18, resnet50")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction,
+                   help=f"ImageNet weights for the transfer models (default: {shown('pretrained')})")
+    p.add_argument("--encoder", help="encoder of uresnet/multitask: tf_efficientnet_lite0 (weights from pip), "
+                   f"resnet18, resnet50 (default: {shown('encoder')})")
     p.add_argument("--decoder-norm", choices=DECODER_NORMS, default=d.decoder_norm,
                    help="normalisation in the U-Net decoder of unet/uresnet/multitask: per-scan instance or group "
                    "norm instead of batch norm (models that travel; default: %(default)s)")
-    p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment,
+    p.add_argument("--augment", choices=AUGMENTATIONS,
                    help="training augmentation: geometry = flips and affine only; scanner = geometry and gain, "
-                   "gamma, speckle, blur, low resolution (default: %(default)s)")
+                   f"gamma, speckle, blur, low resolution (default: {shown('augment')})")
     p.add_argument("--aspect-crop", action=argparse.BooleanOptionalAction, default=d.aspect_crop,
                    help="random aspect-ratio crops that keep the whole lesion (default: off)")
-    _precision_arg(p, d.precision)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help=f"PyTorch's channels_last memory format (default: {shown('channels_last')})")
+    _precision_arg(p, None)
     p.add_argument("--w-cls", type=float, default=d.w_cls)
     p.add_argument("--w-seg", type=float, default=d.w_seg)
     p.add_argument("--dice-weight", type=float, default=d.dice_weight)
@@ -210,17 +222,27 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run in --out from its last finished epoch (same options)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``busi train``: one training run from the options (each named as a ``TrainConfig`` field)."""
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of ``busi train``'s options: the profile's settings for ``--arch`` (or the dataclass's
+    defaults without ``--profile``), then every option given explicitly."""
     from dataclasses import fields
 
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.training.profiles import MODEL_ALIASES, settings_for
+
+    # every option has the name of a TrainConfig field (dashes become underscores); None: not given
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.lr == 0:
+        given["lr"] = None  # fastai's lr_find chooses
+    base = settings_for(args.profile, args.arch) if args.profile else dict(MODEL_ALIASES.get(args.arch, {}))
+    return TrainConfig(**{**base, **given, "arch": base.get("arch", args.arch),
+                          "data": str(_need_data(args.data)), "progress": not args.quiet})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``busi train``: one training run from the options (each named as a ``TrainConfig`` field)."""
     from busi_lib.training.learners import train
 
-    # every option has the name of a TrainConfig field (dashes become underscores)
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    given.update(data=str(_need_data(args.data)), lr=args.lr or None, progress=not args.quiet)
-    cfg = TrainConfig(**given)
+    cfg = train_config(args)
     from busi_lib.training.distributed import is_main_process
 
     t0 = time.time()

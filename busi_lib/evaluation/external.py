@@ -485,7 +485,8 @@ def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.nda
     want = size * n_units if size < 1 else float(size)
     if not 1 <= round(want) < n_units:
         unit = "patients" if patients else "images"
-        raise ValueError(f"calibration size {size!r} leaves no calibration or no scored part ({n_units} {unit})")
+        raise BusiDataError(None, f"calibration size {size!r} leaves no calibration or no scored part: this set has "
+                            f"{n_units} {unit}")
     rng = np.random.default_rng(seed)
     total = int(np.floor(want + 0.5))
     ids_of = {c: np.sort(target.index[target.to_numpy() == c].to_numpy()) for c in (0, 1)}

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
@@ -51,6 +53,7 @@ from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
 from fastai.torch_core import set_seed
+from fastprogress.fastprogress import IN_NOTEBOOK
 
 from busi_lib import __version__
 from busi_lib.data.dataset import load_dataset
@@ -327,8 +330,12 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
         tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
-    quiet = (learn.no_bar(), learn.no_logging()) if not cfg.progress else (nullcontext(), nullcontext())
-    with quiet[0], quiet[1]:
+    # a bar in a terminal or a notebook; into a file or a pipe, a plain line per epoch (a bar's redraws would
+    # fill a log); nothing with progress off
+    bar = cfg.progress and (sys.stdout.isatty() or IN_NOTEBOOK)
+    if cfg.progress and not bar:
+        learn.logger = partial(_log_line, learn)
+    with nullcontext() if bar else learn.no_bar(), nullcontext() if cfg.progress else learn.no_logging():
         lr = ckpt["lr"] if ckpt else cfg.lr  # a resumed run keeps the rate lr_find chose before
         if lr is None and n_processes() > 1:
             # fastai's LRFinder saves and reloads the weights in a temporary folder of each process, but only
@@ -352,6 +359,12 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
                         atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())
                     run_cbs.append(ResumeEpochs(ckpt))
                 learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
+
+
+def _log_line(learn: Learner, values: list) -> None:
+    """One plain line per epoch, named values (fastai's logger when no bar is shown)."""
+    pairs = zip(learn.recorder.metric_names, values)
+    print("  ".join(f"{n} {v:.4g}" if isinstance(v, float) else f"{n} {v}" for n, v in pairs), flush=True)
 
 
 def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:

@@ -36,6 +36,11 @@ def test_train_then_evaluate(synthetic_dir, tmp_path, capsys):
             "--epochs", "1", "--batch-size", "8", "--quiet", "--seed", "1"]
     assert main(args) == 0
     assert "test  classification" in capsys.readouterr().out
+    # not --quiet, into a pipe (pytest's capture): one plain line per epoch, no bar redraws
+    assert main([a for a in args if a != "--quiet"] + ["--epochs", "2", "--out", str(tmp_path / "run2")]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and [line.split()[:2] for line in out.splitlines() if line.startswith("epoch ")] == [
+        ["epoch", "0"], ["epoch", "1"]]
     assert main(["evaluate", "--model", str(run / "model"), "--data", str(synthetic_dir), "--split",
                  str(run / "split.csv"), "--part", "test", "--out", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
@@ -135,3 +140,21 @@ def test_the_usage_text_names_every_command():
     assert sorted(commands) == sorted({"data", "train", "evaluate", "calibrate", "bench", "notebooks", "predict"})
     missing = [c for c in commands if f"    busi {c} " not in cli.__doc__]
     assert not missing, f"busi_lib/apps/cli.py's usage text omits {missing}"
+
+
+def test_train_profile_gives_the_profile_settings_and_explicit_options_win(synthetic_dir):
+    from busi_lib.apps.cli import build_parser, train_config
+    from busi_lib.training.config import TrainConfig
+    from busi_lib.training.profiles import settings_for
+
+    def cfg(*argv):
+        return train_config(build_parser().parse_args(["train", "--data", str(synthetic_dir), "--out", "x", *argv]))
+
+    cpu = cfg("--profile", "cpu", "--arch", "multitask")
+    assert {k: getattr(cpu, k) for k in settings_for("cpu", "multitask")} == settings_for("cpu", "multitask")
+    assert cfg("--profile", "cpu", "--arch", "multitask", "--epochs", "3").epochs == 3
+    assert cfg("--profile", "cpu", "--arch", "efficientnet_lite0_scratch").arch == "tf_efficientnet_lite0"
+    # without --profile: the dataclass's defaults, as before; --lr 0 asks lr_find
+    plain, d = cfg("--arch", "multitask"), TrainConfig()
+    assert (plain.image_size, plain.epochs, plain.lr, plain.channels_last) == (d.image_size, d.epochs, d.lr, False)
+    assert cfg("--lr", "0").lr is None

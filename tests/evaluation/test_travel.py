@@ -323,3 +323,9 @@ def test_evaluate_reports_the_site_threshold(runs, site, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--model", str(runs / "fold0"), "--data", str(site), "--out", str(out),
               "--calibration-size", "2.5"])
+    capsys.readouterr()
+    # more patients than the set has: one line naming the size and the count, no traceback
+    assert main(["evaluate", "--model", str(runs / "fold0"), "--data", str(site), "--labels", str(site / MANIFEST_NAME),
+                 "--out", str(tmp_path / "ev2"), "--n-boot", "10", "--quiet", "--calibration-size", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("busi: error: calibration size 5000 leaves no") and err.count("\n") == 1
