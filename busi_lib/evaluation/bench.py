@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from busi_lib.data.dataset import load_dataset
+from busi_lib.data.dataset import load_dataset, resolve_data_dir
 from busi_lib.data.duplicates import duplicate_groups
 from busi_lib.data.splits import cv_fold_split, kfold_split, save_split
 from busi_lib.data.table import dataset_fingerprint
@@ -293,7 +293,7 @@ def run_bench(
         },
         "data": {"folder": str(data), "n_images": int(len(df)),
                  "per_class": {k_: int(v) for k_, v in df["label"].value_counts().items()},
-                 "fingerprint": dataset_fingerprint(df), "is_real": _is_real(df)},
+                 "fingerprint": dataset_fingerprint(df), "is_real": resolve_data_dir(data)[1]},
         "study": STUDY,
         "models": per_model,
         "paired_differences": pairs,
@@ -309,10 +309,6 @@ def run_bench(
 
 def _silent(*args, **kwargs) -> None:
     """The log of the processes other than the main one (which prints for all)."""
-
-
-def _is_real(df) -> bool:
-    return len(df) == 647  # the binary task of the real BUSI; the synthetic sets are far smaller
 
 
 def _one_line(scores: dict) -> str:
