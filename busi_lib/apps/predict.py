@@ -1,57 +1,7 @@
 """Using a trained model on new scans: ``busi predict`` and :func:`predict_arrays`.
 
-For every scan the model folder (:mod:`busi_lib.training.saving`) gives:
-
-* the **malignancy probability** and the **label** (``malignant`` when the
-  probability is at least the threshold; by default the threshold saved with
-  the model, chosen on *validation* data when it was trained);
-* the **lesion mask at the scan's own size**: the model's mask probability is
-  resized back to the scan's height and width (bilinear) and a pixel is lesion
-  where it is at least 0.5; written as a PNG with values 0 and 255;
-* an **overlay** picture: the scan, the mask's outline (red when the scan is
-  called malignant, green otherwise), the label and the probability written on it;
-* with ``--cam``, a **Grad-CAM** heatmap (:mod:`pytorch_grad_cam`) of the
-  classification: which parts of the scan pushed the classifier towards its
-  label. Look for heat on the caliper marks and text burnt into BUSI scans: a
-  classifier that looks there has learnt a shortcut, not the lesion;
-* one row of ``predictions.csv``: file, size, probability, label, threshold,
-  lesion area in pixels and as a fraction of the scan, the output files, and
-  the error for a file that could not be read.
-
-Models that only classify have no mask (its columns stay empty); models that
-only segment have no probability, label or CAM. A model saved with a
-probability temperature (:mod:`busi_lib.evaluation.calibration`) reports the calibrated
-probability, and its threshold is mapped the same way, so the labels do not change.
-
-The scan goes through the same steps as in training, so the model sees what it
-was trained on: read as 8-bit grayscale whatever the file holds (grayscale, RGB,
-RGBA, 16-bit: :func:`busi_lib.data.images.read_image`), resized to the model's image
-size with area interpolation (as :mod:`busi_lib.data.cache`), normalised as in
-:mod:`busi_lib.data.transforms`.
-
-Safety of the inputs and outputs:
-
-* outputs go to ``--out`` only, named after the scan (``<name>_mask.png``,
-  ``<name>_overlay.png``, ``<name>_cam.png``; a second scan of the same name
-  gets ``<name>-2_...``). An ``--out`` that is, or is inside, an input folder, or
-  is the folder of an input file, is refused: BUSI keeps its masks beside the
-  scans under the same ``<name>_mask.png`` names;
-* every file is written whole or not at all (a temporary file, then a rename);
-  ``predictions.csv`` is rewritten after every batch, so an interrupted run
-  leaves a table of what was done;
-* folders are walked recursively for ``.png .jpg .jpeg .bmp .tif .tiff`` files;
-  files with ``_mask`` in their name (BUSI's masks) and hidden files (such as
-  macOS's ``._name.png``) are skipped;
-* any image size is processed up to PIL's decompression-bomb limit (about 89
-  million pixels, e.g. 9000 x 9000); a larger file is refused with an error
-  naming it, as are empty, truncated and non-image files (:mod:`busi_lib.data.images`).
-  An 8000 x 8000 scan takes about 3 s on one CPU thread and the process peaks
-  at about 1.6 GB of memory (5 s and 2.2 GB with ``--cam``).
-
-``busi predict`` exit status: 0 when every scan was predicted; 1 when some files
-could not be read (they are listed on stderr and in the ``error`` column) and
-the others were predicted; 2 when nothing was predicted (a bad model folder, no
-scans found, a refused ``--out``, or no readable scan).
+Main functions: :func:`predict_folder` (``busi predict``), :func:`predict_files`, :func:`predict_arrays`.
+Manual (the outputs, the preprocessing, the safety rules, the exit status): docs/predict.md.
 """
 
 from __future__ import annotations

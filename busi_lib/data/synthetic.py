@@ -1,61 +1,8 @@
-"""A synthetic stand-in for BUSI: ultrasound-like scans with known lesions.
+"""A synthetic stand-in for BUSI: ultrasound-like scans with known lesions, in BUSI's exact layout.
 
-Why? Tests, notebooks and continuous integration need a dataset that is small,
-free to share, quick to make, and laid out *exactly* like the real one, so the
-same loader (:func:`busi_lib.data.table.scan_folder`) reads both. And because we draw
-the lesions ourselves, we know the truth: which scans are near-duplicates,
-which lesions are benign, and what a "second hospital" would change.
-
-:func:`make_synthetic_busi` writes::
-
-    out/
-      benign/     benign (1).png, benign (1)_mask.png, benign (7)_mask_1.png, ...
-      malignant/  malignant (1).png, malignant (1)_mask.png, ...
-      normal/     normal (1).png, normal (1)_mask.png (all zeros)
-      synthetic_manifest.csv   image_id, label, duplicate_of, view_of, patient_id, image, mask
-
-The manifest is also a valid *labels CSV* for :mod:`busi_lib.evaluation.external` (its
-``image`` and ``mask`` columns are paths relative to the folder, ``patient_id``
-groups the images of one patient), so ``busi evaluate --labels
-<folder>/synthetic_manifest.csv`` scores a synthetic "hospital" per patient.
-
-How a scan is drawn (each step is one small function below):
-
-1. **Tissue** (:func:`_tissue`): horizontal layers as seen by a probe lying on
-   the skin: a bright skin line, darker subcutaneous fat, brighter
-   fibroglandular tissue with streaks and ligaments, darker muscle at depth.
-2. **Lesions** (:func:`_lesion_mask`): a closed curve ``r(theta)`` in polar
-   coordinates. Benign: a smooth oval, wider than tall, sharp margin. Malignant:
-   an irregular outline with spicules (thin spikes), often taller than wide,
-   a blurred margin with a bright halo. Both are *hypoechoic* (darker than the
-   tissue around them).
-3. **Posterior shadowing** (:func:`_posterior_shadow`): a lesion absorbs sound,
-   so the columns below it are darker; malignant lesions shadow more. (Some
-   benign cysts do the opposite: *posterior enhancement*.)
-4. **Depth attenuation**: echoes get weaker the deeper they come from.
-5. **Speckle** (:func:`_speckle`): the grainy texture of every ultrasound image.
-   It is interference of many tiny scatterers: the magnitude of smoothed complex
-   Gaussian noise (a Rayleigh distribution). The smoothing is anisotropic,
-   because a probe resolves depth better than width: speckle grains are wide
-   and flat.
-6. **Log compression** (:func:`_to_display`): echo amplitudes span a huge range;
-   scanners show their logarithm over a fixed dynamic range.
-7. **Burnt-in marks** (:func:`_draw_calipers`, :func:`_draw_text`): the caliper
-   ``+`` marks a sonographer puts at the ends of a lesion, text labels and a
-   depth scale. A model can learn these as shortcuts, which is worth knowing.
-
-The brightness of every scan is normalised to a mean drawn from the *same*
-distribution for all classes, so benign and malignant cannot be told apart by
-overall brightness: a model must look at the lesion's shape and margin.
-
-Everything is drawn from ``numpy.random.Generator`` objects seeded from
-``seed``, so the same call writes byte-identical files.
-
-Example::
-
-    from busi_lib.data.synthetic import make_synthetic_busi, HOSPITAL_B
-    root = make_synthetic_busi("/tmp/busi_synth", n_per_class=20, seed=0)
-    other = make_synthetic_busi("/tmp/busi_synth_b", n_per_class=20, seed=0, shift=HOSPITAL_B)
+Main functions: :func:`make_synthetic_busi` (``busi data synthetic``) and :func:`render_scan`;
+:class:`AppearanceShift` (e.g. ``HOSPITAL_B``) makes a "second hospital".
+Manual (the layout, the manifest, how a scan is drawn): docs/synthetic.md.
 """
 
 from __future__ import annotations
