@@ -186,7 +186,7 @@ def convert_external(name: str, source: str | Path, out: str | Path, *, skip_bad
 
 def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
                    progress: bool = False) -> Conversion:
-    """BUS-BRA (``BUSBRA/`` or the folder holding it) into a labels-CSV folder (rules: module docstring)."""
+    """BUS-BRA (``BUSBRA/`` or the folder holding it) into a labels-CSV folder (rules: docs/external_sets.md)."""
     source = _check_source(source)
     root = _busbra_root(source)
     out = _check_out(out, source)
@@ -198,7 +198,7 @@ def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = Fals
 
 def convert_busuclm(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
                     progress: bool = False) -> Conversion:
-    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above) (rules: module docstring)."""
+    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above) (rules: docs/external_sets.md)."""
     source = _check_source(source)
     root = _busuclm_root(source)
     out = _check_out(out, source)
