@@ -40,6 +40,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from busi_lib.data.download import DEFAULT_URL, FOLDER_NAME, download_busi, kaggle_configured
 
 DRIVE_ROOT = "/content/drive"
@@ -168,7 +170,6 @@ def _choose_profile(result: ColabSetup, say) -> None:
         result.profile = os.environ["BUSI_PROFILE"]
         say(f"Profile: BUSI_PROFILE={result.profile} (yours, kept)")
         return
-    import torch  # heavy: imported on first use
 
     if torch.cuda.is_available():
         os.environ["BUSI_PROFILE"] = result.profile = "gpu"

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from busi_lib.evaluation.inference import preprocess, task_of_config
 from busi_lib.training.saving import config_normalization, load_model
@@ -68,8 +70,6 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
     the normalised batch (:func:`busi_lib.apps.predict.preprocess`). Each map is
     scaled to [0, 1] on its own: compare where the heat is, not how much.
     """
-    from pytorch_grad_cam import GradCAM  # heavy: imported on first use
-    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget  # heavy: imported on first use
 
     task = task_of_config(config)
     if task == "segment":

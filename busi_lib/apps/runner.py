@@ -23,6 +23,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
+import papermill as pm
+import yaml
+from papermill.cli import _resolve_type
+from papermill.exceptions import PapermillExecutionError
+
 from busi_lib.errors import (
     BusiDataError,
     NotebookFailed,  # defined with the library's other errors
@@ -61,8 +67,6 @@ def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only: Iterable[str] | 
 
 def parse_value(text: str) -> object:
     """A ``-p`` value: papermill's rules (True/False/None, int, float), then YAML for lists and mappings."""
-    import yaml  # heavy: imported on first use
-    from papermill.cli import _resolve_type  # heavy: imported on first use
 
     value = _resolve_type(text)
     if not isinstance(value, str):
@@ -94,7 +98,6 @@ def kernel_environment(profile: str) -> dict[str, str]:
 
 def failing_cell(executed: Path) -> tuple[int | None, str]:
     """Index and source of the cell papermill marked as failed or still running in an executed notebook."""
-    import nbformat  # heavy: imported on first use
 
     try:
         nb = nbformat.read(executed, as_version=4)
@@ -109,8 +112,6 @@ def failing_cell(executed: Path) -> tuple[int | None, str]:
 
 def run_notebook(path: Path, out: Path, parameters: dict, cell_timeout: int) -> float:
     """Execute one notebook into ``out/<name>.ipynb``; seconds taken, or :class:`NotebookFailed`."""
-    import papermill as pm  # heavy: imported on first use
-    from papermill.exceptions import PapermillExecutionError  # heavy: imported on first use
 
     executed = out / path.name
     t0 = time.time()

@@ -22,9 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from busi_lib.data.images import read_image
 
@@ -34,7 +37,6 @@ PHASH_THRESHOLD = 10
 
 def phash_bits(img: np.ndarray) -> np.ndarray:
     """The 64 pHash bits of a grayscale uint8 image, as a bool array."""
-    import imagehash  # heavy: imported on first use
 
     return imagehash.phash(Image.fromarray(img)).hash.flatten().astype(bool)
 
@@ -58,8 +60,6 @@ def hamming_matrix(bits: np.ndarray) -> np.ndarray:
 
 def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
     """Connected components of ``dist <= threshold``, numbered 0.. in order of first member."""
-    from scipy.sparse import csr_matrix  # heavy: imported on first use
-    from scipy.sparse.csgraph import connected_components  # heavy: imported on first use
 
     _, labels = connected_components(csr_matrix(dist <= threshold), directed=False)
     # renumber so the group ids follow the row order (stable and readable)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from busi_lib.models.weights import IMAGENET_MEAN, IMAGENET_STD
@@ -198,7 +199,6 @@ def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
 
 def denormalize(x: torch.Tensor | np.ndarray, norm: Normalization = IMAGENET) -> np.ndarray:
     """Undo the normalisation ``norm`` of a (…, 3, H, W) tensor or array for display: values in [0, 1]."""
-    import torch  # heavy: imported on first use
 
     x = torch.as_tensor(x).detach().float().cpu()
     mean = torch.tensor(norm[0]).view(3, 1, 1)

@@ -60,6 +60,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import torch
+from fastai.data.load import DataLoader
+from fastprogress.fastprogress import progress_bar
 from numpy.typing import ArrayLike
 
 from busi_lib.data.cache import cached_table, has_cached_table
@@ -150,7 +153,6 @@ def _progress(items, show: bool, comment: str = ""):
     """fastprogress's bar (what fastai shows during training), or the plain iterable."""
     if not show:
         return items
-    from fastprogress.fastprogress import progress_bar  # heavy: imported on first use
 
     bar = progress_bar(items, leave=False)
     bar.comment = comment
@@ -334,12 +336,10 @@ def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, 
     (:func:`busi_lib.evaluation.ensemble.adapt_batchnorm`); ``return_adaptation``: also
     return its summary (None without it).
     """
-    from fastai.data.load import DataLoader  # heavy: imported on first use
 
 
     ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
                       norm=config_normalization(config))
-    import torch  # heavy: imported on first use
 
     adapted = None
     if adapt_bn:

@@ -35,6 +35,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+from fastai.callback.core import Callback
+
 from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.training.config import TrainConfig
 from busi_lib.training.hardware import autocast_context, resolve_precision
@@ -52,8 +55,6 @@ def _rss_mb() -> float:
 def measure(arch: str, data: str, profile: str = "cpu", n_batches: int = N_BATCHES, seed: int = 0,
             encoder: str | None = None, channels_last: bool = False, precision: str = "fp32") -> dict:
     """Throughput figures of one model (runs in the calling process)."""
-    import torch  # heavy: imported on first use
-    from fastai.callback.core import Callback  # heavy: imported on first use
 
 
     kw = settings_for(profile, arch, encoder=encoder)

@@ -13,8 +13,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import pandas as pd
+import torch
+from fastai.data.load import DataLoader
 
 from busi_lib.data.cache import cached_arrays
 from busi_lib.data.dataset import load_dataset
@@ -166,7 +169,6 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     plus ``table`` (the scans' rows), ``images`` (uint8, resized as the model saw them)
     and ``config``.
     """
-    from fastai.data.load import DataLoader  # heavy: imported on first use
 
 
     folder = Path(model_folder)
@@ -208,7 +210,6 @@ def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 100
 
 
 def _resize(a: np.ndarray, size: int) -> np.ndarray:
-    import cv2  # heavy: imported on first use
 
     a = np.asarray(a, dtype=np.float32)
     return a if a.shape[-1] == size else cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -254,7 +255,6 @@ def layer_shapes(model: torch.nn.Module, image_size: int = 64) -> dict:
     (one per decoder block), ``classification`` and ``segmentation`` (the heads'
     outputs) and ``input``.
     """
-    import torch  # heavy: imported on first use
 
     net = model.net if hasattr(model, "net") else model
     seen: dict = {}

@@ -46,9 +46,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision.models as tvm
+from fastai.vision.learner import create_timm_model, create_vision_model
+from torchvision.models.segmentation import fcn_resnet50
 
 from busi_lib.data.transforms import Normalization
 from busi_lib.models.weights import (
@@ -103,7 +107,6 @@ class FCN(nn.Module):
 
     def __init__(self, n_out: int = 1, pretrained: bool = False):
         super().__init__()
-        from torchvision.models.segmentation import fcn_resnet50  # heavy: imported on first use
 
         self.net = fcn_resnet50(weights=None, weights_backbone=None, num_classes=n_out, aux_loss=False)
         if pretrained:
@@ -219,7 +222,6 @@ def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
 
 
 def _smp_unet(encoder: str, pretrained: bool, decoder_norm: str = "batch", **kwargs):
-    import segmentation_models_pytorch as smp  # heavy: imported on first use
 
     packaged = is_packaged(encoder)
     # smp's "tu-" encoders are timm's own networks, features only (its older "timm-" copies are deprecated)
@@ -275,7 +277,6 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
         return build_segmenter(arch, encoder, pretrained, decoder_norm)
     if arch == "custom_cnn":
         return CustomCNN(1)
-    from fastai.vision.learner import create_timm_model, create_vision_model  # heavy: imported on first use
 
     tv = torchvision_arch(arch)
     if tv is not None:
@@ -292,7 +293,6 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
 
 def torchvision_arch(name: str) -> Callable[..., nn.Module] | None:
     """The torchvision model function of a name (``resnet50`` → ``torchvision.models.resnet50``), or None."""
-    import torchvision.models as tvm  # heavy: imported on first use
 
     if name in tvm.list_models(module=tvm):
         return getattr(tvm, name)

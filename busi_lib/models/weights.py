@@ -42,6 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import timm
+import torch
+import torch.hub
+import torchvision.models as tvm
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
 from busi_lib.errors import WeightsNotFoundError
@@ -95,8 +99,6 @@ def packaged_state_dict(arch: str) -> dict:
     last part of the name: ``weight``, ``bias``, ``running_mean``, ...) and the
     shape must agree, or the file is refused, naming the first tensor that differs.
     """
-    import timm  # heavy: imported on first use
-    import torch  # heavy: imported on first use
 
     path = packaged_weights_file(arch)
     try:
@@ -147,7 +149,6 @@ def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     network uses the same numbers, so the two differ in their weights only.
     """
     if is_transformer(arch) or arch.startswith(("tf_", "convnext", "efficientnet")):  # timm's names
-        import timm  # heavy: imported on first use
 
         cfg = timm.models.get_pretrained_cfg(arch)
         if cfg is not None:
@@ -157,8 +158,6 @@ def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def torchvision_weights_file(arch: str) -> tuple[str, Path]:
     """(download URL, cache path) of torchvision's default ImageNet weights for ``arch``."""
-    import torch.hub  # heavy: imported on first use
-    import torchvision.models as tvm  # heavy: imported on first use
 
     weights = tvm.get_model_weights(arch).DEFAULT
     url = weights.url
@@ -213,7 +212,6 @@ def _why_not_downloaded(url: str) -> str | None:
 
 def ensure_torchvision_weights(arch: str) -> Path:
     """The cached weights file of a torchvision model, downloading it once if possible."""
-    import torch.hub  # heavy: imported on first use
 
     url, path = torchvision_weights_file(arch)
     if path.is_file():
@@ -235,7 +233,6 @@ def ensure_torchvision_weights(arch: str) -> Path:
 
 def torchvision_state_dict(arch: str) -> dict:
     """The ImageNet state dict of a torchvision model, read with ``weights_only=True``."""
-    import torch  # heavy: imported on first use
 
     return torch.load(ensure_torchvision_weights(arch), map_location="cpu", weights_only=True)
 
@@ -245,7 +242,6 @@ TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from 
 
 def timm_hub_repo(arch: str) -> str:
     """The Hugging Face hub repository of timm's default pretrained weights for ``arch``."""
-    import timm  # heavy: imported on first use
 
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
+from accelerate import PartialState
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL
 from fastai.distributed import DistributedTrainer as FastaiDistributedTrainer
@@ -66,7 +67,6 @@ def start_processes() -> None:
     global _started
     if num_distrib() <= 1 or _started:
         return
-    from accelerate import PartialState  # heavy: imported on first use
 
     state = PartialState(cpu=not torch.cuda.is_available())
     _started = True

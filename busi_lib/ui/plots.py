@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from busi_lib.data.table import CLASSES, LESION_CLASSES
 from busi_lib.data.transforms import IMAGENET, Normalization, denormalize
@@ -191,7 +194,6 @@ def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax: Axes | None = None,
 def plot_roc(y_true: ArrayLike, prob: ArrayLike, ax: Axes | None = None, label: str | None = None,
              point: tuple[float, float] | None = None) -> Figure:
     """ROC curve with its AUC; ``point`` = (fpr, tpr) marks the operating point."""
-    from sklearn.metrics import roc_auc_score, roc_curve  # heavy: imported on first use
 
     ax = ax or plt.subplots(figsize=(3.6, 3.4))[1]
     if len(np.unique(np.asarray(y_true))) < 2:
@@ -266,7 +268,6 @@ def plot_metric_bars(table: pd.DataFrame,
     ``ci``: ``{model: {metric: (low, high)}}`` draws those intervals as error bars
     (e.g. :func:`busi_lib.evaluation.study.test_intervals`); the caller's title should say what they are.
     """
-    import pandas as pd  # heavy: imported on first use
 
     metrics = [m for m in metrics if m in table.columns]
     long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value").dropna()
@@ -350,7 +351,6 @@ def plot_multitask_diagram(shapes: dict, ax: Axes | None = None) -> Figure:
     connections, and the classification head leaves from the deepest stage.
     Every box shows the measured output shape (channels x height x width).
     """
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # heavy: imported on first use
 
     enc, dec = shapes["encoder"][1:], shapes["decoder"]  # encoder[0] is the input itself
     n = len(enc)

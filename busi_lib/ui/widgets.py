@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+from IPython.display import HTML, Image, display
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
@@ -116,7 +117,6 @@ def show(widget: LiveFigure) -> None:
     Returns None on purpose: a cell ending in ``show(...)`` would otherwise display
     its return value a second time. Keep a handle with ``w = threshold_explorer(...); show(w)``.
     """
-    from IPython.display import HTML, Image, display  # heavy: imported on first use
 
     if static_mode():
         display(HTML(widget.summary))
