@@ -253,7 +253,8 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
 # ----------------------------------------------------------------------------
 # Segmentation
 # ----------------------------------------------------------------------------
-def _flat_masks(masks, name: str) -> np.ndarray:
+def flat_masks(masks: ArrayLike, name: str) -> np.ndarray:
+    """Masks as an (N, pixels) array; one (H, W) mask is N = 1. ``name`` says which argument was wrong."""
     m = np.asarray(masks)
     if m.ndim == 2:  # one image (H, W)
         m = m[None]
@@ -275,8 +276,8 @@ def segmentation_counts(true_masks: ArrayLike, pred_masks: ArrayLike,
     The counts are all a segmentation metric needs, so they are the thing to
     keep (e.g. for :func:`bootstrap_ci` over images) instead of the masks.
     """
-    t = _flat_masks(true_masks, "true_masks") > 0.5
-    p = _flat_masks(pred_masks, "pred_masks") >= threshold
+    t = flat_masks(true_masks, "true_masks") > 0.5
+    p = flat_masks(pred_masks, "pred_masks") >= threshold
     if t.shape != p.shape:
         raise ValueError(f"true_masks and pred_masks differ in shape: {t.shape} vs {p.shape} (after flattening)")
     tp = np.count_nonzero(t & p, axis=1).astype(np.int64)
@@ -285,7 +286,7 @@ def segmentation_counts(true_masks: ArrayLike, pred_masks: ArrayLike,
     return tp, fp, fn
 
 
-def _scores(tp, fp, fn) -> dict[str, np.ndarray]:
+def pixel_scores(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> dict[str, np.ndarray]:
     """Vectorised pixel metrics from counts, with the empty-mask convention."""
     tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
     both_empty = (tp + fp + fn) == 0
@@ -319,10 +320,10 @@ def scores_from_counts(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, pooled: bool
     """
     tp, fp, fn = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (tp, fp, fn))
     if pooled:
-        return {k: float(v) for k, v in _scores(tp.sum(), fp.sum(), fn.sum()).items()}
+        return {k: float(v) for k, v in pixel_scores(tp.sum(), fp.sum(), fn.sum()).items()}
     if tp.size == 0:
         return {k: float("nan") for k in SEGMENTATION_METRIC_NAMES}
-    return {k: float(v.mean()) for k, v in _scores(tp, fp, fn).items()}
+    return {k: float(v.mean()) for k, v in pixel_scores(tp, fp, fn).items()}
 
 
 def segmentation_metrics(true_masks: ArrayLike, pred_masks: ArrayLike, threshold: float = 0.5) -> dict:

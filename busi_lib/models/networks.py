@@ -132,7 +132,7 @@ class MultitaskUResNet(nn.Module):
     def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2,
                  decoder_norm: str = "batch"):
         super().__init__()
-        self.net = _smp_unet(encoder, pretrained, decoder_norm, aux_params=dict(classes=1, dropout=dropout))
+        self.net = smp_unet(encoder, pretrained, decoder_norm, aux_params=dict(classes=1, dropout=dropout))
 
     def forward(self, x):
         features = self.net.encoder(x)  # feature maps, from the input's resolution down to 1/32 of it
@@ -221,8 +221,9 @@ def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
     return module
 
 
-def _smp_unet(encoder: str, pretrained: bool, decoder_norm: str = "batch", **kwargs):
-
+def smp_unet(encoder: str, pretrained: bool, decoder_norm: str = "batch", **kwargs: object) -> nn.Module:
+    """smp's ``Unet`` on ``encoder`` with this course's decoder (:class:`UNetDecoder`, smp's initial weights) and
+    the encoder's ImageNet weights when ``pretrained``; ``kwargs`` go to smp (``aux_params`` adds a class head)."""
     packaged = is_packaged(encoder)
     # smp's "tu-" encoders are timm's own networks, features only (its older "timm-" copies are deprecated)
     smp_name = f"tu-{encoder}" if packaged else encoder
@@ -250,9 +251,9 @@ def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = Fal
     if arch == "unet":
         if pretrained:
             raise ValueError("the classic U-Net is trained from scratch: pass pretrained=False")
-        return SegmentationNet(_smp_unet("vgg11_bn", False, decoder_norm))
+        return SegmentationNet(smp_unet("vgg11_bn", False, decoder_norm))
     if arch == "uresnet":
-        return SegmentationNet(_smp_unet(encoder, pretrained, decoder_norm))
+        return SegmentationNet(smp_unet(encoder, pretrained, decoder_norm))
     if arch == "fcn":
         if decoder_norm != "batch":
             raise ValueError("fcn has no U-Net decoder: decoder_norm applies to unet, uresnet and multitask")

@@ -40,19 +40,23 @@ def _flat_logit(pred: torch.Tensor) -> torch.Tensor:
     return pred.reshape(pred.shape[0], -1)[:, 0] if pred.ndim > 1 else pred
 
 
-class _Base(nn.Module):
-    def activation(self, out):
+class LossBase(nn.Module):
+    """What fastai asks of a loss besides its value: the activation and the decoded calls of a prediction."""
+
+    def activation(self, out: torch.Tensor | tuple) -> torch.Tensor | tuple:
+        """Probabilities: the sigmoid of each output."""
         if isinstance(out, (tuple, list)):
             return tuple(torch.sigmoid(o) for o in out)
         return torch.sigmoid(out)
 
-    def decodes(self, out):
+    def decodes(self, out: torch.Tensor | tuple) -> torch.Tensor | tuple:
+        """Calls: each probability at 0.5."""
         if isinstance(out, (tuple, list)):
             return tuple((o > 0.5).float() for o in out)
         return (out > 0.5).float()
 
 
-class ClassificationLoss(_Base):
+class ClassificationLoss(LossBase):
     """BCEWithLogits on the class logit; ``pos_weight`` balances benign and malignant."""
 
     def __init__(self, pos_weight: float | None = None):
@@ -66,7 +70,7 @@ class ClassificationLoss(_Base):
         return F.binary_cross_entropy_with_logits(logit, target.float().to(logit.device), pos_weight=pw)
 
 
-class SegmentationLoss(_Base):
+class SegmentationLoss(LossBase):
     """BCEWithLogits on every pixel, plus ``dice_weight`` x soft Dice loss."""
 
     def __init__(self, dice_weight: float = 1.0):
@@ -82,7 +86,7 @@ class SegmentationLoss(_Base):
         return loss
 
 
-class MultitaskLoss(_Base):
+class MultitaskLoss(LossBase):
     """``w_cls * L_cls + w_seg * L_seg`` for a model returning ``(class_logit, mask_logits)``."""
 
     def __init__(self, w_cls: float = 0.4, w_seg: float = 0.6, pos_weight: float | None = None,

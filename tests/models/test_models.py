@@ -204,14 +204,14 @@ def test_the_lesson_decoder_computes_what_smp_computes(encoder):
     and a model built with it starts from smp's weights, with the random numbers smp alone leaves."""
     import segmentation_models_pytorch as smp
 
-    from busi_lib.models.networks import SegmentationNet, UNetDecoder, _smp_unet
+    from busi_lib.models.networks import SegmentationNet, UNetDecoder, smp_unet
 
     name = "tu-" + encoder if encoder.startswith("tf_") else encoder
     torch.manual_seed(0)
     ref = smp.Unet(encoder_name=name, encoder_weights=None, in_channels=3, classes=1).eval()
     after_ref = torch.rand(1)
     torch.manual_seed(0)
-    ours = _smp_unet(encoder, False).eval()
+    ours = smp_unet(encoder, False).eval()
     assert isinstance(ours.decoder, UNetDecoder) and torch.rand(1) == after_ref
     assert ours.state_dict().keys() == ref.state_dict().keys()  # saved models load into either
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
