@@ -49,7 +49,7 @@ from busi_lib.data.external_sets import SETS
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.table import CLASSES, MASK_RE, check_data_folder  # the one rule for telling a mask file from a scan
 from busi_lib.errors import BusiDataError
-from busi_lib.files import sha256_of
+from busi_lib.files import atomic_write_bytes, sha256_of
 
 FINGERPRINT_VERSION = 1
 REFERENCE_PATH = Path(__file__).with_name("busi_fingerprint.json")
@@ -151,13 +151,7 @@ def write_reference(root: str | Path, path: str | Path) -> dict[str, Any]:
     so an interrupted run never leaves half a reference behind.
     """
     fp = pixel_fingerprint(root)
-    path = Path(path)
-    text = json.dumps(fp, separators=(",", ":"), sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; package data must be readable by every user
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(fp, separators=(",", ":"), sort_keys=True) + "\n").encode())
     return fp
 
 
