@@ -87,6 +87,7 @@ from busi_lib.evaluation.metrics import (
     bootstrap_many,
     classification_metrics,
     classification_round,
+    pixel_scores,
     scores_from_counts,
     segmentation_counts,
     segmentation_metrics,
@@ -569,9 +570,7 @@ def predictions_frame(table: pd.DataFrame, pred: dict, threshold: float, tempera
         df["correct"] = df["called"] == df["label"]
     if "mask_prob" in pred:
         tp, fp, fn = segmentation_counts(pred["mask"], pred["mask_prob"].astype(np.float32), 0.5)
-        dice = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-        dice = np.where(tp + fp + fn == 0, 1.0, dice)  # the empty-mask convention of busi_lib.evaluation.metrics
-        df["dice"] = np.where(df["has_mask"], dice, np.nan)
+        df["dice"] = np.where(df["has_mask"], pixel_scores(tp, fp, fn)["dice"], np.nan)
     return df
 
 
