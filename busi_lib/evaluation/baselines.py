@@ -1,7 +1,7 @@
 """Two baselines without a network, the first rows of the bench's ladder.
 
-* ``prior``: every scan called benign, the majority class. Its probability is the share of malignant scans in
-  the training part, the same for every scan, so it ranks nothing (AUC 0.5).
+* ``prior``: every scan called benign, the majority class. It gives every scan the same score, 0, in every
+  fold, so it ranks nothing (AUC 0.5, pooled over folds too).
 * ``shape_oracle``: a logistic regression on five lesion-shape features measured on the radiologists' masks
   (:func:`shape_features`). It is an *oracle*: it reads the true outline, which a deployed model never has,
   so it says how much of the diagnosis the outline alone carries, not what a model can reach.
@@ -63,8 +63,8 @@ def baseline_predictions(name: str, df: pd.DataFrame, split: pd.DataFrame,
     """
     part = split["split"].to_numpy()
     y = df["target"].to_numpy()
-    if name == "prior":  # the majority class, benign: a constant probability never reaches a threshold of 1
-        return np.full((part == "test").sum(), y[part == "train"].mean()), 1.0
+    if name == "prior":  # the majority class, benign: one score for every scan of every fold, below the threshold
+        return np.zeros((part == "test").sum()), 1.0
     if name != "shape_oracle":
         raise ValueError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
     x = (features if features is not None else shape_table(df))[list(SHAPE_FEATURES)].to_numpy()
