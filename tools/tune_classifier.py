@@ -23,6 +23,11 @@ CANDIDATES = {
     "one_cycle_12": dict(epochs=12, freeze_epochs=0, lr_mult=1.0),
     # 1 head-only epoch, then 12 epochs with the body at a tenth of the head's rate (discriminative rates)
     "freeze_1+12_slice10": dict(epochs=12, freeze_epochs=1, lr_mult=10.0),
+    # second round, around the first round's best (one_cycle_12): longer, larger input, stronger augmentation
+    "one_cycle_20": dict(epochs=20, freeze_epochs=0, lr_mult=1.0),
+    "one_cycle_12_160px": dict(epochs=12, freeze_epochs=0, lr_mult=1.0, image_size=160),
+    "one_cycle_12_strong_aug": dict(epochs=12, freeze_epochs=0, lr_mult=1.0, augment="strong"),
+    "one_cycle_12_lr1e-3": dict(epochs=12, freeze_epochs=0, lr_mult=1.0, lr=1e-3),
 }
 
 
