@@ -369,7 +369,8 @@ def results_markdown(r: dict) -> str:
         f"Intervals: {p['bootstrap']}.",
         f"Machine: {env['machine']}, {env['processor']}, {env['cpu_count']} threads, "
         f"GPU: {env['cuda'] or 'none'}; torch {env['torch']}, fastai {env['fastai']}. "
-        f"Wall time of the whole bench: {r['wall_seconds'] / 60:.0f} min.",
+        f"Training time of every fold: {sum(m['seconds'] for m in models.values()) / 60:.0f} min; wall time of "
+        f"this invocation (finished folds are reused, not redone): {r['wall_seconds'] / 60:.0f} min.",
         "",
         "Each cell: the metric on the pooled out-of-fold test predictions with its 95 % bootstrap interval; "
         "below it, mean ± standard deviation over folds (where the model ran more than one fold).",
