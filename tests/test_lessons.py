@@ -95,7 +95,7 @@ def test_every_lesson_ends_with_questions_experiments_and_answers(nb):
     n_q = sum(1 for line in questions.splitlines() if line[:1].isdigit())
     n_e = sum(1 for line in experiments.splitlines() if line[:1].isdigit())
     assert 6 <= n_q <= 10 and 2 <= n_e <= 3, (n_q, n_e)
-    assert experiments.count("*What to expect:*") == n_e
+    assert experiments.count("*What to expect:*") + experiments.count("*Measured outcome*") == n_e
     answers = (NOTEBOOKS / "answers" / f"{nb.stem}.md").read_text()
     n_answers = sum(1 for line in answers.split("## Experiments")[0].splitlines() if line[:1].isdigit())
     assert n_answers == n_q, f"{nb.stem}: {n_q} questions, {n_answers} answers"

@@ -34,10 +34,10 @@ import io
 import os
 from collections.abc import Callable, Sequence
 
+import IPython.display
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-from IPython.display import HTML, Image, display
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
@@ -117,12 +117,11 @@ def show(widget: LiveFigure) -> None:
     Returns None on purpose: a cell ending in ``show(...)`` would otherwise display
     its return value a second time. Keep a handle with ``w = threshold_explorer(...); show(w)``.
     """
-
     if static_mode():
-        display(HTML(widget.summary))
-        display(Image(data=widget.png, format="png"))
+        IPython.display.display(IPython.display.HTML(widget.summary))
+        IPython.display.display(IPython.display.Image(data=widget.png, format="png"))
     else:
-        display(widget)
+        IPython.display.display(widget)
 
 
 def _image_axis(ax, image, title: str) -> None:
