@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from busi_lib.evaluation.bench import LADDER
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = json.loads((ROOT / "results.json").read_text())
-LADDER = ("prior", "shape_oracle", "custom_cnn", "efficientnet_lite0_scratch", "efficientnet_lite0",
-          "multitask_no_seg", "multitask")
 
 
 def metric(model: str, name: str = "roc_auc", section: str = "classification", which: str = "main") -> str:

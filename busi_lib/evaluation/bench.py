@@ -127,13 +127,19 @@ def _baseline_fold(df: pd.DataFrame, split: pd.DataFrame, arch: str, fold: int, 
     prob, threshold = baseline_predictions(arch, df, split, _SHAPES.get(key))
     table = df.loc[split["split"].to_numpy() == "test", ["image_id", "dup_group", "label", "target"]]
     table = table.reset_index(drop=True).assign(prob=prob, prob_tta=prob, threshold=threshold)
-    csv = fold_dir / "test_predictions.csv"
-    atomic_write_bytes(csv, table.to_csv(index=False).encode())
     result = {"arch": arch, "resolved_arch": arch, "fold": fold, "task": "classify", "threshold": threshold,
               "n_images": {k: int(v) for k, v in split["split"].value_counts().items()}, "settings": {},
               "weights": "no network", "seconds": round(time.time() - t0, 1), "seconds_per_epoch": 0.0,
-              "epochs_run": 0, "test": score_table(table), "test_tta": score_table(table, "_tta"),
-              "predictions": str(csv.relative_to(out))}
+              "epochs_run": 0}
+    return _write_fold(table, result, out, fold_dir)
+
+
+def _write_fold(table: pd.DataFrame, result: dict, out: Path, fold_dir: Path) -> dict:
+    """A finished fold's files: its per-scan test predictions, then ``fold_result.json`` (written last: its
+    presence means the fold is finished) with the test scores, plain and with flip TTA."""
+    csv = fold_dir / "test_predictions.csv"
+    atomic_write_bytes(csv, table.to_csv(index=False).encode())
+    result.update(test=score_table(table), test_tta=score_table(table, "_tta"), predictions=str(csv.relative_to(out)))
     write_json(fold_dir / "fold_result.json", result)
     return result
 
@@ -176,8 +182,6 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
             tp, fp, fn = segmentation_counts(pred["mask"], pred["mask_prob"].astype(np.float32))
             table["tp" + suffix], table["fp" + suffix], table["fn" + suffix] = tp, fp, fn
     table["threshold"] = threshold
-    csv = fold_dir / "test_predictions.csv"
-    atomic_write_bytes(csv, table.to_csv(index=False).encode())
     result = {
         "arch": arch,
         "resolved_arch": cfg.arch,
@@ -190,12 +194,8 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
         "seconds": round(seconds, 1),
         "seconds_per_epoch": res.metrics["seconds_per_epoch"],
         "epochs_run": len(res.learn.recorder.values),
-        "test": score_table(table),
-        "test_tta": score_table(table, "_tta"),
-        "predictions": str(csv.relative_to(out)),
     }
-    write_json(fold_dir / "fold_result.json", result)  # written last: its presence means the fold is finished
-    return result
+    return _write_fold(table, result, out, fold_dir)
 
 
 def fold_summary(fold_results: list[dict], key: str = "test") -> dict:
