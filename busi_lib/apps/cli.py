@@ -10,7 +10,7 @@
     busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
     busi train          --arch NAME --data DIR --out DIR [options]
     busi evaluate       --model DIR [DIR...] --data DIR [--labels CSV] [--split CSV --part test] --out DIR
-                        [--adapt-bn] [--calibration-size F_OR_N]
+                        [--adapt-bn] [--calibration-size F_OR_N [--save-model DIR]]
     busi calibrate      --model DIR --data DIR [--split CSV]
     busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
     busi predict        --model DIR --benchmark [--batch-size N]
@@ -46,6 +46,22 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("BUSI_DATA_DIR"),
         help="BUSI folder (default: $BUSI_DATA_DIR, else a synthetic BUSI)",
     )
+
+
+def _sites_arg(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get("BUSI_DATA_DIR")
+    p.add_argument("--data", nargs="+", default=[env] if env else None,
+                   help="BUSI folder (default: $BUSI_DATA_DIR, else a synthetic BUSI), or several data folders, "
+                   "each a site: BUSI's layout or a folder with labels.csv (busi data external's output)")
+    p.add_argument("--train-sites", nargs="+", metavar="SITE",
+                   help="train and validate on these sites only (folder names); the others' scans are only tested")
+
+
+def _need_sites(data: list | None) -> str | list[str]:
+    """``--data`` of train and bench: one folder (as ``_need_data``), or several (sites)."""
+    if not data or len(data) == 1:
+        return str(_need_data(data[0] if data else None))
+    return [str(_need_data(d)) for d in data]
 
 
 # ---------------------------------------------------------------------- data
@@ -235,7 +251,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         given["lr"] = None  # fastai's lr_find chooses
     base = settings_for(args.profile, args.arch) if args.profile else dict(MODEL_ALIASES.get(args.arch, {}))
     return TrainConfig(**{**base, **given, "arch": base.get("arch", args.arch),
-                          "data": str(_need_data(args.data)), "progress": not args.quiet})
+                          "data": _need_sites(args.data), "progress": not args.quiet})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -270,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
         split=args.split, part=args.part, out=args.out, tta=args.tta, n_boot=args.n_boot, seed=args.seed,
         n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet, adapt_bn=args.adapt_bn,
-        calibration_size=args.calibration_size,
+        calibration_size=args.calibration_size, save_model_to=args.save_model,
     )
     _print_evaluation(ev.metrics)
     print(f"report: {Path(args.out) / 'report.md'}  (every number: evaluation.json, every image: predictions.csv)")
@@ -312,6 +328,13 @@ def _print_evaluation(m: dict) -> None:
               + f"  (saved threshold there: accuracy={st['saved_threshold_classification']['accuracy']:.3f})")
     elif m.get("site_threshold"):
         print(f"calibration part: {m['site_threshold']['note']}")
+    for name, op in (m.get("operating_points") or {}).items():
+        print(f"operating point {name} (threshold {op['threshold']:.3f}{', used' if op['used'] else ''}): "
+              + "  ".join(f"{k}={op[k]:.3f} [{op['ci95'][k][0]:.3f}, {op['ci95'][k][1]:.3f}]"
+                          for k in ("sensitivity", "specificity")))
+    if m.get("site_model"):
+        print(f"saved for this site: {m['site_model']} (busi predict --model {m['site_model']} uses the re-tuned "
+              "threshold)")
     if "segmentation" in m:
         line("segmentation", m["segmentation"], m["segmentation_ci"], ("dice_pooled", "iou_pooled", "dice_per_image"))
 
@@ -371,6 +394,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "(in memory; the model folder is unchanged)")
     for _, row in rep.failed.iterrows():
         print(f"busi predict: skipped {row['file']}: {row['error']}", file=sys.stderr)
+    print(rep.operating_point)
     print(f"{len(rep.done)} scans predicted, {len(rep.failed)} unreadable; results in {rep.csv}")
     if rep.failed.empty:
         return 0
@@ -386,14 +410,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from busi_lib.evaluation.speed import run_speed
 
         cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
-        run_speed(data=str(_need_data(args.data)), out=args.out, models=args.models, profile=args.profile,
+        run_speed(data=str(_need_data(args.data[0] if args.data else None)), out=args.out, models=args.models,
+                  profile=args.profile,
                   encoders=args.encoder, channels_last=cl,
                   precisions=args.precision or [PROFILES[args.profile]["precision"]])
         return 0
     from busi_lib.evaluation.bench import run_bench
 
     folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
-    k = 5 if args.protocol == "cv5" else 1
+    k = 5
     if args.protocol == "holdout":
         raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
     if args.encoder and len(args.encoder) > 1:
@@ -401,9 +426,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.precision and len(args.precision) > 1:
         raise SystemExit("busi bench: one --precision for cross-validation (several are for --speed)")
     overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None,
-                     precision=args.precision[0] if args.precision else None)
-    res = run_bench(_need_data(args.data), args.out, models=args.models, profile=args.profile, k=k,
-                    seed=args.seed, n_boot=args.n_boot, folds=folds, **overrides)
+                     precision=args.precision[0] if args.precision else None, train_sites=args.train_sites)
+    res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=k,
+                    seed=args.seed, n_boot=args.n_boot, folds=folds, protocol=args.protocol, **overrides)
     from busi_lib.training.distributed import is_main_process
 
     if is_main_process():
@@ -469,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train one model")
-    _data_arg(p)
+    _sites_arg(p)
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -495,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-size", type=_calibration_size, metavar="F_OR_N",
                    help="also re-tune the threshold on a labelled part of this site (fraction < 1 or a number of "
                    "patients, images without ids; seeded by --seed) and score the rest")
+    p.add_argument("--save-model", metavar="DIR", help="with --calibration-size: write a copy of the model that "
+                   "uses the re-tuned threshold (for busi predict at this site; a new folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("calibrate", help="fit a probability temperature on the validation part; save it with the model")
@@ -509,9 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     from busi_lib.training.profiles import STUDY_MODELS
 
     p = sub.add_parser("bench", help="cross-validate every model (or --speed: throughput figures)")
-    _data_arg(p)
+    _sites_arg(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--protocol", choices=["cv5", "holdout"], default="cv5")
+    p.add_argument("--protocol", choices=["cv5", "loso", "holdout"], default="cv5",
+                   help="cv5: 5-fold cross-validation; loso: leave one site out (several --data folders)")
     p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), help="default: %(default)s")
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
     p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")

@@ -237,6 +237,7 @@ class PredictReport:
     table: pd.DataFrame
     csv: Path
     adaptation: dict | None = None  # what --adapt-bn did (None without it)
+    operating_point: str = ""  # which threshold was used, and on which site's scans it was chosen
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -335,7 +336,22 @@ def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterabl
         adaptation = adapt_batchnorm(model, config, scans, batch_size=kwargs.get("batch_size", 16))
     rep = predict_files(model, config, inputs, out, **kwargs)
     rep.adaptation = adaptation
+    rep.operating_point = operating_point_text(config, kwargs.get("threshold"))
     return rep
+
+
+def operating_point_text(config: dict, threshold: float | None = None) -> str:
+    """One plain sentence: the threshold used, which operating point it is, and on which site it was chosen."""
+    if threshold is not None:
+        return f"threshold {threshold:.3f}, given on the command line"
+    _, thr = decision_threshold(config)
+    cal = config.get("calibrated_on") or {}
+    sites = ", ".join(cal.get("sites") or []) or "its training data"
+    point = config.get("operating_point") or "youden"
+    how = ("re-tuned on a labelled part of" if point == "site"
+           else f"the {point} operating point, chosen on validation scans of")
+    return (f"threshold {thr:.3f}: {how} {sites}. It holds at that site only; at another site re-tune it first "
+            "(busi evaluate --calibration-size N --save-model DIR)")
 
 
 # --------------------------------------------------------------------- speed

@@ -13,13 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from busi_lib.data.cache import cache_root, cached_table
+from busi_lib.data.sites import is_csv_site, load_sites
 from busi_lib.data.synthetic import make_synthetic_busi
 from busi_lib.data.table import select_labels
 from busi_lib.errors import BusiDataError
 
 
 def load_dataset(
-    root: str | Path,
+    root: str | Path | list,
     labels: str = "binary",
     *,
     duplicates: bool = True,
@@ -28,13 +29,21 @@ def load_dataset(
 ) -> pd.DataFrame:
     """Scan a BUSI folder, find near-duplicate groups, and keep the rows of the label set ``labels``.
 
+    ``root`` may also be a labels-CSV folder, or a list of folders (sites, see
+    :func:`busi_lib.data.sites.load_sites`); every table has a ``site`` column.
+
     The table of the whole folder (all classes) is cached in ``cache_dir`` (see
     :mod:`busi_lib.data.cache`), so the second call on the same folder is instant.
     Duplicate groups are computed over all classes before the label set's rows are
     kept, so a normal scan that duplicates a benign one is still known.
     """
-    df = cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir)
-    return select_labels(df, labels)
+    if isinstance(root, (list, tuple)) and len(root) == 1:
+        root = root[0]
+    if isinstance(root, (list, tuple)) or is_csv_site(root):  # several sites, or a labels-CSV folder
+        return load_sites([root] if isinstance(root, (str, Path)) else root, labels, cache_dir=cache_dir)
+    df = select_labels(cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir), labels)
+    df["site"] = Path(root).resolve().name
+    return df
 
 
 def resolve_data_dir(

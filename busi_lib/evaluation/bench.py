@@ -42,6 +42,7 @@ import pandas as pd
 
 from busi_lib.data.dataset import load_dataset, resolve_data_dir
 from busi_lib.data.duplicates import duplicate_groups
+from busi_lib.data.sites import site_names
 from busi_lib.data.splits import cv_fold_split, kfold_split, save_split
 from busi_lib.data.table import dataset_fingerprint
 from busi_lib.evaluation.baselines import BASELINES, baseline_predictions, shape_table
@@ -77,6 +78,17 @@ PAIRS = (("efficientnet_lite0", "efficientnet_lite0_scratch"), ("multitask", "mu
 CPU_ALL_FOLDS = LADDER
 
 
+def site_folds(df: pd.DataFrame) -> pd.DataFrame:
+    """Leave one site out: a fold table whose fold ``i`` is every scan of the ``i``-th site, so that
+    :func:`busi_lib.data.splits.cv_fold_split` tests on that site and trains and validates on the others."""
+    sites = site_names(df)
+    if len(sites) < 2:
+        raise ValueError(f"leave-one-site-out needs two sites or more; the data has {sites}")
+    out = df[["image_id", "label", "dup_group"]].copy()
+    out["split"] = df["site"].map({s: i for i, s in enumerate(sites)}).to_numpy()
+    return out.reset_index(drop=True)
+
+
 def folds_for(profile: str, arch: str, k: int) -> list[int]:
     """Which folds a model runs: all of them, but on the ``cpu`` profile only the
     first fold for every model outside :data:`CPU_ALL_FOLDS` (2 CPU cores)."""
@@ -105,7 +117,8 @@ def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profil
     if arch in BASELINES:
         return main_process_result(_baseline_fold, df, split, arch, fold, out, fold_dir)
     kw = settings_for(profile, arch, **overrides)
-    cfg = TrainConfig(**kw, data=str(data), out=str(fold_dir), split=str(split_csv), seed=seed,
+    data = [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data)
+    cfg = TrainConfig(**kw, data=data, out=str(fold_dir), split=str(split_csv), seed=seed,
                       progress=profile != "smoke")
     t0 = time.time()
     res = train(cfg)
@@ -173,7 +186,8 @@ def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, secon
     """The per-scan test predictions of a trained fold, written with its ``fold_result.json``."""
 
     threshold = float(res.metrics["threshold"])
-    table = res.dls.tables["test"][["image_id", "dup_group", "label", "target"]].reset_index(drop=True)
+    test = res.dls.tables["test"]
+    table = test[[c for c in ("image_id", "dup_group", "label", "target", "site") if c in test]].reset_index(drop=True)
     for suffix, tta in (("", False), ("_tta", True)):
         pred = predict_loader(res.learn.model, res.dls[2], cfg.task, tta=tta)
         if "prob" in pred:
@@ -226,6 +240,10 @@ def summarise_model(out: Path, fold_results: list[dict], n_boot: int, seed: int)
             "ci95": confidence_intervals(pooled, suffix, n_boot=n_boot, seed=seed),
             "over_folds": fold_summary(fold_results, "test" + suffix),
         }
+    if "site" in pooled and pooled["site"].nunique() > 1:  # several sites: each one's pooled scores too
+        summary["by_site"] = {site: {"n_test_images": int(len(t)), "pooled": score_table(t),
+                                     "ci95": confidence_intervals(t, n_boot=n_boot, seed=seed)}
+                              for site, t in pooled.groupby("site", sort=False)}
     summary["seconds"] = round(sum(r["seconds"] for r in fold_results), 1)
     summary["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in fold_results]))
     summary["settings"] = fold_results[0]["settings"]
@@ -246,9 +264,16 @@ def run_bench(
     n_boot: int = 1000,
     folds: list[int] | None = None,
     log: Callable[[str], None] = print,
+    protocol: str = "cv5",
     **overrides: object,
 ) -> dict:
-    """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``."""
+    """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``.
+
+    ``data``: a data folder, or several (sites, :mod:`busi_lib.data.sites`): the folds are then stratified by
+    site and class, and every model is also scored per site. ``protocol``: ``"cv5"`` (``k`` folds) or
+    ``"loso"`` (leave one site out: each site in turn is the test part). ``train_sites`` (an override): train
+    and validate on these sites only, test on every site's test folds.
+    """
 
     start_processes()  # with several processes: join them now, so that the barriers below wait for each other
     if not is_main_process():
@@ -256,7 +281,13 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = subset(load_dataset(data), settings_for(profile, models[0], **overrides)["max_images"], seed)
-    fold_table = kfold_split(df, k, seed)
+    if protocol == "loso":
+        fold_table = site_folds(df)
+        k = len(site_names(df))
+    elif protocol == "cv5":
+        fold_table = kfold_split(df, k, seed)
+    else:
+        raise ValueError(f"protocol must be 'cv5' or 'loso', not {protocol!r}")
     if is_main_process():
         save_split(fold_table, out / "folds.csv")
     conflicts = duplicate_groups(df)
@@ -265,7 +296,7 @@ def run_bench(
     t_start = time.time()
     per_model: dict = {}
     for arch in models:
-        wanted = folds if folds is not None else folds_for(profile, arch, k)
+        wanted = folds if folds is not None else list(range(k)) if protocol == "loso" else folds_for(profile, arch, k)
         results = []
         for f in wanted:
             log(f"[bench] {arch} ({resolve_arch(arch, profile)}): fold {f + 1} of {k} "
@@ -279,7 +310,11 @@ def run_bench(
              for a, b in PAIRS if a in per_model and b in per_model}
     results = {
         "protocol": {
-            "name": f"{k}-fold cross-validation, stratified by class, grouped by near-duplicate group",
+            "name": (f"leave one site out ({', '.join(site_names(df))})" if protocol == "loso" else
+                     f"{k}-fold cross-validation, stratified by class{' and site' if len(site_names(df)) > 1 else ''}"
+                     ", grouped by near-duplicate group (by patient where a site gives patient ids)"),
+            "sites": site_names(df),
+            "train_sites": overrides.get("train_sites"),
             "k": k,
             "seed": seed,
             "profile": profile,
@@ -291,9 +326,12 @@ def run_bench(
                 for _, g in conflicts.iterrows() if g["members"][0] in fold_of
             ],
         },
-        "data": {"folder": str(data), "n_images": int(len(df)),
+        "data": {"folder": "|".join(map(str, data)) if isinstance(data, (list, tuple)) else str(data),
+                 "n_images": int(len(df)),
                  "per_class": {k_: int(v) for k_, v in df["label"].value_counts().items()},
-                 "fingerprint": dataset_fingerprint(df), "is_real": resolve_data_dir(data)[1]},
+                 "per_site": {k_: int(v) for k_, v in df["site"].value_counts(sort=False).items()},
+                 "fingerprint": dataset_fingerprint(df),
+                 "is_real": all(resolve_data_dir(d)[1] for d in (data if isinstance(data, (list, tuple)) else [data]))},
         "study": STUDY,
         "models": per_model,
         "paired_differences": pairs,
@@ -330,7 +368,7 @@ def _cell(summary: dict, section: str, name: str, which: str = "main") -> str:
         return "–"
     lo, hi = s["ci95"].get(f"{section}.{name}", (np.nan, np.nan))
     txt = f"{v:.3f} ({lo:.2f}–{hi:.2f})"
-    f = s["over_folds"].get(section, {}).get(name)
+    f = s.get("over_folds", {}).get(section, {}).get(name)
     if f and f["sd"] is not None:
         txt += f"<br>{f['mean']:.3f} ± {f['sd']:.3f}"
     return txt
@@ -413,6 +451,15 @@ def results_markdown(r: dict) -> str:
         if "segmentation" in s["tta"]["pooled"]:
             lines.append(f"| {arch} | {_cell(s, 'segmentation', 'dice_pooled', 'tta')} | "
                          f"{_cell(s, 'segmentation', 'iou_pooled', 'tta')} |")
+    if any("by_site" in s for s in models.values()):
+        lines += ["", "## Per site (each site's pooled out-of-fold test scans)", "",
+                  "| model | site | scans | sensitivity | specificity | ROC-AUC | Dice (pooled) |",
+                  "|---|---|---|---|---|---|---|"]
+        for arch, s in models.items():
+            for site, b in s.get("by_site", {}).items():
+                cells = [_cell({"main": b}, sec, n) for sec, n in (("classification", "recall"), (
+                    "classification", "specificity"), ("classification", "roc_auc"), ("segmentation", "dice_pooled"))]
+                lines.append(f"| {arch} | {site} | {b['n_test_images']} | " + " | ".join(cells) + " |")
     if r.get("paired_differences"):
         lines += ["", "## Paired differences (the same scans, the same bootstrap resamples of duplicate groups)", "",
                   "| pair | scans | ROC-AUC | accuracy | F1 | ROC-AUC, flip TTA |", "|---|---|---|---|---|---|"]

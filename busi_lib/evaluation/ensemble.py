@@ -123,6 +123,9 @@ def _ensemble_config(configs: list[dict], folders: list[Path]) -> dict:
     config = dict(first)
     thresholds = [float(c.get("threshold", 0.5)) for c in configs]
     temperatures = sorted({float(c.get("temperature", 1.0)) for c in configs})
+    points = [c.get("operating_points") or {} for c in configs]
+    config["operating_points"] = {k: float(np.mean([p[k] for p in points])) for k in points[0]
+                                  if all(k in p for p in points)} or None
     config.update(
         members=[str(f) for f in folders], member_thresholds=thresholds,
         threshold=float(np.mean(thresholds)),

@@ -31,28 +31,13 @@ relies on the model.
 5. **Write** ``evaluation.json`` (every number), ``predictions.csv`` (one row
    per image) and ``report.md`` with its figures (:mod:`busi_lib.evaluation.report`).
 
-The labels CSV
---------------
-One row per image; a header with these columns (the first matching name, case
-ignored, or your own names through ``columns={"image": "my_file_column"}``):
-
-========  ==========================================  ===========================
-column    accepted names                              value
-========  ==========================================  ===========================
-image     image, image_path, path, file, filename     path relative to the folder
-label     label, class, diagnosis, target, malignant  benign/malignant or 0/1
-mask      mask, mask_path, mask_paths                 optional; ``a.png|b.png``
-patient   patient_id, patient, subject, case          optional
-========  ==========================================  ===========================
-
-Rows labelled ``normal`` are left out (and counted). An unknown image path, an
-unknown label, a duplicate row or a missing column is an error that names the
-row (``row 3 (line 4)``: data row 3, line 4 of the file with its header).
-A synthetic folder's ``synthetic_manifest.csv`` is such a file.
+The labels CSV (its columns and rules) is :mod:`busi_lib.data.sites`'s; a synthetic folder's
+``synthetic_manifest.csv`` is such a file.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +53,9 @@ from numpy.typing import ArrayLike
 from busi_lib.data.cache import cached_table, has_cached_table
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.loaders import make_dataset
+from busi_lib.data.sites import COLUMN_ALIASES, read_labels_csv
 from busi_lib.data.splits import load_split
-from busi_lib.data.table import LESION_CLASSES, check_data_folder, select_labels
+from busi_lib.data.table import check_data_folder, select_labels
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.calibration import (
     DEFAULT_BINS,
@@ -114,16 +100,6 @@ __all__ = [
     "site_threshold",
 ]
 
-COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "image": ("image", "image_path", "path", "file", "filename"),
-    "label": ("label", "class", "diagnosis", "target", "malignant"),
-    "mask": ("mask", "mask_path", "mask_paths"),
-    "patient": ("patient_id", "patient", "subject", "case"),
-}
-REQUIRED = ("image", "label")
-LABEL_VALUES = {"benign": 0, "0": 0, "0.0": 0, "malignant": 1, "1": 1, "1.0": 1}
-
-
 PATIENT_RULE = "a patient's probability is the highest of their images'; malignant if any image is"
 
 
@@ -158,86 +134,6 @@ def _progress(items, show: bool, comment: str = ""):
     bar = progress_bar(items, leave=False)
     bar.comment = comment
     return bar
-
-
-def _find_columns(path: Path, header: list[str], columns: dict | None) -> dict[str, str | None]:
-    """Map each role (image, label, mask, patient) to a column of the CSV."""
-    unknown = sorted(set(columns or {}) - set(COLUMN_ALIASES))
-    if unknown:
-        raise BusiDataError(path, f"unknown column role(s) {unknown}; the roles are {list(COLUMN_ALIASES)}")
-    lower = {c.strip().lower(): c for c in header}
-    found: dict[str, str | None] = {}
-    for role, aliases in COLUMN_ALIASES.items():
-        if columns and role in columns:
-            name = columns[role]
-            if name not in header:
-                raise BusiDataError(path, f"missing column '{name}' (given for the {role}); columns: {header}")
-            found[role] = name
-            continue
-        found[role] = next((lower[a] for a in aliases if a in lower), None)
-        if found[role] is None and role in REQUIRED:
-            raise BusiDataError(
-                path, f"missing column for the {role}: expected one of {list(aliases)}; the columns are {header}"
-            )
-    return found
-
-
-def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Read and check a labels CSV for the images under ``root``: ``(table, excluded counts)``.
-
-    Checks every row before anything is decoded: the image (and mask) files
-    exist, the label is known, no image is listed twice, the patient id is not
-    empty. The first bad row raises :class:`BusiDataError` naming the CSV, the
-    row and the problem. Files are not decoded here (see :func:`load_external`).
-    """
-    root, csv_path = Path(root), Path(csv_path)
-    if not csv_path.is_file():
-        raise BusiDataError(csv_path, "labels CSV not found")
-    try:
-        raw = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except Exception as e:  # pandas raises many types for a malformed CSV
-        raise BusiDataError(csv_path, f"not a readable CSV ({e})") from None
-    cols = _find_columns(csv_path, list(raw.columns), columns)
-    if raw.empty:
-        raise BusiDataError(csv_path, "labels CSV has no rows")
-    rows, seen, excluded = [], {}, {}
-    for i, r in enumerate(raw.to_dict(orient="records"), start=1):
-        where = f"row {i} (line {i + 1})"
-        rel = r[cols["image"]].strip()
-        if not rel:
-            raise BusiDataError(csv_path, f"{where}: empty image path")
-        label_text = r[cols["label"]].strip().lower()
-        if label_text == "normal":
-            excluded["normal"] = excluded.get("normal", 0) + 1
-            continue
-        if label_text not in LABEL_VALUES:
-            raise BusiDataError(
-                csv_path, f"{where}: unknown label '{r[cols['label']]}' for '{rel}' (expected benign/malignant or 0/1)"
-            )
-        img = root / rel
-        if not img.is_file():
-            raise BusiDataError(csv_path, f"{where}: image '{rel}' not found in {root}")
-        if rel in seen:
-            raise BusiDataError(csv_path, f"{where}: image '{rel}' is listed twice (also row {seen[rel]})")
-        seen[rel] = i
-        masks = []
-        if cols["mask"]:
-            for m in (q.strip() for q in r[cols["mask"]].split("|")):
-                if m and not (root / m).is_file():
-                    raise BusiDataError(csv_path, f"{where}: mask '{m}' not found in {root}")
-                if m:
-                    masks.append(str(root / m))
-        patient = None
-        if cols["patient"]:
-            patient = r[cols["patient"]].strip()
-            if not patient:
-                raise BusiDataError(csv_path, f"{where}: empty patient id for '{rel}'")
-        target = LABEL_VALUES[label_text]
-        rows.append(dict(image_id=rel, label=LESION_CLASSES[target], target=target, path=str(img),
-                         mask_paths="|".join(masks), has_mask=bool(masks), patient_id=patient, row=i))
-    if not rows:
-        raise BusiDataError(csv_path, "no benign or malignant image listed")
-    return pd.DataFrame(rows), excluded
 
 
 def _decode_check(table: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[dict]]:
@@ -542,6 +438,57 @@ def site_threshold(table: pd.DataFrame, pred: dict, saved_threshold: float, size
     return res
 
 
+def operating_points_at_site(table: pd.DataFrame, pred: dict, config: dict, *, n_boot: int = 1000,
+                             seed: int = 0) -> dict:
+    """Sensitivity and specificity (with patient- or image-resampled intervals) at each operating point saved
+    with the model (``config["operating_points"]``; the saved threshold alone for older models)."""
+    points = config.get("operating_points") or {config.get("operating_point") or "saved": config["threshold"]}
+    patients = table["patient_id"].notna().all()
+    groups = table["patient_id"].to_numpy() if patients else None
+    y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
+    out = {}
+    for name, t in points.items():
+        ci = bootstrap_many(lambda yy, pp, t=t: classification_round(yy, pp, t), y, p, n_boot=n_boot, seed=seed,
+                            groups=groups)
+        m = classification_metrics(y, p, t)
+        out[name] = dict(threshold=float(t), used=bool(np.isclose(t, config["threshold"])),
+                         **{k: m[k] for k in ("sensitivity", "specificity", "precision", "accuracy")},
+                         ci95={k: ci[k] for k in ("sensitivity", "specificity")})
+    return out
+
+
+def site_note(config: dict, root: Path) -> str | None:
+    """A plain warning when the model's threshold was chosen on other sites than the folder ``root``."""
+    sites = (config.get("calibrated_on") or {}).get("sites")
+    if not sites or root.resolve().name in sites:
+        return None
+    return (f"NOT CALIBRATED FOR THIS SITE: the threshold was chosen on validation scans of {', '.join(sites)}, "
+            f"not of {root.resolve().name}; sensitivity and specificity here can differ a lot. Re-tune it on a "
+            "labelled part of this site: busi evaluate ... --calibration-size N --save-model DIR")
+
+
+def save_site_model(members: list, site: dict, root: Path, dest: str | Path) -> Path:
+    """A copy of the model (each member of an ensemble, as ``dest/memberK/model``) whose threshold is the one
+    re-tuned at this site, so that ``busi predict --model dest`` uses it there. The input folders are only read;
+    ``dest`` must not exist yet."""
+    if site.get("threshold") is None:
+        raise BusiDataError(root, f"no threshold could be re-tuned on this site: {site.get('note')}")
+    dest = Path(dest)
+    if dest.exists():
+        raise BusiDataError(dest, "output folder already exists: choose a new one (nothing is overwritten)")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for i, m in enumerate(members):
+        folder = tmp if len(members) == 1 else tmp / f"member{i}" / "model"
+        shutil.copytree(m, folder)
+        update_config(folder, threshold=float(site["threshold"]), operating_point="site",
+                      calibrated_on=dict(sites=[root.resolve().name], part="calibration",
+                                         rule=site["rule"], size=site["size"], seed=site["seed"],
+                                         n_images=site["n_calibration_images"]))
+    tmp.rename(dest)
+    return dest
+
+
 # ----------------------------------------------------------------------------- the whole evaluation
 @dataclass
 class Evaluation:
@@ -593,6 +540,7 @@ def evaluate_model(
     name: str | None = None,
     adapt_bn: bool = False,
     calibration_size: float | None = None,
+    save_model_to: str | Path | None = None,
 ) -> Evaluation:
     """Score the saved model in ``model_dir`` on the folder ``data`` and (with ``out``) write the report.
 
@@ -604,7 +552,8 @@ def evaluate_model(
     mirror image; ``adapt_bn``: re-estimate the BatchNorm statistics on the
     scored scans first (AdaBN, images only, see :func:`busi_lib.evaluation.ensemble.adapt_batchnorm`);
     ``calibration_size``: also re-tune the threshold on that part of the scans
-    (a fraction, or a number of patients) and score the rest (:func:`site_threshold`).
+    (a fraction, or a number of patients) and score the rest (:func:`site_threshold`); ``save_model_to``:
+    then write a copy of the model(s) that uses that threshold at this site (:func:`save_site_model`).
     Writes ``evaluation.json``, ``predictions.csv``, ``report.md`` and the figures into ``out``.
     """
 
@@ -639,9 +588,18 @@ def evaluate_model(
     if len(members) > 1:
         metrics["threshold_source"] = (f"the mean of the {len(members)} members' saved thresholds (each chosen on "
                                        "its own validation data, not on this data)")
+    if "prob" in pred:
+        metrics["operating_points"] = operating_points_at_site(ext.table, pred, config, n_boot=n_boot, seed=seed)
+        note = site_note(config, ext.root)
+        if note:
+            metrics["notes"].append(note)
     if calibration_size is not None and "prob" in pred:
         metrics["site_threshold"] = site_threshold(ext.table, pred, threshold, calibration_size, seed=seed,
                                                    n_boot=n_boot, n_bins=n_bins)
+        if save_model_to is not None:
+            metrics["site_model"] = str(save_site_model(members, metrics["site_threshold"], ext.root, save_model_to))
+    elif save_model_to is not None:
+        raise ValueError("saving a site's model needs a threshold re-tuned on it: give calibration_size too")
     metrics["seconds"] = round(time.time() - t0, 1)
     predictions = predictions_frame(ext.table, pred, threshold, temperature)
     result = Evaluation(metrics, predictions, pred, images, Path(out) if out else None)

@@ -95,6 +95,7 @@ __all__ = [
     "ClassificationMetric",
     "SegmentationMetric",
     "best_threshold",
+    "sensitivity_threshold",
     "bootstrap_ci",
     "bootstrap_many",
     "classification_round",
@@ -248,6 +249,25 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
         f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
         return float(thr[int(np.argmax(f1))])
     raise ValueError(f"criterion must be 'youden' or 'f1', not {criterion!r}")
+
+
+def sensitivity_threshold(y_true: ArrayLike, prob: ArrayLike, target: float = 0.9) -> float:
+    """The highest threshold whose sensitivity on ``(y_true, prob)`` is at least ``target``.
+
+    A screening test is set for the cancers it must not miss: this is the
+    operating point that keeps sensitivity at ``target`` and, among those, gives
+    the best specificity. Like :func:`best_threshold`, choose it on validation
+    data only. With ``k`` malignant scans, it lets through at most
+    ``floor((1 - target) * k)`` of them: the ``ceil(target * k)``-th highest
+    malignant probability.
+    """
+    y, p = _labels_and_probs(y_true, prob)
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    pos = np.sort(p[y == 1])[::-1]
+    if len(pos) == 0:
+        raise ValueError("sensitivity_threshold needs malignant examples")
+    return float(pos[int(np.ceil(target * len(pos) - 1e-9)) - 1])
 
 
 # ----------------------------------------------------------------------------

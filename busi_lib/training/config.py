@@ -18,7 +18,8 @@ class TrainConfig:
     """Every setting of one training run."""
 
     arch: str = "multitask"
-    data: str | None = None
+    data: str | list[str] | None = None  # a data folder, or several (sites: busi_lib.data.sites)
+    train_sites: list[str] | None = None  # train and validate on these sites only; the others' scans are only tested
     out: str = "runs/train"
     split: str | None = None  # a split CSV to reuse; None: make one from `seed`
     seed: int = 42

@@ -73,6 +73,7 @@ from busi_lib.evaluation.metrics import (
     classification_metrics,
     segmentation_fastai_metrics,
     segmentation_metrics,
+    sensitivity_threshold,
 )
 from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.models.networks import build_model, input_normalization, timm_kwargs, torchvision_arch
@@ -97,6 +98,12 @@ from busi_lib.training.distributed import (
 from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from busi_lib.training.losses import loss_for
 from busi_lib.training.saving import save_model
+
+#: The operating points saved with a model (chosen on its validation part): Youden's J, and the screening point
+#: that keeps sensitivity at SCREENING_SENSITIVITY. OPERATING_POINT is the one `busi predict` uses (RESULTS.md).
+SCREENING_SENSITIVITY = 0.95
+SCREENING = "sensitivity_95"
+OPERATING_POINT = "youden"
 
 
 def weights_source(cfg: TrainConfig) -> str:
@@ -130,6 +137,14 @@ def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, BusiData
         split = load_split(cfg.split, df)
     else:
         split = train_valid_test_split(df, cfg.valid_frac, cfg.test_frac, seed=cfg.seed)
+    if cfg.train_sites:  # the other sites' training and validation scans are left out; their test scans stay
+        unknown = sorted(set(cfg.train_sites) - set(df["site"]))
+        if unknown:
+            raise ValueError(f"train_sites {unknown} are not among the sites {sorted(set(df['site']))}")
+        side = dict(zip(split["image_id"], split["split"]))
+        drop = df["image_id"].map(side).isin(["train", "valid"]) & ~df["site"].isin(cfg.train_sites)
+        df = df[~drop].reset_index(drop=True)
+        split = split[split["image_id"].isin(set(df["image_id"]))].reset_index(drop=True)
     if is_main_process():
         save_split(split, Path(cfg.out) / "split.csv")
     dls = make_dataloaders(
@@ -415,7 +430,12 @@ def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cf
         encoder=cfg.encoder,
         decoder_norm=cfg.decoder_norm,
         image_size=cfg.image_size,
-        threshold=metrics.get("threshold", 0.5),
+        # the operating point `busi predict` uses (Youden's J on validation without operating points)
+        threshold=metrics.get("operating_points", {}).get(OPERATING_POINT, metrics.get("threshold", 0.5)),
+        operating_points=metrics.get("operating_points"),
+        operating_point=metrics.get("operating_point"),
+        calibrated_on=dict(sites=sorted(set(dls.tables["valid"]["site"])) if "site" in df else None, part="valid",
+                           data_fingerprint=dataset_fingerprint(df)),
         normalization=dict(zip(("mean", "std"), map(list, dls.norm))),
         classes=list(LESION_CLASSES),
         data_fingerprint=metrics["data_fingerprint"],
@@ -428,7 +448,11 @@ def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cf
 
 
 def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> dict:
-    """Validation and test metrics, with the threshold chosen on validation data only."""
+    """Validation and test metrics, with the operating points chosen on validation data only.
+
+    ``threshold`` is the operating point :data:`OPERATING_POINT` (the one ``busi predict`` uses); the test
+    metrics are scored at Youden's threshold (``test``) and at each operating point (``test_at``).
+    """
     parts = {"valid": dls.valid}
     if len(dls.loaders) > 2:
         parts["test"] = dls[2]
@@ -436,13 +460,23 @@ def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> 
     res: dict = {}
     threshold = 0.5
     if "prob" in preds["valid"] and len(np.unique(preds["valid"]["y"])) == 2:
-        threshold = best_threshold(preds["valid"]["y"], preds["valid"]["prob"])
+        y, p = preds["valid"]["y"], preds["valid"]["prob"]
+        threshold = best_threshold(y, p)
+        res["operating_points"] = {"youden": float(threshold),
+                                   SCREENING: sensitivity_threshold(y, p, SCREENING_SENSITIVITY)}
+        res["operating_point"] = OPERATING_POINT
     res["threshold"] = float(threshold)
     res["threshold_rule"] = "Youden's J on the validation part" if "prob" in preds["valid"] else "none (segmentation)"
     for k, p in preds.items():
         res[k] = score_predictions(p, threshold)
         if "prob" in p:
             res[k + "_at_0.5"] = classification_metrics(p["y"], p["prob"], 0.5)
+            res[k + "_at"] = {name: classification_metrics(p["y"], p["prob"], t)
+                              for name, t in res.get("operating_points", {}).items()}
+        sites = dls.tables[k]["site"].to_numpy() if "site" in dls.tables[k] else None
+        if k == "test" and sites is not None and len(set(sites)) > 1:  # several sites: each scored on its own
+            res["test_by_site"] = {s: score_predictions({n: v[sites == s] for n, v in p.items()}, threshold)
+                                   for s in dict.fromkeys(sites)}
     if cfg.tta:
         for k, dl in parts.items():
             res[k + "_tta"] = score_predictions(predict_loader(learn.model, dl, cfg.task, tta=True), threshold)

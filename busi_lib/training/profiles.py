@@ -77,6 +77,11 @@ MODEL_ALIASES: dict[str, dict] = {
     # the multitask network with its mask loss switched off: the same encoder, head, size and schedule, trained
     # for the diagnosis alone (the ablation of notebook 05 and the bench's ladder)
     "multitask_no_seg": dict(arch="multitask", w_seg=0.0),
+    # the multitask network with one "travel" option changed (RESULTS.md measures each on a second hospital)
+    "multitask_geometry": dict(arch="multitask", augment="geometry"),
+    "multitask_scanner": dict(arch="multitask", augment="scanner"),
+    "multitask_aspect": dict(arch="multitask", aspect_crop=True),
+    "multitask_instance_norm": dict(arch="multitask", decoder_norm="instance"),
 }
 
 # The models of the study, in the order the notebooks and the results table show them.
