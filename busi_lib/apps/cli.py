@@ -48,6 +48,11 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _operating_point_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--operating-point", metavar="NAME", help="decide at this operating point saved with the model "
+                   "(youden, sensitivity_98) instead of its own (sensitivity_98, or a site's re-tuned threshold)")
+
+
 def _sites_arg(p: argparse.ArgumentParser) -> None:
     env = os.environ.get("BUSI_DATA_DIR")
     p.add_argument("--data", nargs="+", default=[env] if env else None,
@@ -286,7 +291,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
         split=args.split, part=args.part, out=args.out, tta=args.tta, n_boot=args.n_boot, seed=args.seed,
         n_bins=args.n_bins, batch_size=args.batch_size, progress=not args.quiet, adapt_bn=args.adapt_bn,
-        calibration_size=args.calibration_size, save_model_to=args.save_model,
+        calibration_size=args.calibration_size, save_model_to=args.save_model, operating_point=args.operating_point,
     )
     _print_evaluation(ev.metrics)
     print(f"report: {Path(args.out) / 'report.md'}  (every number: evaluation.json, every image: predictions.csv)")
@@ -388,7 +393,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.inputs or not args.out:
         raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
     rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
-                         batch_size=args.batch_size, adapt_bn=args.adapt_bn)
+                         batch_size=args.batch_size, adapt_bn=args.adapt_bn, operating_point=args.operating_point)
     if rep.adaptation:
         print(f"BatchNorm statistics re-estimated on the {rep.adaptation['n_images']} readable scans "
               "(in memory; the model folder is unchanged)")
@@ -520,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-size", type=_calibration_size, metavar="F_OR_N",
                    help="also re-tune the threshold on a labelled part of this site (fraction < 1 or a number of "
                    "patients, images without ids; seeded by --seed) and score the rest")
+    _operating_point_arg(p)
     p.add_argument("--save-model", metavar="DIR", help="with --calibration-size: write a copy of the model that "
                    "uses the re-tuned threshold (for busi predict at this site; a new folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -570,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="scans, or folders walked for scans")
     p.add_argument("--out", help="output folder (never an input folder)")
     p.add_argument("--threshold", type=_probability, help="malignant when probability >= this (default: the model's)")
+    _operating_point_arg(p)
     p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--adapt-bn", action="store_true",

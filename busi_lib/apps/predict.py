@@ -25,7 +25,7 @@ from busi_lib.evaluation.calibration import apply_temperature
 from busi_lib.evaluation.ensemble import adapt_batchnorm, load_models
 from busi_lib.evaluation.inference import predict_batch, preprocess, task_of_config
 from busi_lib.files import atomic_write_bytes
-from busi_lib.training.saving import config_normalization
+from busi_lib.training.saving import config_normalization, use_operating_point
 
 MASK_THRESHOLD = 0.5
 COLUMNS = ["file", "width", "height", "probability", "label", "threshold", "lesion_area_px", "lesion_fraction",
@@ -313,16 +313,18 @@ def best_device() -> str:
 
 
 def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterable[str | Path], out: str | Path, *,
-                   adapt_bn: bool = False, **kwargs: Any) -> PredictReport:
+                   adapt_bn: bool = False, operating_point: str | None = None, **kwargs: Any) -> PredictReport:
     """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does.
 
     ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.evaluation.ensemble`).
     ``adapt_bn``: first re-estimate the BatchNorm statistics on the readable input
-    scans (AdaBN, in memory only: the model folder is not written).
+    scans (AdaBN, in memory only: the model folder is not written). ``operating_point``: decide at this saved
+    operating point (``"youden"``, ``"sensitivity_98"``) instead of the model's own.
     """
 
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],
                                 device=best_device())
+    config = use_operating_point(config, operating_point)
     adaptation = None
     if adapt_bn:
         inputs = [Path(i) for i in inputs]

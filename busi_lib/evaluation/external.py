@@ -80,7 +80,7 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.evaluation.report import write_report
 from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.training.saving import config_normalization, load_model, update_config
+from busi_lib.training.saving import config_normalization, load_model, update_config, use_operating_point
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch
@@ -541,6 +541,7 @@ def evaluate_model(
     adapt_bn: bool = False,
     calibration_size: float | None = None,
     save_model_to: str | Path | None = None,
+    operating_point: str | None = None,
 ) -> Evaluation:
     """Score the saved model in ``model_dir`` on the folder ``data`` and (with ``out``) write the report.
 
@@ -553,12 +554,14 @@ def evaluate_model(
     scored scans first (AdaBN, images only, see :func:`busi_lib.evaluation.ensemble.adapt_batchnorm`);
     ``calibration_size``: also re-tune the threshold on that part of the scans
     (a fraction, or a number of patients) and score the rest (:func:`site_threshold`); ``save_model_to``:
-    then write a copy of the model(s) that uses that threshold at this site (:func:`save_site_model`).
+    then write a copy of the model(s) that uses that threshold at this site (:func:`save_site_model`);
+    ``operating_point``: score at this saved operating point instead of the model's own.
     Writes ``evaluation.json``, ``predictions.csv``, ``report.md`` and the figures into ``out``.
     """
 
     t0 = time.time()
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
+    config = use_operating_point(config, operating_point)
     ext = load_external(data, labels, columns=columns, progress=progress)
     if split is not None:
         ext = restrict_to_split(ext, split, part)

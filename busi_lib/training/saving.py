@@ -140,6 +140,17 @@ def update_config(folder: str | Path, **changes: object) -> dict:
     return config
 
 
+def use_operating_point(config: dict, name: str | None) -> dict:
+    """``config`` deciding at its saved operating point ``name`` (e.g. ``"youden"``); ``None``: unchanged."""
+    if name is None:
+        return config
+    points = config.get("operating_points") or {}
+    if name not in points:
+        raise BusiDataError(config.get("members", [None])[0], f"no operating point '{name}' saved with this model "
+                            f"(it has: {', '.join(points) or 'only its threshold'})")
+    return dict(config, threshold=float(points[name]), operating_point=name)
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild and load a saved model: ``(model in eval mode, config)``.
 

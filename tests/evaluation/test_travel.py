@@ -329,3 +329,61 @@ def test_evaluate_reports_the_site_threshold(runs, site, tmp_path, capsys):
                  "--out", str(tmp_path / "ev2"), "--n-boot", "10", "--quiet", "--calibration-size", "5000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("busi: error: calibration size 5000 leaves no") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- operating points at a new site
+def test_sensitivity_threshold_is_the_highest_that_keeps_the_target():
+    from busi_lib.evaluation.metrics import sensitivity_threshold
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.3 * y + rng.normal(0.4, 0.2, 200), 0, 1)
+    for target in (0.5, 0.9, 0.98, 1.0):
+        t = sensitivity_threshold(y, p, target)
+        assert classification_metrics(y, p, t)["sensitivity"] >= target
+        above = p[p > t]  # any higher threshold loses the target
+        if above.size:
+            assert classification_metrics(y, p, above.min())["sensitivity"] < target
+
+
+def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module_tmp, site, tmp_path, capsys,
+                                                                          checksums):
+    run = saved_model(module_tmp / "points", seed=3, threshold=0.4, operating_point="sensitivity_98",
+                      operating_points={"youden": 0.6, "sensitivity_98": 0.4},
+                      calibrated_on={"sites": ["busi"], "part": "valid"})
+    before = checksums(run), checksums(site)
+    out, saved = tmp_path / "ev", tmp_path / "site_model"
+    assert main(["evaluate", "--model", str(run), "--data", str(site), "--labels", str(site / MANIFEST_NAME),
+                 "--out", str(out), "--n-boot", "30", "--quiet", "--calibration-size", "0.4",
+                 "--save-model", str(saved)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT CALIBRATED FOR THIS SITE" in text
+    m = json.loads((out / "evaluation.json").read_text())
+    pred = pd.read_csv(out / "predictions.csv")
+    for name, t in (("youden", 0.6), ("sensitivity_98", 0.4)):
+        op = m["operating_points"][name]
+        assert op["used"] == (name == "sensitivity_98")
+        assert op["sensitivity"] == classification_metrics(pred["target"], pred["prob"], t)["sensitivity"]
+    config = json.loads((saved / "config.json").read_text())
+    assert config["threshold"] == pytest.approx(m["site_threshold"]["threshold"])
+    assert config["operating_point"] == "site" and config["calibrated_on"]["sites"] == [site.name]
+    assert (checksums(run), checksums(site)) == before  # the inputs are only read
+    # busi predict at the site uses the re-tuned threshold and says where it was chosen
+    assert main(["predict", "--model", str(saved), str(site / "benign"), "--out", str(tmp_path / "p")]) == 0
+    said = capsys.readouterr().out
+    assert f"re-tuned on a labelled part of {site.name}" in said
+    assert pd.read_csv(tmp_path / "p" / "predictions.csv")["threshold"].dropna().unique().tolist() == \
+        [pytest.approx(config["threshold"])]
+    # a saved operating point by name; an unknown one is one line
+    assert main(["predict", "--model", str(run), str(site / "benign"), "--out", str(tmp_path / "p2"),
+                 "--operating-point", "youden"]) == 0
+    assert "the youden operating point, chosen on validation scans of busi" in capsys.readouterr().out
+    assert main(["predict", "--model", str(run), str(site / "benign"), "--out", str(tmp_path / "p3"),
+                 "--operating-point", "f1"]) == 2
+    err = capsys.readouterr().err
+    assert "no operating point 'f1'" in err and err.count("\n") == 1
+    # the site copy refuses an existing folder rather than overwrite it
+    assert main(["evaluate", "--model", str(run), "--data", str(site), "--labels", str(site / MANIFEST_NAME),
+                 "--out", str(tmp_path / "ev3"), "--n-boot", "10", "--quiet", "--calibration-size", "0.4",
+                 "--save-model", str(saved)]) == 2
+    assert "already exists" in capsys.readouterr().err
