@@ -50,7 +50,7 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
 
 def _operating_point_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operating-point", metavar="NAME", help="decide at this operating point saved with the model "
-                   "(youden, sensitivity_98) instead of its own (sensitivity_98, or a site's re-tuned threshold)")
+                   "(youden, sensitivity_95) instead of its own (sensitivity_95, or a site's re-tuned threshold)")
 
 
 def _sites_arg(p: argparse.ArgumentParser) -> None:

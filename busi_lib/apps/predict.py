@@ -319,7 +319,7 @@ def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterabl
     ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.evaluation.ensemble`).
     ``adapt_bn``: first re-estimate the BatchNorm statistics on the readable input
     scans (AdaBN, in memory only: the model folder is not written). ``operating_point``: decide at this saved
-    operating point (``"youden"``, ``"sensitivity_98"``) instead of the model's own.
+    operating point (``"youden"``, ``"sensitivity_95"``) instead of the model's own.
     """
 
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],

@@ -348,8 +348,8 @@ def test_sensitivity_threshold_is_the_highest_that_keeps_the_target():
 
 def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module_tmp, site, tmp_path, capsys,
                                                                           checksums):
-    run = saved_model(module_tmp / "points", seed=3, threshold=0.4, operating_point="sensitivity_98",
-                      operating_points={"youden": 0.6, "sensitivity_98": 0.4},
+    run = saved_model(module_tmp / "points", seed=3, threshold=0.4, operating_point="sensitivity_95",
+                      operating_points={"youden": 0.6, "sensitivity_95": 0.4},
                       calibrated_on={"sites": ["busi"], "part": "valid"})
     before = checksums(run), checksums(site)
     out, saved = tmp_path / "ev", tmp_path / "site_model"
@@ -360,9 +360,9 @@ def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module
     assert "NOT CALIBRATED FOR THIS SITE" in text
     m = json.loads((out / "evaluation.json").read_text())
     pred = pd.read_csv(out / "predictions.csv")
-    for name, t in (("youden", 0.6), ("sensitivity_98", 0.4)):
+    for name, t in (("youden", 0.6), ("sensitivity_95", 0.4)):
         op = m["operating_points"][name]
-        assert op["used"] == (name == "sensitivity_98")
+        assert op["used"] == (name == "sensitivity_95")
         assert op["sensitivity"] == classification_metrics(pred["target"], pred["prob"], t)["sensitivity"]
     config = json.loads((saved / "config.json").read_text())
     assert config["threshold"] == pytest.approx(m["site_threshold"]["threshold"])
