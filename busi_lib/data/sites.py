@@ -29,6 +29,7 @@ names it (``row 3 (line 4)``: data row 3, line 4 of the file).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -171,7 +172,8 @@ def load_site(root: str | Path, labels: str = "binary", *, require_masks: bool =
     return df
 
 
-def load_sites(roots, labels: str = "binary", *, cache_dir: str | Path | None = None) -> pd.DataFrame:
+def load_sites(roots: Sequence[str | Path], labels: str = "binary", *,
+               cache_dir: str | Path | None = None) -> pd.DataFrame:
     """Several sites as one table: ``image_id`` becomes ``<site>/<image_id>``, groups are numbered apart.
 
     A folder given twice, two folders with one name, or a patient id at two
