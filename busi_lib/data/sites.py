@@ -167,6 +167,9 @@ def load_site(root: str | Path, labels: str = "binary", *, require_masks: bool =
         df = _csv_site_table(root, require_masks)
         df["target"] = df["label"].map({c: i for i, c in enumerate(LESION_CLASSES)}).astype(int)
     else:
+        if not any((root / c).is_dir() for c in LESION_CLASSES):
+            raise BusiDataError(root, f"not a site: neither BUSI's class folders ({', '.join(LESION_CLASSES)}) nor "
+                                      f"a {LABELS_CSV}")
         df = select_labels(cached_table(root, cache_dir=cache_dir), labels)
     df["site"] = root.resolve().name
     return df

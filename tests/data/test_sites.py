@@ -51,7 +51,8 @@ def test_folds_keep_patients_whole_and_each_site_in_every_fold(synthetic_dir, si
 def test_bad_sites_are_named(synthetic_dir, site_b, tmp_path):
     no_labels = tmp_path / "empty_site"
     no_labels.mkdir()
-    with pytest.raises(BusiDataError, match="empty_site.*no class folders"):
+    (no_labels / "scan.png").write_bytes(b"")
+    with pytest.raises(BusiDataError, match="empty_site: not a site: neither BUSI's class folders .* nor a labels.csv"):
         load_sites([synthetic_dir, no_labels])
     twin = csv_site(tmp_path, name="hospital_c", seed=6, n=6)  # the same patient ids as hospital_b's
     with pytest.raises(BusiDataError, match=r"hospital_c/labels.csv: patient '.*' is also at site 'hospital_b'"):
@@ -113,3 +114,18 @@ def test_leave_one_site_out_bench(synthetic_dir, site_b, tmp_path):
     assert n == {synthetic_dir.name: len(load_dataset(synthetic_dir)), site_b.name: len(load_dataset(site_b))}
     assert "## Per site" in (tmp_path / "loso" / "RESULTS.md").read_text()
     assert np.isfinite(cnn["by_site"][site_b.name]["pooled"]["classification"]["roc_auc"])
+
+
+def test_the_command_line_takes_several_sites(synthetic_dir, site_b, tmp_path):
+    from busi_lib.apps.cli import build_parser, train_config
+
+    args = build_parser().parse_args(["train", "--profile", "cpu", "--arch", "multitask", "--data", str(synthetic_dir),
+                                      str(site_b), "--train-sites", synthetic_dir.name, "--out", str(tmp_path)])
+    cfg = train_config(args)
+    assert cfg.data == [str(synthetic_dir), str(site_b)] and cfg.train_sites == [synthetic_dir.name]
+    one = train_config(build_parser().parse_args(["train", "--arch", "multitask", "--data", str(synthetic_dir),
+                                                  "--out", str(tmp_path)]))
+    assert one.data == str(synthetic_dir)  # one folder stays a plain path, as before
+    args = build_parser().parse_args(["bench", "--data", str(synthetic_dir), str(site_b), "--protocol", "loso",
+                                      "--out", str(tmp_path)])
+    assert args.protocol == "loso" and len(args.data) == 2
