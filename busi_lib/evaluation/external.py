@@ -407,8 +407,8 @@ def site_threshold(table: pd.DataFrame, pred: dict, saved_threshold: float, size
 
     The calibration part is :func:`calibration_split` (patient-grouped when
     patient ids exist, seeded); the threshold is :func:`best_threshold`
-    (Youden's J) on it; the other scans are scored with it, and with the saved
-    threshold for comparison on exactly the same scans. Unlike the optimistic
+    (``criterion``: Youden's J, or the model's screening point) on it; the other scans are scored with it,
+    and with the saved threshold for comparison on exactly the same scans. Unlike the optimistic
     threshold, no scored scan took part in choosing it.
     """
     cal = calibration_split(table, size, seed)
@@ -597,8 +597,10 @@ def evaluate_model(
         if note:
             metrics["notes"].append(note)
     if calibration_size is not None and "prob" in pred:
+        point = config.get("operating_point") or "youden"  # the model's operating point, re-tuned at this site
         metrics["site_threshold"] = site_threshold(ext.table, pred, threshold, calibration_size, seed=seed,
-                                                   n_boot=n_boot, n_bins=n_bins)
+                                                   n_boot=n_boot, n_bins=n_bins,
+                                                   criterion=point if point.startswith("sensitivity_") else "youden")
         if save_model_to is not None:
             metrics["site_model"] = str(save_site_model(members, metrics["site_threshold"], ext.root, save_model_to))
     elif save_model_to is not None:

@@ -231,12 +231,15 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
         ``"youden"``: maximise Youden's J = sensitivity + specificity - 1
         = TPR - FPR, the point of the ROC curve farthest above the diagonal.
         ``"f1"``: maximise the F1 score of the malignant class.
+        ``"sensitivity_95"`` (any two digits): the screening point, :func:`sensitivity_threshold` at 0.95.
 
     Returns a threshold ``t`` such that ``prob >= t`` gives the optimal calls.
     """
     y, p = _labels_and_probs(y_true, prob)
     if len(np.unique(y)) < 2:
         raise ValueError("best_threshold needs both benign and malignant examples")
+    if criterion.startswith("sensitivity_") and criterion[12:].isdigit():
+        return sensitivity_threshold(y, p, int(criterion[12:]) / 100)
     if criterion == "youden":
         fpr, tpr, thr = roc_curve(y, p)
         finite = np.isfinite(thr)  # the first ROC point uses threshold +inf (nothing positive)
@@ -248,7 +251,7 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
         denom = prec + rec
         f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
         return float(thr[int(np.argmax(f1))])
-    raise ValueError(f"criterion must be 'youden' or 'f1', not {criterion!r}")
+    raise ValueError(f"criterion must be 'youden', 'f1' or 'sensitivity_NN', not {criterion!r}")
 
 
 def sensitivity_threshold(y_true: ArrayLike, prob: ArrayLike, target: float = 0.9) -> float:

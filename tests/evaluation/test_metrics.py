@@ -132,6 +132,7 @@ def test_best_threshold_separable_and_errors():
     t = best_threshold(y, prob)
     m = classification_metrics(y, prob, t)
     assert m["accuracy"] == 1.0 and 0.3 < t <= 0.6
+    assert best_threshold(y, prob, "sensitivity_95") == 0.6  # the lowest malignant probability keeps 0.95
     with pytest.raises(ValueError, match="criterion"):
         best_threshold(y, prob, "accuracy")
     with pytest.raises(ValueError, match="both"):
