@@ -520,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-bins", type=int, default=10, help="equal-width calibration bins (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--adapt-bn", action="store_true",
-                   help="re-estimate BatchNorm statistics on the scored scans first (AdaBN; images only, no labels)")
+    p.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
+                   help="re-estimate BatchNorm statistics on the scored scans first (AdaBN; images only, no labels; "
+                   "default: on at a site the model was not calibrated on, with 32 scans or more)")
     p.add_argument("--calibration-size", type=_calibration_size, metavar="F_OR_N",
                    help="also re-tune the threshold on a labelled part of this site (fraction < 1 or a number of "
                    "patients, images without ids; seeded by --seed) and score the rest")
@@ -579,8 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     _operating_point_arg(p)
     p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--adapt-bn", action="store_true",
-                   help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only)")
+    p.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
+                   help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only; "
+                   "default: as the model says, on for a site's re-tuned copy that was adapted there)")
     p.add_argument("--benchmark", action="store_true", help="measure images per second instead (no inputs)")
     p.set_defaults(func=cmd_predict)
     return parser

@@ -313,18 +313,21 @@ def best_device() -> str:
 
 
 def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterable[str | Path], out: str | Path, *,
-                   adapt_bn: bool = False, operating_point: str | None = None, **kwargs: Any) -> PredictReport:
+                   adapt_bn: bool | None = None, operating_point: str | None = None, **kwargs: Any) -> PredictReport:
     """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does.
 
     ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.evaluation.ensemble`).
     ``adapt_bn``: first re-estimate the BatchNorm statistics on the readable input
-    scans (AdaBN, in memory only: the model folder is not written). ``operating_point``: decide at this saved
+    scans (AdaBN, in memory only: the model folder is not written); ``None``: as the saved model says (a site's
+    re-tuned copy that was adapted there adapts again). ``operating_point``: decide at this saved
     operating point (``"youden"``, ``"sensitivity_95"``) instead of the model's own.
     """
 
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],
                                 device=best_device())
     config = use_operating_point(config, operating_point)
+    if adapt_bn is None:  # as the threshold was chosen: a site's re-tuned threshold on BatchNorm-adapted scans
+        adapt_bn = bool(config.get("adapt_bn", False))
     adaptation = None
     if adapt_bn:
         inputs = [Path(i) for i in inputs]
@@ -339,6 +342,8 @@ def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterabl
     rep = predict_files(model, config, inputs, out, **kwargs)
     rep.adaptation = adaptation
     rep.operating_point = operating_point_text(config, kwargs.get("threshold"))
+    if adaptation:
+        rep.operating_point += f"; BatchNorm statistics re-estimated on these {adaptation['n_images']} scans"
     return rep
 
 

@@ -65,7 +65,7 @@ from busi_lib.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
-from busi_lib.evaluation.ensemble import adapt_batchnorm, load_models
+from busi_lib.evaluation.ensemble import adapt_batchnorm, batchnorm_layers, load_models
 from busi_lib.evaluation.inference import predict_loader
 from busi_lib.evaluation.metrics import (
     CI_KEYS,
@@ -457,6 +457,18 @@ def operating_points_at_site(table: pd.DataFrame, pred: dict, config: dict, *, n
     return out
 
 
+#: AdaBN needs a batch of the site's scans: below this many, it is not switched on by default.
+MIN_ADAPT_SCANS = 32
+
+
+def adapt_by_default(model: torch.nn.Module, config: dict, root: Path, n_scans: int) -> bool:
+    """Whether ``busi evaluate`` re-estimates BatchNorm statistics when not told: at a site the model's threshold
+    was not chosen on (:func:`site_note`), with at least :data:`MIN_ADAPT_SCANS` scans and BatchNorm layers.
+    Measured at a second hospital it raised ROC AUC by about 0.1; at home it cost about 0.01 (RESULTS.md)."""
+    return (site_note(config, root) is not None and n_scans >= MIN_ADAPT_SCANS
+            and bool(batchnorm_layers(model)))
+
+
 def site_note(config: dict, root: Path) -> str | None:
     """A plain warning when the model's threshold was chosen on other sites than the folder ``root``."""
     sites = (config.get("calibrated_on") or {}).get("sites")
@@ -467,10 +479,11 @@ def site_note(config: dict, root: Path) -> str | None:
             "labelled part of this site: busi evaluate ... --calibration-size N --save-model DIR")
 
 
-def save_site_model(members: list, site: dict, root: Path, dest: str | Path) -> Path:
+def save_site_model(members: list, site: dict, root: Path, dest: str | Path, adapt_bn: bool = False) -> Path:
     """A copy of the model (each member of an ensemble, as ``dest/memberK/model``) whose threshold is the one
-    re-tuned at this site, so that ``busi predict --model dest`` uses it there. The input folders are only read;
-    ``dest`` must not exist yet."""
+    re-tuned at this site, so that ``busi predict --model dest`` uses it there (with ``adapt_bn``: the threshold
+    was chosen on BatchNorm-adapted probabilities, so ``busi predict`` adapts too). The input folders are only
+    read; ``dest`` must not exist yet."""
     if site.get("threshold") is None:
         raise BusiDataError(root, f"no threshold could be re-tuned on this site: {site.get('note')}")
     dest = Path(dest)
@@ -481,7 +494,7 @@ def save_site_model(members: list, site: dict, root: Path, dest: str | Path) -> 
     for i, m in enumerate(members):
         folder = tmp if len(members) == 1 else tmp / f"member{i}" / "model"
         shutil.copytree(m, folder)
-        update_config(folder, threshold=float(site["threshold"]), operating_point="site",
+        update_config(folder, threshold=float(site["threshold"]), operating_point="site", adapt_bn=bool(adapt_bn),
                       calibrated_on=dict(sites=[root.resolve().name], part="calibration",
                                          rule=site["rule"], size=site["size"], seed=site["seed"],
                                          n_images=site["n_calibration_images"]))
@@ -538,7 +551,7 @@ def evaluate_model(
     n_worst: int = 8,
     progress: bool = True,
     name: str | None = None,
-    adapt_bn: bool = False,
+    adapt_bn: bool | None = None,
     calibration_size: float | None = None,
     save_model_to: str | Path | None = None,
     operating_point: str | None = None,
@@ -550,7 +563,7 @@ def evaluate_model(
     ``labels``: a labels CSV (else the BUSI layout is expected); ``split`` and
     ``part``: score only one part of a saved split (e.g. BUSI's own held-out
     ``test`` part, for the comparison); ``tta``: average the scan and its
-    mirror image; ``adapt_bn``: re-estimate the BatchNorm statistics on the
+    mirror image; ``adapt_bn`` (``None``: :func:`adapt_by_default`): re-estimate the BatchNorm statistics on the
     scored scans first (AdaBN, images only, see :func:`busi_lib.evaluation.ensemble.adapt_batchnorm`);
     ``calibration_size``: also re-tune the threshold on that part of the scans
     (a fraction, or a number of patients) and score the rest (:func:`site_threshold`); ``save_model_to``:
@@ -565,6 +578,9 @@ def evaluate_model(
     ext = load_external(data, labels, columns=columns, progress=progress)
     if split is not None:
         ext = restrict_to_split(ext, split, part)
+    auto = adapt_bn is None
+    if auto:
+        adapt_bn = adapt_by_default(model, config, ext.root, len(ext.table))
     pred, images, adapted = predict_table(model, config, ext.table, batch_size=batch_size, tta=tta,
                                           progress=progress, adapt_bn=adapt_bn, return_adaptation=True)
     threshold, temperature = float(config.get("threshold", 0.5)), float(config.get("temperature", 1.0))
@@ -577,7 +593,8 @@ def evaluate_model(
         notes.append(config["ensemble_note"])
     if adapted:
         notes.append(f"BatchNorm statistics re-estimated on the {adapted['n_images']} scored scans "
-                     f"({adapted['n_layers']} layers; images only, no labels; the saved model is unchanged)")
+                     f"({adapted['n_layers']} layers; images only, no labels; the saved model is unchanged)"
+                     + ("; the default at a site the model was not calibrated on (--no-adapt-bn: off)" if auto else ""))
     metrics = dict(
         name=name or Path(data).name,
         model=members[0] if len(members) == 1 else members, members=members,
@@ -602,7 +619,8 @@ def evaluate_model(
                                                    n_boot=n_boot, n_bins=n_bins,
                                                    criterion=point if point.startswith("sensitivity_") else "youden")
         if save_model_to is not None:
-            metrics["site_model"] = str(save_site_model(members, metrics["site_threshold"], ext.root, save_model_to))
+            metrics["site_model"] = str(save_site_model(members, metrics["site_threshold"], ext.root, save_model_to,
+                                                        adapt_bn=bool(adapted)))
     elif save_model_to is not None:
         raise ValueError("saving a site's model needs a threshold re-tuned on it: give calibration_size too")
     metrics["seconds"] = round(time.time() - t0, 1)

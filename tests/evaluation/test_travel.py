@@ -365,6 +365,7 @@ def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module
         assert op["used"] == (name == "sensitivity_95")
         assert op["sensitivity"] == classification_metrics(pred["target"], pred["prob"], t)["sensitivity"]
     config = json.loads((saved / "config.json").read_text())
+    assert m["adapt_bn"] is None and config["adapt_bn"] is False  # too few scans here to adapt by default
     assert config["threshold"] == pytest.approx(m["site_threshold"]["threshold"])
     assert config["operating_point"] == "site" and config["calibrated_on"]["sites"] == [site.name]
     assert (checksums(run), checksums(site)) == before  # the inputs are only read
@@ -387,3 +388,13 @@ def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module
                  "--out", str(tmp_path / "ev3"), "--n-boot", "10", "--quiet", "--calibration-size", "0.4",
                  "--save-model", str(saved)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_adabn_is_the_default_at_another_site_only(module_tmp):
+    from busi_lib.evaluation.external import MIN_ADAPT_SCANS, adapt_by_default
+
+    model, config = load_model(saved_model(module_tmp / "home", seed=5, calibrated_on={"sites": ["busi"]}) / "model")
+    assert adapt_by_default(model, config, Path("/data/busbra"), MIN_ADAPT_SCANS)
+    assert not adapt_by_default(model, config, Path("/data/busi"), 500)  # its own site: its threshold holds
+    assert not adapt_by_default(model, config, Path("/data/busbra"), MIN_ADAPT_SCANS - 1)  # too few to estimate
+    assert not adapt_by_default(model, {k: v for k, v in config.items() if k != "calibrated_on"}, Path("/x"), 500)
