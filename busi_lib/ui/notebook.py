@@ -48,7 +48,7 @@ EXPECTED_TIME: dict[str, dict[str, str]] = {
     "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~33 min", "gpu": "not measured (no GPU here)"},
     "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
     "06_results": {"smoke": "~15 s", "cpu": "~2 min", "gpu": "not measured (no GPU here)"},
-    "07_external_validation": {"smoke": "~20 s", "cpu": "~52 min*", "gpu": "not measured (no GPU here)"},
+    "07_external_validation": {"smoke": "~2.5 min*", "cpu": "~40 min*", "gpu": "not measured (no GPU here)"},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
