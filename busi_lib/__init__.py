@@ -7,7 +7,8 @@ going_modular does it):
 ``data/``       from the folder on disk to fastai DataLoaders: ``table`` (the BUSI folder as a
                 table, the class names), ``images`` (scans and masks in one representation),
                 ``duplicates`` (near-duplicate groups), ``cache`` (decode and resize once),
-                ``sites`` (several hospitals, labels CSVs), ``dataset`` (a folder ready to train on), ``splits`` (seeded, group-aware),
+                ``sites`` (several hospitals, labels CSVs), ``dataset`` (a folder ready to train on),
+                ``splits`` (seeded, group-aware),
                 ``transforms`` (albumentations, scan and mask together), ``loaders`` (fastai
                 DataLoaders), ``synthetic`` (a BUSI-like set and a "second hospital" from a seed),
                 ``download`` (the real BUSI, verified), ``external_sets`` (BUS-BRA, BUS-UCLM)
