@@ -18,6 +18,7 @@ a study sees exactly the same images.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +40,15 @@ def _kfold_indices(df: pd.DataFrame, k: int, seed: int):
     # StratifiedGroupKFold wants one label per group: use the target, and for a
     # label-conflict group all members get the group's most frequent target.
     y = df["target"].to_numpy() if "target" in df else pd.factorize(df["label"])[0]
+    if "site" in df and df["site"].nunique() > 1:  # several sites: each keeps its share of each class per fold
+        y = pd.factorize(df["site"].astype(str) + "|" + pd.Series(y, index=df.index).astype(str))[0]
     groups = _groups(df)
-    if "site" in df and df["site"].nunique() > 1:  # several sites: each keeps its share of each class per fold,
-        both = pd.factorize(df["site"].astype(str) + "|" + pd.Series(y, index=df.index).astype(str))[0]
-        if pd.Series(groups).groupby(both).nunique().min() >= k:  # when every site-and-class has k groups
-            y = both
     y_group = pd.Series(y).groupby(groups).agg(lambda s: s.value_counts().idxmax())
     y_strat = y_group.loc[groups].to_numpy()
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(cv.split(np.zeros(len(df)), y_strat, groups))
+    with warnings.catch_warnings():  # a small site's class with fewer members than folds: sklearn still keeps
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)  # groups whole and balances
+        return list(cv.split(np.zeros(len(df)), y_strat, groups))
 
 
 def kfold_split(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
