@@ -68,12 +68,14 @@ def test_bad_sites_are_named(synthetic_dir, site_b, tmp_path):
         load_sites([synthetic_dir, no_mask])
 
 
-def test_training_on_two_sites_scores_each_and_saves_operating_points(synthetic_dir, site_b, tmp_path):
+def test_training_on_two_sites_scores_each_and_saves_operating_points(site_b, tmp_path):
     from busi_lib.evaluation.metrics import best_threshold, sensitivity_threshold
     from busi_lib.training.config import TrainConfig
     from busi_lib.training.learners import train
     from busi_lib.training.saving import read_config
 
+    # a home site large enough that its validation part (15 %) holds both classes
+    synthetic_dir = make_synthetic_busi(tmp_path / "home", n_per_class=30, seed=0)
     cfg = TrainConfig(arch="multitask", encoder="resnet18", data=[str(synthetic_dir), str(site_b)],
                       out=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=8, pretrained=False,
                       progress=False, seed=1, keep_checkpoints=False, train_sites=[synthetic_dir.name])
