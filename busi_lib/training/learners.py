@@ -453,8 +453,8 @@ def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cf
 def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> dict:
     """Validation and test metrics, with the operating points chosen on validation data only.
 
-    ``threshold`` is the operating point :data:`OPERATING_POINT` (the one ``busi predict`` uses); the test
-    metrics are scored at Youden's threshold (``test``) and at each operating point (``test_at``).
+    ``operating_points`` holds Youden's threshold and the screening point :data:`SCREENING`; the metrics
+    (``valid``, ``test``, ``test_by_site``) are scored at Youden's threshold, as the bench scores them.
     """
     parts = {"valid": dls.valid}
     if len(dls.loaders) > 2:
@@ -474,8 +474,6 @@ def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> 
         res[k] = score_predictions(p, threshold)
         if "prob" in p:
             res[k + "_at_0.5"] = classification_metrics(p["y"], p["prob"], 0.5)
-            res[k + "_at"] = {name: classification_metrics(p["y"], p["prob"], t)
-                              for name, t in res.get("operating_points", {}).items()}
         sites = dls.tables[k]["site"].to_numpy() if "site" in dls.tables[k] else None
         if k == "test" and sites is not None and len(set(sites)) > 1:  # several sites: each scored on its own
             res["test_by_site"] = {s: score_predictions({n: v[sites == s] for n, v in p.items()}, threshold)
