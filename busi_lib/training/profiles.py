@@ -56,7 +56,7 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
     "cpu": {
         "multitask": dict(epochs=12),
         # the transfer classifier's recipe, chosen on the validation parts of bench folds 1 and 2 among 7
-        # schedules (tools/tune_classifier.py, RESULTS.md): 20 epochs of one fit_one_cycle, every layer at the
+        # schedules (tools/tune.py, RESULTS.md): 20 epochs of one fit_one_cycle, every layer at the
         # profile's rate; its from-scratch twin follows the same schedule
         "efficientnet_lite0": dict(epochs=20, freeze_epochs=0, lr_mult=1.0),
         "efficientnet_lite0_scratch": dict(epochs=20, freeze_epochs=0, lr_mult=1.0),
