@@ -1,36 +1,25 @@
 """busi_lib: the library behind the BUSI deep-learning notebooks.
 
-The folders follow the pipeline, left to right (smp's concept folders; one job per file, as
-going_modular does it):
+The folders import only downward, in this order (smp's concept folders; one job per file, as going_modular
+does it); ``tests/test_layout.py`` keeps it so:
 
 ==============  ===================================================================================
-``data/``       from the folder on disk to fastai DataLoaders: ``table`` (the BUSI folder as a
-                table, the class names), ``images`` (scans and masks in one representation),
-                ``duplicates`` (near-duplicate groups), ``cache`` (decode and resize once),
-                ``sites`` (several hospitals, labels CSVs), ``dataset`` (a folder ready to train on),
-                ``splits`` (seeded, group-aware),
-                ``transforms`` (albumentations, scan and mask together), ``loaders`` (fastai
-                DataLoaders), ``synthetic`` (a BUSI-like set and a "second hospital" from a seed),
-                ``download`` (the real BUSI, verified), ``external_sets`` (BUS-BRA, BUS-UCLM)
-``models/``     ``networks`` (the lesson networks CustomCNN, the U-Net decoder and
-                MultitaskUResNet, and the registry that builds every network by name),
-                ``weights`` (ImageNet weights: pip packages, the torchvision / timm caches, or a
-                clear error)
-``training/``   ``losses``, ``config`` (every setting of a run), ``learners`` (the fastai Learner, the run),
-                ``profiles`` (smoke / cpu / gpu), ``hardware`` (precision, GPU loaders),
-                ``checkpoints`` (resume), ``distributed`` (Accelerate), ``saving`` (the saved-model
-                folder)
-``evaluation/`` ``metrics`` (metrics, bootstrap intervals, the one scoring path), ``inference`` (the one
-                prediction path), ``ensemble`` (fold ensembles, AdaBN), ``calibration``, ``external``
-                (scoring a saved model on a new site), ``report``, ``bench`` (cross-validation,
-                RESULTS.md), ``speed``, ``study`` (the reference study)
-``apps/``       what a user runs: ``cli`` (``busi``), ``runner`` (``busi notebooks``), ``predict``,
-                ``cam`` (Grad-CAM)
-``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``widgets``,
-                ``quiet`` (the warning filters)
-top level       ``names`` (architectures, augmentations, precisions: the names a run is set up with, and the
-                one task dispatch ``task_of``), ``errors`` (the exception family), ``files`` (atomic
-                writes, SHA-256), ``colab`` (Colab setup)
+top level       ``names`` (the architectures and their task, augmentations, precisions), ``config`` (every
+                setting of a run), ``profiles`` (smoke / cpu / gpu), ``errors``, ``files`` (atomic writes,
+                SHA-256); ``colab`` and ``__main__`` start the apps
+``data/``       from the folder on disk to fastai DataLoaders: ``table``, ``images``, ``duplicates``,
+                ``cache``, ``sites`` (several hospitals), ``dataset``, ``splits``, ``transforms``,
+                ``loaders``, ``synthetic``, ``download``, ``external_sets`` (BUS-BRA, BUS-UCLM)
+``models/``     ``networks`` (the lesson networks and ``build_model``), ``weights`` (ImageNet weights or a
+                clear error), ``saving`` (the saved-model folder)
+``evaluation/`` ``metrics`` (the one scoring path, bootstrap intervals), ``inference`` (the one prediction
+                path), ``calibration``, ``ensemble`` (fold ensembles, AdaBN), ``baselines``, ``study``
+``training/``   ``losses``, ``learners`` (the fastai Learner, the run), ``hardware``, ``checkpoints``,
+                ``distributed``
+``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``report``, ``widgets``,
+                ``quiet``
+``apps/``       what a user runs: ``cli`` (``busi``), ``runner`` (``busi notebooks``), ``predict``, ``cam``,
+                ``external`` (``busi evaluate``), ``bench`` (``busi bench``), ``speed``
 ==============  ===================================================================================
 
 The lesson code is re-exported here, as smp re-exports its models: ``from busi_lib import CustomCNN``.
@@ -67,12 +56,12 @@ _LESSON_API = {
     "MultitaskLoss": "busi_lib.training.losses",
     # 06 on: the whole run in one call
     "build_model": "busi_lib.models.networks",
-    "TrainConfig": "busi_lib.training.config",
+    "TrainConfig": "busi_lib.config",
     "train": "busi_lib.training.learners",
-    "load_model": "busi_lib.training.saving",
+    "load_model": "busi_lib.models.saving",
     "classification_metrics": "busi_lib.evaluation.metrics",
     "predict_folder": "busi_lib.apps.predict",
-    "evaluate_model": "busi_lib.evaluation.external",
+    "evaluate_model": "busi_lib.apps.external",
 }
 __all__ = ["__version__", *_LESSON_API]
 

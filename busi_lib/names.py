@@ -2,7 +2,7 @@
 
 Architectures (which task each does, which network holds its ImageNet weights, which are vision
 transformers), the decoder norms, the augmentation recipes and the precisions.
-:class:`busi_lib.training.config.TrainConfig` and the ``busi`` command's options read them from here, so
+:class:`busi_lib.config.TrainConfig` and the ``busi`` command's options read them from here, so
 ``busi --help`` answers at once; the modules that implement them (:mod:`busi_lib.models.networks`,
 :mod:`busi_lib.data.transforms`, :mod:`busi_lib.training.hardware`) import them from here too.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from busi_lib.evaluation.bench import LADDER
+from busi_lib.apps.bench import LADDER
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = json.loads((ROOT / "results.json").read_text())

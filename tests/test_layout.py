@@ -1,4 +1,5 @@
-"""The package's layout: folders in pipeline order, no import circles, the lesson API at the top, tests mirroring it."""
+"""The package's layout: folders that import only downward, no import circles, the lesson API at the top, tests
+mirroring it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import busi_lib
 
 PKG = Path(busi_lib.__file__).resolve().parent
 TESTS = Path(__file__).resolve().parent
-FOLDERS = ("data", "models", "training", "evaluation", "apps", "ui")
+# bottom to top: a module imports from its own folder, the folders below it and the top-level modules
+FOLDERS = ("data", "models", "evaluation", "training", "ui", "apps")
+ENTRY_POINTS = ("busi_lib.__main__", "busi_lib.colab")  # top-level modules that start the apps
 
 
 def modules() -> dict[str, Path]:
@@ -35,8 +38,18 @@ def top_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_the_folders_are_the_pipeline_s():
-    assert [f for f in FOLDERS if (PKG / f / "__init__.py").exists()] == list(FOLDERS)
+def level(module: str) -> int:
+    """0 for a top-level module (names, config, profiles, ...), then 1, 2, ... for the folders, bottom to top."""
+    parts = module.split(".")
+    return FOLDERS.index(parts[1]) + 1 if len(parts) > 1 and parts[1] in FOLDERS else 0
+
+
+def test_folders_import_only_downward():
+    mods = modules()
+    assert sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").exists()) == sorted(FOLDERS)
+    upward = [f"{m} -> {i}" for m, p in mods.items() if m not in ENTRY_POINTS
+              for i in top_level_imports(p) if i in mods and level(i) > level(m)]
+    assert not upward, "imports of a folder above:\n" + "\n".join(upward)
 
 
 def test_no_import_circles_between_modules():
@@ -92,7 +105,8 @@ def test_tests_mirror_the_package_folders():
     assert test_folders == sorted(FOLDERS)
     for folder in FOLDERS:
         assert list((TESTS / folder).glob("test_*.py")), f"tests/{folder}/ has no tests"
-    whole_project = {"test_style", "test_layout", "test_lessons", "test_colab", "test_repo_url", "test_claims"}
+    whole_project = {"test_style", "test_layout", "test_lessons", "test_colab", "test_repo_url", "test_claims",
+                     "test_profiles"}
     assert {p.stem for p in TESTS.glob("test_*.py")} <= whole_project
 
 

@@ -2,7 +2,7 @@
 
 Each candidate trains the model on the training part of bench folds 1 and 2 and is scored on those folds'
 *validation* parts (a group-aware 15 % of the training folds); the test folds are never read. The candidate
-with the best mean validation ROC-AUC becomes the model's recipe in ``busi_lib.training.profiles``.
+with the best mean validation ROC-AUC becomes the model's recipe in ``busi_lib.profiles``.
 
     python tools/tune.py --model efficientnet_lite0 --data $BUSI_DATA_DIR --out runs/tune
     python tools/tune.py --model multitask --data $BUSI_DATA_DIR --out runs/tune_multitask
@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from busi_lib.evaluation.bench import run_bench
+from busi_lib.apps.bench import run_bench
 
 CANDIDATES = {
     "efficientnet_lite0": {

@@ -32,7 +32,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from busi_lib.evaluation.inference import preprocess, task_of_config
-from busi_lib.training.saving import config_normalization, load_model
+from busi_lib.models.saving import config_normalization, load_model
 
 
 class ClassLogit(torch.nn.Module):
@@ -66,7 +66,7 @@ def cam_target_layer(model: torch.nn.Module, config: dict) -> torch.nn.Module:
 def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequence[int]) -> np.ndarray:
     """Grad-CAM maps (N, S, S) in [0, 1] of the evidence for each scan's label (1 malignant, 0 benign).
 
-    ``model, config`` as :func:`busi_lib.training.saving.load_model` returns them; ``x``
+    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``x``
     the normalised batch (:func:`busi_lib.apps.predict.preprocess`). Each map is
     scaled to [0, 1] on its own: compare where the heat is, not how much.
     """

@@ -36,8 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from busi_lib.config import TrainConfig  # light: no torch, so `busi --help` stays fast
 from busi_lib.errors import BusiDataError, BusiError
-from busi_lib.training.config import TrainConfig  # light: no torch, so `busi --help` stays fast
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -201,7 +201,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         return f"the profile's; without --profile {getattr(d, name)}"
 
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
-                   help="start from a profile's settings for --arch (busi_lib/training/profiles.py); options given "
+                   help="start from a profile's settings for --arch (busi_lib/profiles.py); options given "
                    "explicitly win")
     p.add_argument("--arch", default=d.arch, help="custom_cnn, resnet50, vgg16_bn, vit_*, swin_*, unet, uresnet, fcn, "
                    "multitask, or a bench name such as efficientnet_lite0 (default: %(default)s)")
@@ -248,7 +248,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     defaults without ``--profile``), then every option given explicitly."""
     from dataclasses import fields
 
-    from busi_lib.training.profiles import MODEL_ALIASES, settings_for
+    from busi_lib.profiles import MODEL_ALIASES, settings_for
 
     # every option has the name of a TrainConfig field (dashes become underscores); None: not given
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
@@ -284,8 +284,8 @@ def _print_metrics(m: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``busi evaluate``: score a saved model on a folder it never saw (see :mod:`busi_lib.evaluation.external`)."""
-    from busi_lib.evaluation.external import evaluate_model
+    """``busi evaluate``: score a saved model on a folder it never saw (see :mod:`busi_lib.apps.external`)."""
+    from busi_lib.apps.external import evaluate_model
 
     ev = evaluate_model(
         args.model, _need_data(args.data), labels=args.labels, columns=dict(args.column or []) or None,
@@ -346,7 +346,7 @@ def _print_evaluation(m: dict) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """``busi calibrate``: fit the model's temperature on the validation part of its split, save it in config.json."""
-    from busi_lib.evaluation.external import fit_model_temperature
+    from busi_lib.apps.external import fit_model_temperature
 
     split = Path(args.split) if args.split else Path(args.model).resolve().parent / "split.csv"
     if not split.is_file():
@@ -409,10 +409,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
     """``busi bench``: cross-validate the study's models (or, with ``--speed``, measure throughput)."""
-    from busi_lib.training.profiles import PROFILES
+    from busi_lib.profiles import PROFILES
 
     if args.speed:
-        from busi_lib.evaluation.speed import run_speed
+        from busi_lib.apps.speed import run_speed
 
         cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
         run_speed(data=str(_need_data(args.data[0] if args.data else None)), out=args.out, models=args.models,
@@ -420,7 +420,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   encoders=args.encoder, channels_last=cl,
                   precisions=args.precision or [PROFILES[args.profile]["precision"]])
         return 0
-    from busi_lib.evaluation.bench import run_bench
+    from busi_lib.apps.bench import run_bench
 
     folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
     k = 5
@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_calibrate)
-    from busi_lib.training.profiles import STUDY_MODELS
+    from busi_lib.profiles import STUDY_MODELS
 
     p = sub.add_parser("bench", help="cross-validate every model (or --speed: throughput figures)")
     _sites_arg(p)

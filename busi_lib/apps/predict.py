@@ -25,7 +25,7 @@ from busi_lib.evaluation.calibration import apply_temperature
 from busi_lib.evaluation.ensemble import adapt_batchnorm, load_models
 from busi_lib.evaluation.inference import predict_batch, preprocess, task_of_config
 from busi_lib.files import atomic_write_bytes
-from busi_lib.training.saving import config_normalization, use_operating_point
+from busi_lib.models.saving import config_normalization, use_operating_point
 
 MASK_THRESHOLD = 0.5
 COLUMNS = ["file", "width", "height", "probability", "label", "threshold", "lesion_area_px", "lesion_fraction",
@@ -81,7 +81,7 @@ def predict_arrays(
 ) -> list[Prediction]:
     """Predict scans given as arrays: (H, W), (H, W, 3) or (H, W, 4), uint8 or 16-bit, any size.
 
-    ``model, config`` as :func:`busi_lib.training.saving.load_model` returns them.
+    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them.
     ``threshold``: the decision threshold (default: the model's, see module doc).
     ``cam``: also compute the Grad-CAM map of each classification.
     """

@@ -35,7 +35,7 @@ from busi_lib.errors import (
 )
 from busi_lib.evaluation.study import collect_models, write_summary
 from busi_lib.files import atomic_write_bytes
-from busi_lib.training.profiles import check_profile
+from busi_lib.profiles import check_profile
 from busi_lib.ui.notebook import default_runs_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

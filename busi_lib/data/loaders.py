@@ -19,9 +19,8 @@ is drawn from ``(seed, e, i)`` alone (:func:`busi_lib.data.transforms.seed_trans
 whatever ran before, in which worker process, or whether the run was resumed.
 
 The data sets are plain PyTorch datasets wrapped in fastai's ``DataLoader``,
-which gives fastai's device handling, shuffling and ``Learner`` integration;
-:class:`BusiDataLoaders` adds a ``show_batch`` that draws masks over scans for
-all three shapes (fastai's typed ``show_batch`` does not know the multitask tuple).
+which gives fastai's device handling, shuffling and ``Learner`` integration
+(:func:`busi_lib.ui.plots.show_batch` draws a batch of any of the three shapes).
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from busi_lib.data.cache import cached_arrays
 from busi_lib.data.splits import apply_split
 from busi_lib.data.table import pos_weight
 from busi_lib.data.transforms import IMAGENET, Normalization, build_transforms, seed_transforms
-from busi_lib.ui.plots import show_samples
 
 KINDS = ("classify", "segment", "multitask")
 
@@ -95,14 +93,6 @@ class BusiDataLoaders(DataLoaders):
     Extra attributes: ``kind``, ``image_size``, ``pos_weight`` (from the training
     part), ``tables`` (``{"train": df, "valid": df, "test": df}``), ``norm`` (the inputs' mean and std).
     """
-
-    def show_batch(self, n: int = 8, split: str = "train", ncols: int = 4, **kwargs):
-        dl = {"train": self.train, "valid": self.valid, "test": self[2] if len(self.loaders) > 2 else None}[split]
-        b = dl.one_batch()
-        x = b[0][:n]
-        y = b[1][:n] if self.kind in ("classify", "multitask") else None
-        m = b[-1][:n] if self.kind in ("segment", "multitask") else None
-        return show_samples(x, labels=y, masks=m, ncols=ncols, norm=self.norm, **kwargs)
 
 
 class AugmentEpoch(Callback):

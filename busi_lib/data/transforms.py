@@ -45,13 +45,14 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from busi_lib.models.weights import IMAGENET_MEAN, IMAGENET_STD
 from busi_lib.names import AUGMENTATIONS
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
 

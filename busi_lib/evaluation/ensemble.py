@@ -50,7 +50,7 @@ import torch
 
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.inference import preprocess, task_of_config
-from busi_lib.training.saving import config_normalization, load_model, read_config
+from busi_lib.models.saving import config_normalization, load_model, read_config
 
 __all__ = ["Ensemble", "adapt_batchnorm", "batchnorm_layers", "load_models", "resolve_model_folders"]
 
@@ -143,7 +143,7 @@ def load_models(
 ) -> tuple[torch.nn.Module, dict]:
     """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``.
 
-    One folder gives exactly what :func:`busi_lib.training.saving.load_model` gives (its
+    One folder gives exactly what :func:`busi_lib.models.saving.load_model` gives (its
     config gains ``members``); several give an ensemble whose config is the first
     member's with the mean threshold (see the module doc).
     """

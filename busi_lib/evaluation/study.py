@@ -26,8 +26,8 @@ from busi_lib.data.splits import apply_split, load_split
 from busi_lib.evaluation.inference import predict_loader
 from busi_lib.evaluation.metrics import confidence_intervals, segmentation_counts
 from busi_lib.files import atomic_write_bytes
-from busi_lib.training.profiles import STUDY_MODELS
-from busi_lib.training.saving import config_normalization, load_model
+from busi_lib.models.saving import config_normalization, load_model
+from busi_lib.profiles import STUDY_MODELS
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch
@@ -164,7 +164,7 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
     """A saved model's predictions on one part of the split it was trained with.
 
     Reads ``<run>/split.csv`` next to ``<run>/model`` (what :func:`busi_lib.training.learners.train`
-    writes), loads the model with :func:`busi_lib.training.saving.load_model` and runs
+    writes), loads the model with :func:`busi_lib.models.saving.load_model` and runs
     :func:`busi_lib.evaluation.inference.predict_loader`. Returns the dict of ``predict_loader``
     plus ``table`` (the scans' rows), ``images`` (uint8, resized as the model saw them)
     and ``config``.

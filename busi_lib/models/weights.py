@@ -48,14 +48,13 @@ import torch.hub
 import torchvision.models as tvm
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
+from busi_lib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from busi_lib.errors import WeightsNotFoundError
 from busi_lib.names import is_transformer
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # timm name -> (pip package, its module, the class whose get_model_file_path() gives the weights file)
 PACKAGED: dict[str, tuple[str, str, str]] = {

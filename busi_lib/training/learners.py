@@ -1,6 +1,6 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
 
-:class:`busi_lib.training.config.TrainConfig` holds every setting of a run (the same names as
+:class:`busi_lib.config.TrainConfig` holds every setting of a run (the same names as
 ``busi train``'s options and the notebooks' parameters). :func:`train` does the whole run:
 
 1. load the table, make or reload the split (saved as ``split.csv``);
@@ -11,7 +11,7 @@
    checkpoint after every epoch (``checkpoints/resume.pt``);
 4. predict the validation and test parts, choose the malignancy threshold on
    *validation* only (Youden's J), compute every metric on both parts;
-5. write ``metrics.json`` and the model folder (:mod:`busi_lib.training.saving`).
+5. write ``metrics.json`` and the model folder (:mod:`busi_lib.models.saving`).
 
 Interrupted runs (Ctrl-C, a Colab disconnect, a killed job) continue with
 ``TrainConfig(resume=True)`` / ``busi train ... --resume``: the checkpoint of the
@@ -61,6 +61,7 @@ from fastprogress.fastprogress import IN_NOTEBOOK
 from sklearn.model_selection import train_test_split
 
 from busi_lib import __version__
+from busi_lib.config import TrainConfig
 from busi_lib.data.dataset import load_dataset
 from busi_lib.data.loaders import AugmentEpoch, BusiDataLoaders, make_dataloaders
 from busi_lib.data.splits import load_split, save_split, train_valid_test_split
@@ -77,6 +78,7 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.models.networks import build_model, input_normalization, timm_kwargs, torchvision_arch
+from busi_lib.models.saving import save_model
 from busi_lib.models.weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
 from busi_lib.names import weights_network
 from busi_lib.training.checkpoints import (
@@ -87,7 +89,6 @@ from busi_lib.training.checkpoints import (
     read_checkpoint,
     run_identity,
 )
-from busi_lib.training.config import TrainConfig
 from busi_lib.training.distributed import (
     distributed,
     is_main_process,
@@ -97,7 +98,6 @@ from busi_lib.training.distributed import (
 )
 from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from busi_lib.training.losses import loss_for
-from busi_lib.training.saving import save_model
 
 #: The operating points saved with a model, both chosen on its validation part: Youden's J (the balanced point
 #: the bench scores), and the screening point that keeps sensitivity at SCREENING_SENSITIVITY: a rule-out tool

@@ -10,7 +10,7 @@ touches the disk:
   ``out_dir`` is the parameter, else ``$BUSI_RUNS_DIR``, else ``runs/notebooks``
   at the repository root (``runs/`` is git-ignored);
 * ``run.config(arch, **overrides)``: a :class:`~busi_lib.training.learners.TrainConfig`
-  from the profile (:mod:`busi_lib.training.profiles`), writing into ``run.out/<arch>``;
+  from the profile (:mod:`busi_lib.profiles`), writing into ``run.out/<arch>``;
 * ``run.save_metrics`` / ``run.save_figure`` / ``run.read_metrics``: JSON and PNG
   files, the only way one notebook passes results to a later one.
 """
@@ -33,10 +33,10 @@ from busi_lib.ui.quiet import quiet_known_warnings
 # no library warning a student cannot act on (the browser test fails on any red output box).
 quiet_known_warnings()
 
+from busi_lib.config import TrainConfig  # noqa: E402
 from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
 from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
-from busi_lib.training.config import TrainConfig  # noqa: E402
-from busi_lib.training.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
+from busi_lib.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
 # Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:
 # smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so

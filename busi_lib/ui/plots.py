@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # names for the type hints only
     from matplotlib.figure import Figure
     from numpy.typing import ArrayLike
 
-    from busi_lib.data.loaders import BusiDataset
+    from busi_lib.data.loaders import BusiDataLoaders, BusiDataset
 
 MASK_COLOR = (1.0, 0.25, 0.1)  # orange-red outline for the true mask
 PRED_COLOR = (0.1, 0.8, 1.0)  # cyan for predictions
@@ -89,6 +89,16 @@ def show_samples(
         ax.set_title("\n".join(parts), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: int = 4, **kwargs) -> Figure:
+    """One batch of ``dls`` exactly as the network receives it (augmented, normalised), masks outlined; for all three
+    shapes of batch (fastai's typed ``show_batch`` does not know the multitask tuple)."""
+    dl = {"train": dls.train, "valid": dls.valid, "test": dls[2] if len(dls.loaders) > 2 else None}[split]
+    b = dl.one_batch()
+    y = b[1][:n] if dls.kind in ("classify", "multitask") else None
+    m = b[-1][:n] if dls.kind in ("segment", "multitask") else None
+    return show_samples(b[0][:n], labels=y, masks=m, ncols=ncols, norm=dls.norm, **kwargs)
 
 
 def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: Normalization = IMAGENET) -> Figure:

@@ -25,7 +25,7 @@ from busi_lib.apps.predict import predict_arrays, predict_files
 from busi_lib.data.dataset import load_dataset
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.errors import BusiDataError
-from busi_lib.training.saving import load_model
+from busi_lib.models.saving import load_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -144,8 +144,8 @@ def test_the_usage_text_names_every_command():
 
 def test_train_profile_gives_the_profile_settings_and_explicit_options_win(synthetic_dir):
     from busi_lib.apps.cli import build_parser, train_config
-    from busi_lib.training.config import TrainConfig
-    from busi_lib.training.profiles import settings_for
+    from busi_lib.config import TrainConfig
+    from busi_lib.profiles import settings_for
 
     def cfg(*argv):
         return train_config(build_parser().parse_args(["train", "--data", str(synthetic_dir), "--out", "x", *argv]))

@@ -18,7 +18,7 @@ import papermill as pm
 import pytest
 
 from busi_lib.apps.runner import NOTEBOOK_DIR, NotebookFailed, numbered_notebooks, parse_value, run_notebooks
-from busi_lib.training.profiles import STUDY_MODELS, resolve_arch
+from busi_lib.profiles import STUDY_MODELS, resolve_arch
 from busi_lib.ui.notebook import EXPECTED_TIME, start
 
 NOTEBOOKS = numbered_notebooks()

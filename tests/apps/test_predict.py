@@ -30,9 +30,9 @@ from busi_lib.data.transforms import IMAGENET
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.calibration import apply_temperature
 from busi_lib.models.networks import build_model, input_normalization
+from busi_lib.models.saving import config_normalization, load_model, save_model
 from busi_lib.names import task_of
 from busi_lib.training.learners import predict_loader
-from busi_lib.training.saving import config_normalization, load_model, save_model
 
 
 def tiny_model(folder: Path, arch: str = "multitask", size: int = 64, threshold: float = 0.5,
@@ -295,7 +295,7 @@ def test_measure_speed(models):
 
 @pytest.mark.real_data
 def test_real_scans_with_a_model_trained_by_busi_train(real_dir, tmp_path):
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
     from busi_lib.training.learners import train
 
     cfg = TrainConfig(arch="multitask", encoder="resnet18", pretrained=False, data=str(real_dir),

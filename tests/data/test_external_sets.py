@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from busi_lib.apps.cli import build_parser, main
+from busi_lib.apps.external import load_external
 from busi_lib.data.download import download_public_set
 from busi_lib.data.external_sets import SETS, colour_label, convert_busbra, convert_busuclm, patient_from_name
 from busi_lib.errors import BusiDataError
-from busi_lib.evaluation.external import load_external
 
 W, H = 40, 30
 BUSBRA_HEADER = "ID,Case,Histology,Pathology,BIRADS,Device,Width,Height,Side,BBOX"

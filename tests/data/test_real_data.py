@@ -60,7 +60,7 @@ def test_a_multitask_batch_loads_and_folder_is_unchanged(real_dir, checksums):
 
 
 def test_multitask_trains_on_a_few_real_batches(real_dir, tmp_path):
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
     from busi_lib.training.learners import train
 
     cfg = TrainConfig(arch="multitask", encoder="resnet18", data=str(real_dir), out=str(tmp_path), image_size=64,

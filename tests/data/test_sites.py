@@ -69,10 +69,10 @@ def test_bad_sites_are_named(synthetic_dir, site_b, tmp_path):
 
 
 def test_training_on_two_sites_scores_each_and_saves_operating_points(site_b, tmp_path):
+    from busi_lib.config import TrainConfig
     from busi_lib.evaluation.metrics import best_threshold, sensitivity_threshold
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.models.saving import read_config
     from busi_lib.training.learners import train
-    from busi_lib.training.saving import read_config
 
     # a home site large enough that its validation part (15 %) holds both classes
     synthetic_dir = make_synthetic_busi(tmp_path / "home", n_per_class=30, seed=0)
@@ -102,7 +102,7 @@ def test_training_on_two_sites_scores_each_and_saves_operating_points(site_b, tm
 
 
 def test_leave_one_site_out_bench(synthetic_dir, site_b, tmp_path):
-    from busi_lib.evaluation.bench import run_bench
+    from busi_lib.apps.bench import run_bench
 
     res = run_bench([synthetic_dir, site_b], tmp_path / "loso", models=["prior", "custom_cnn"], profile="smoke",
                     n_boot=50, protocol="loso", log=lambda *_: None)

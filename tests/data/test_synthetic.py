@@ -244,7 +244,7 @@ def test_benign_vs_malignant_learnable_from_shape(tmp_path):
 def test_a_small_cnn_learns_the_synthetic_set(tmp_path):
     """Learnable: the custom CNN from scratch, 10 short epochs at 32 px (10 s on one core), is clearly above
     chance."""
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
     from busi_lib.training.learners import train
 
     data = make_synthetic_busi(tmp_path / "syn", n_per_class=60, seed=1)

@@ -126,14 +126,14 @@ def test_bad_inputs():
 @pytest.fixture()
 def model_dir(tmp_path):
     from busi_lib.models.networks import build_model
-    from busi_lib.training.saving import save_model
+    from busi_lib.models.saving import save_model
 
     model = build_model("custom_cnn", pretrained=False, image_size=32)
     return save_model(model, dict(arch="custom_cnn", task="classify", image_size=32, threshold=0.4), tmp_path / "m")
 
 
 def test_update_config_writes_temperature_and_weights_still_load(model_dir):
-    from busi_lib.training.saving import load_model, update_config
+    from busi_lib.models.saving import load_model, update_config
 
     assert load_model(model_dir)[1]["temperature"] == 1.0  # none fitted yet
     assert "temperature" not in json.loads((model_dir / "config.json").read_text())
@@ -147,7 +147,7 @@ def test_update_config_writes_temperature_and_weights_still_load(model_dir):
 
 def test_update_config_refuses_unsafe_changes(model_dir, tmp_path):
     from busi_lib.models.networks import build_model
-    from busi_lib.training.saving import save_model, update_config
+    from busi_lib.models.saving import save_model, update_config
 
     before = (model_dir / "config.json").read_bytes()
     with pytest.raises(ValueError, match="describe its weights"):

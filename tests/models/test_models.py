@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from busi_lib.config import TrainConfig
 from busi_lib.errors import BusiDataError
 from busi_lib.models.networks import CustomCNN, MultitaskUResNet, build_model
+from busi_lib.models.saving import load_model, save_model
 from busi_lib.models.weights import WeightsNotFoundError
 from busi_lib.names import DECODER_NORMS
-from busi_lib.training.config import TrainConfig
 from busi_lib.training.learners import build_learner, predict_loader, prepare_data, train
 from busi_lib.training.losses import MultitaskLoss, SegmentationLoss, soft_dice_loss
-from busi_lib.training.saving import load_model, save_model
 
 ARCHS = [
     ("custom_cnn", {}),

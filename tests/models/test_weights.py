@@ -8,10 +8,10 @@ import timm
 import torch
 from PIL import Image
 
+from busi_lib.config import TrainConfig
 from busi_lib.models import weights
 from busi_lib.models.networks import build_model, input_normalization
 from busi_lib.models.weights import WeightsNotFoundError, normalization_for, packaged_state_dict
-from busi_lib.training.config import TrainConfig
 from busi_lib.training.learners import build_learner, prepare_data
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image (a dev dependency) ships the test photos")

@@ -31,8 +31,8 @@ from busi_lib.data.loaders import make_dataloaders
 from busi_lib.data.splits import load_split, save_split, train_valid_test_split
 from busi_lib.data.synthetic import make_synthetic_busi
 from busi_lib.evaluation.metrics import classification_metrics, segmentation_metrics
+from busi_lib.models.saving import load_model
 from busi_lib.training.learners import predict_loader, score_predictions
-from busi_lib.training.saving import load_model
 
 pytestmark = pytest.mark.slow
 

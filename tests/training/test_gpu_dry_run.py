@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from busi_lib.training.config import TrainConfig
+from busi_lib.config import TrainConfig
+from busi_lib.profiles import PROFILES, STUDY_MODELS, settings_for
 from busi_lib.training.learners import build_learner, predict_loader, prepare_data, weights_source
-from busi_lib.training.profiles import PROFILES, STUDY_MODELS, settings_for
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # any commit id: the cache's refs/main points at it
 

@@ -7,11 +7,11 @@ import torch
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
 
+from busi_lib.config import TrainConfig
+from busi_lib.profiles import settings_for
 from busi_lib.training import hardware
-from busi_lib.training.config import TrainConfig
 from busi_lib.training.hardware import configure_backends, default_num_workers, loader_options, resolve_precision
 from busi_lib.training.learners import build_learner, predict_loader, prepare_data
-from busi_lib.training.profiles import settings_for
 
 
 @pytest.fixture

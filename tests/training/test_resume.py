@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 import busi_lib.training.learners as learners
 from busi_lib.apps.cli import main
+from busi_lib.config import TrainConfig
 from busi_lib.errors import BusiDataError
-from busi_lib.training.config import TrainConfig
 from busi_lib.training.learners import train
 
 

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from busi_lib.data.loaders import BusiDataset  # noqa: E402
 from busi_lib.data.transforms import build_transforms  # noqa: E402
-from busi_lib.ui.plots import plot_augmentations, plot_cam_gallery, plot_metric_bars  # noqa: E402
+from busi_lib.ui.plots import plot_augmentations, plot_cam_gallery, plot_metric_bars, show_batch  # noqa: E402
 
 
 def test_error_bars_sit_on_their_own_bars():
@@ -52,3 +52,19 @@ def test_augmentations_move_scan_and_mask_together():
         assert torch.sum(bright * m[0]) / m[0].sum() > 0.7  # the mask still covers the lesion
     with pytest.raises(ValueError, match="no masks"):
         plot_augmentations(BusiDataset(img[None], mask[None], [1], "classify"), 0)
+
+
+def test_show_batch_draws_the_batch_the_network_gets(synthetic_dir):
+    from busi_lib.data.dataset import load_dataset
+    from busi_lib.data.loaders import make_dataloaders
+    from busi_lib.data.splits import train_valid_test_split
+
+    df = load_dataset(synthetic_dir)
+    dls = make_dataloaders(df, train_valid_test_split(df, seed=0), "multitask", image_size=32, batch_size=4)
+    labels = dls.valid.one_batch()[1].tolist()  # the validation loader is not shuffled: show_batch draws this batch
+    fig = show_batch(dls, n=4, split="valid", ncols=2)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == min(4, len(labels)) > 1
+    labels = labels[:len(drawn)]
+    assert [("malignant" in ax.get_title()) for ax in drawn] == [y == 1.0 for y in labels]
+    assert all(ax.patches or ax.collections or ax.lines for ax in drawn)  # the true masks are outlined

@@ -24,18 +24,18 @@ from sklearn.metrics import (
 )
 
 from busi_lib.apps.cli import main
-from busi_lib.data import table as table_module
-from busi_lib.data.dataset import load_dataset
-from busi_lib.data.images import read_image as _real_read_image
-from busi_lib.data.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
-from busi_lib.errors import BusiDataError
-from busi_lib.evaluation.external import (
+from busi_lib.apps.external import (
     compare,
     evaluate_model,
     load_external,
     read_labels_csv,
     score_external,
 )
+from busi_lib.data import table as table_module
+from busi_lib.data.dataset import load_dataset
+from busi_lib.data.images import read_image as _real_read_image
+from busi_lib.data.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
+from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.metrics import CI_KEYS, classification_metrics, classification_round
 
 N_B = 10  # scans per class in the second hospital
@@ -44,7 +44,7 @@ N_B = 10  # scans per class in the second hospital
 @pytest.fixture(scope="module")
 def run(synthetic_dir, module_tmp):
     """A multitask model trained briefly on the reference synthetic set."""
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
     from busi_lib.training.learners import train
 
     out = module_tmp / "run"

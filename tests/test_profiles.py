@@ -2,7 +2,7 @@
 
 import pytest
 
-from busi_lib.training.profiles import STUDY_MODELS, resolve_arch, settings_for
+from busi_lib.profiles import STUDY_MODELS, resolve_arch, settings_for
 
 
 def test_cpu_and_smoke_transfer_the_packaged_weights():
@@ -35,7 +35,7 @@ def test_explicit_settings_win_and_none_keeps_the_profile():
 
 
 def test_a_schedule_set_for_the_pair_is_the_same_for_both_weights():
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
     from busi_lib.training.learners import stages
 
     kw = dict(arch="tf_efficientnet_lite0", epochs=12, freeze_epochs=1, lr_mult=10.0)

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from busi_lib.config import TrainConfig
 from busi_lib.data.dataset import load_dataset, resolve_data_dir
 from busi_lib.data.duplicates import duplicate_groups
 from busi_lib.data.sites import site_names
@@ -55,10 +56,9 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.evaluation.study import STUDY_MULTITASK
 from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.training.config import TrainConfig
+from busi_lib.profiles import STUDY_MODELS, resolve_arch, settings_for
 from busi_lib.training.distributed import barrier, is_main_process, main_process_result, start_processes
 from busi_lib.training.learners import environment, subset, train
-from busi_lib.training.profiles import STUDY_MODELS, resolve_arch, settings_for
 
 STUDY = STUDY_MULTITASK  # the reference study's multitask model (the poster's table), from busi_lib.evaluation.study
 CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")

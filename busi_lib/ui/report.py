@@ -1,4 +1,4 @@
-"""The evaluation report: ``report.md`` and its figures, from an :class:`busi_lib.evaluation.external.Evaluation`.
+"""The evaluation report: ``report.md`` and its figures, from an :class:`busi_lib.apps.external.Evaluation`.
 
 :func:`write_report` writes, beside ``evaluation.json``:
 
@@ -37,7 +37,6 @@ from busi_lib.ui.plots import plot_confusion, plot_roc, show_samples
 if TYPE_CHECKING:  # names for the type hints only
     from matplotlib.figure import Figure
 
-    from busi_lib.evaluation.external import Evaluation
 
 __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_figures", "save_figure",
            "worst_indices", "write_report"]
@@ -115,8 +114,8 @@ def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray,
     return fig
 
 
-def report_figures(evaluation: Evaluation, n_worst: int = 8) -> dict:
-    """The report's figures ``{file stem: Figure}`` for an :class:`~busi_lib.evaluation.external.Evaluation`."""
+def report_figures(evaluation, n_worst: int = 8) -> dict:
+    """The report's figures ``{file stem: Figure}`` for an :class:`~busi_lib.apps.external.Evaluation`."""
 
     m, df, pred = evaluation.metrics, evaluation.predictions, evaluation.pred
     figs = {}
@@ -260,7 +259,7 @@ def markdown_report(m: dict, figures: Sequence[str] = ()) -> str:
     return "\n".join(L)
 
 
-def write_report(evaluation: Evaluation, out: str | Path, n_worst: int = 8) -> Path:
+def write_report(evaluation, out: str | Path, n_worst: int = 8) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
     figs = report_figures(evaluation, n_worst)

@@ -18,17 +18,17 @@ import pytest
 import torch
 
 from busi_lib.apps.cli import main
+from busi_lib.apps.external import calibration_split, evaluate_model, load_external, site_threshold
 from busi_lib.apps.predict import predict_arrays, preprocess
 from busi_lib.data.images import read_image
 from busi_lib.data.synthetic import HOSPITAL_B, MANIFEST_NAME, make_synthetic_busi
 from busi_lib.data.transforms import LesionAspectCrop, build_transforms, lesion_crop_box
 from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.ensemble import Ensemble, adapt_batchnorm, batchnorm_layers, load_models, resolve_model_folders
-from busi_lib.evaluation.external import calibration_split, evaluate_model, load_external, site_threshold
 from busi_lib.evaluation.metrics import best_threshold, classification_metrics
 from busi_lib.models.networks import build_model, input_normalization
+from busi_lib.models.saving import load_model, save_model
 from busi_lib.names import task_of
-from busi_lib.training.saving import load_model, save_model
 
 SIZE = 32
 
@@ -264,7 +264,7 @@ def test_augmentation_variants(augment):
 
 
 def test_train_with_scanner_augmentation_and_aspect_crop(synthetic_dir, tmp_path):
-    from busi_lib.training.config import TrainConfig
+    from busi_lib.config import TrainConfig
 
     assert TrainConfig().augment == "default" and TrainConfig().aspect_crop is False  # defaults unchanged
     assert main(["train", "--arch", "multitask", "--encoder", "resnet18", "--no-pretrained", "--data",
@@ -391,7 +391,7 @@ def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module
 
 
 def test_adabn_is_the_default_at_another_site_only(module_tmp):
-    from busi_lib.evaluation.external import MIN_ADAPT_SCANS, adapt_by_default
+    from busi_lib.apps.external import MIN_ADAPT_SCANS, adapt_by_default
 
     model, config = load_model(saved_model(module_tmp / "home", seed=5, calibrated_on={"sites": ["busi"]}) / "model")
     assert adapt_by_default(model, config, Path("/data/busbra"), MIN_ADAPT_SCANS)

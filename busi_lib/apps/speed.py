@@ -38,11 +38,11 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 
+from busi_lib.config import TrainConfig
 from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.training.config import TrainConfig
+from busi_lib.profiles import STUDY_MODELS, settings_for
 from busi_lib.training.hardware import autocast_context, resolve_precision
 from busi_lib.training.learners import build_learner, environment, prepare_data
-from busi_lib.training.profiles import STUDY_MODELS, settings_for
 
 N_BATCHES = 8  # timed training batches per measurement (after one warm-up batch)
 

@@ -29,7 +29,7 @@ relies on the model.
    image is. Images of one patient are not independent evidence (same lesion,
    same body), so every interval is then computed by resampling *patients*.
 5. **Write** ``evaluation.json`` (every number), ``predictions.csv`` (one row
-   per image) and ``report.md`` with its figures (:mod:`busi_lib.evaluation.report`).
+   per image) and ``report.md`` with its figures (:mod:`busi_lib.ui.report`).
 
 The labels CSV (its columns and rules) is :mod:`busi_lib.data.sites`'s; a synthetic folder's
 ``synthetic_manifest.csv`` is such a file.
@@ -78,9 +78,9 @@ from busi_lib.evaluation.metrics import (
     segmentation_counts,
     segmentation_metrics,
 )
-from busi_lib.evaluation.report import write_report
 from busi_lib.files import atomic_write_bytes, write_json
-from busi_lib.training.saving import config_normalization, load_model, update_config, use_operating_point
+from busi_lib.models.saving import config_normalization, load_model, update_config, use_operating_point
+from busi_lib.ui.report import write_report
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch

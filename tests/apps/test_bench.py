@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from busi_lib.apps.bench import confidence_intervals, results_markdown, run_bench, score_table
 from busi_lib.data.dataset import load_dataset
 from busi_lib.data.splits import cv_fold_split, groups_straddling, kfold_split
-from busi_lib.evaluation.bench import confidence_intervals, results_markdown, run_bench, score_table
 from busi_lib.evaluation.metrics import bootstrap_many, scores_from_counts
 
 
@@ -106,7 +106,7 @@ def test_bootstrap_fast_path_gives_the_intervals_of_the_sklearn_path():
 
 
 def test_speed_bench_measures_both_loops(synthetic_dir, tmp_path):
-    from busi_lib.evaluation.speed import measure
+    from busi_lib.apps.speed import measure
 
     r = measure("custom_cnn", str(synthetic_dir), profile="smoke", n_batches=3)
     for k in ("train_images_per_s_fastai", "train_images_per_s_plain", "infer_images_per_s_batch",
