@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from busi_lib.names import FROM_SCRATCH, task_of
+from busi_lib.names import arch_info
 
 
 @dataclass
@@ -58,8 +58,8 @@ class TrainConfig:
 
     @property
     def task(self) -> str:
-        return task_of(self.arch)
+        return arch_info(self.arch).task
 
     @property
     def uses_pretrained(self) -> bool:
-        return self.pretrained and self.arch not in FROM_SCRATCH
+        return self.pretrained and arch_info(self.arch).pretrained

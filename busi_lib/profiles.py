@@ -16,7 +16,7 @@ at ``None``.
 
 from __future__ import annotations
 
-from busi_lib.names import is_transformer
+from busi_lib.names import MODEL_ALIASES, is_transformer
 
 PROFILES: dict[str, dict] = {
     "smoke": dict(
@@ -69,20 +69,6 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
     "gpu": {"transformer": dict(image_size=224, channels_last=False)},  # a ViT has one conv (patches): no gain
 }
 
-# Model names that stand for an architecture with fixed weights: the pretrained EfficientNet-Lite0 classifier and
-# its from-scratch twin, trained side by side on the same split in notebook 03 and in the bench.
-MODEL_ALIASES: dict[str, dict] = {
-    "efficientnet_lite0": dict(arch="tf_efficientnet_lite0", pretrained=True),
-    "efficientnet_lite0_scratch": dict(arch="tf_efficientnet_lite0", pretrained=False),
-    # the multitask network with its mask loss switched off: the same encoder, head, size and schedule, trained
-    # for the diagnosis alone (the ablation of notebook 05 and the bench's ladder)
-    "multitask_no_seg": dict(arch="multitask", w_seg=0.0),
-    # the multitask network with one "travel" option changed (RESULTS.md measures each on a second hospital)
-    "multitask_geometry": dict(arch="multitask", augment="geometry"),
-    "multitask_scanner": dict(arch="multitask", augment="scanner"),
-    "multitask_aspect": dict(arch="multitask", aspect_crop=True),
-    "multitask_instance_norm": dict(arch="multitask", decoder_norm="instance"),
-}
 
 # The models of the study, in the order the notebooks and the results table show them.
 # "transformer" stands for the profile's vision transformer.

@@ -193,7 +193,7 @@ def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from busi_lib.names import AUGMENTATIONS, DECODER_NORMS
+    from busi_lib.names import ARCHS, AUGMENTATIONS, DECODER_NORMS, MODEL_ALIASES
 
     d = TrainConfig()
 
@@ -203,8 +203,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"],
                    help="start from a profile's settings for --arch (busi_lib/profiles.py); options given "
                    "explicitly win")
-    p.add_argument("--arch", default=d.arch, help="custom_cnn, resnet50, vgg16_bn, vit_*, swin_*, unet, uresnet, fcn, "
-                   "multitask, or a bench name such as efficientnet_lite0 (default: %(default)s)")
+    p.add_argument("--arch", default=d.arch, help=f"{', '.join(ARCHS)}, a model name ({', '.join(MODEL_ALIASES)}), "
+                   "or a torchvision / timm classifier (resnet50, vgg16_bn, vit_*, swin_*) (default: %(default)s)")
     p.add_argument("--out", required=True)
     p.add_argument("--split", help="split CSV to reuse (default: a new seeded split)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -248,7 +248,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     defaults without ``--profile``), then every option given explicitly."""
     from dataclasses import fields
 
-    from busi_lib.profiles import MODEL_ALIASES, settings_for
+    from busi_lib.names import MODEL_ALIASES
+    from busi_lib.profiles import settings_for
 
     # every option has the name of a TrainConfig field (dashes become underscores); None: not given
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}

@@ -80,7 +80,7 @@ from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.models.networks import build_model, input_normalization, timm_kwargs, torchvision_arch
 from busi_lib.models.saving import save_model
 from busi_lib.models.weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
-from busi_lib.names import weights_network
+from busi_lib.names import arch_info, weights_network
 from busi_lib.training.checkpoints import (
     EpochCheckpoint,
     EpochLog,
@@ -216,7 +216,7 @@ def _learner(dls, cfg: TrainConfig) -> Learner:
     pos_w = dls.pos_weight
     loss = loss_for(cfg.task, pos_weight=pos_w, w_cls=cfg.w_cls, w_seg=cfg.w_seg, dice_weight=cfg.dice_weight)
     opt = OPTIMIZERS[cfg.optimizer.lower()]
-    if cfg.task == "classify" and cfg.arch != "custom_cnn":
+    if arch_info(cfg.arch).fastai_head:
         return transfer_learner(dls, cfg, loss, opt)
     model = build_model(cfg.arch, encoder=cfg.encoder, pretrained=cfg.uses_pretrained, image_size=cfg.image_size,
                         decoder_norm=cfg.decoder_norm)
@@ -303,7 +303,7 @@ class TrainResult:
 
 def fine_tunes(cfg: TrainConfig) -> bool:
     """Whether a run fine-tunes a pretrained classifier body (fastai's ``fine_tune``) instead of training end to end."""
-    return cfg.uses_pretrained and cfg.task == "classify" and cfg.arch != "custom_cnn"
+    return cfg.uses_pretrained and arch_info(cfg.arch).fastai_head
 
 
 def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
@@ -316,8 +316,7 @@ def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
     whatever its starting weights: that many head-only epochs, then ``cfg.epochs`` of the whole network with the
     body at ``lr / lr_mult``; so a pretrained body and its from-scratch twin differ in their weights only.
     """
-    transfer = cfg.task == "classify" and cfg.arch != "custom_cnn"
-    if transfer and (cfg.freeze_epochs is not None or cfg.lr_mult is not None):
+    if arch_info(cfg.arch).fastai_head and (cfg.freeze_epochs is not None or cfg.lr_mult is not None):
         frozen = cfg.freeze_epochs or 0
         head = [("freeze", frozen, dict(lr_max=slice(lr), pct_start=0.99))] if frozen else []
         return [*head, ("unfreeze", cfg.epochs, dict(lr_max=slice(lr / (cfg.lr_mult or 1.0), lr)))]
