@@ -1,9 +1,9 @@
-"""Writing files whole or not at all, and a file's SHA-256.
+"""Writing files and folders whole or not at all, and a file's SHA-256.
 
 A run that is interrupted (Ctrl-C, a killed kernel, a full disk) must not leave
-half a metrics file or half a weights file that a later step reads as valid. So
-every output goes to a temporary file in the same folder first and is renamed
-into place (an atomic operation on one file system).
+half a metrics file, half a weights file or half a data folder that a later step reads as valid. So
+every output goes to a temporary file or folder beside it first and is renamed
+into place (an atomic operation on one file system); nothing that exists is overwritten.
 """
 
 from __future__ import annotations
@@ -11,8 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from busi_lib.errors import BusiDataError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -63,6 +68,36 @@ def temp_path_for(path: str | Path) -> Path:
     os.close(fd)
     _usual_mode(tmp)
     return Path(tmp)
+
+
+def check_new_folder(out: str | Path) -> Path:
+    """``out`` if it can become a new output folder (absent or empty), else a one-line error naming it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BusiDataError(out, "is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise BusiDataError(out, "output folder exists and is not empty; not overwriting it "
+                                 "(remove it or choose another folder)")
+    return out
+
+
+@contextmanager
+def new_folder(out: str | Path) -> Iterator[Path]:
+    """Build the output folder ``out`` whole or not at all: the block writes into a hidden sibling, which is renamed
+    to ``out`` when the block ends without an error and removed when it does not. ``out`` must be absent or empty
+    (:func:`check_new_folder`): nothing is overwritten."""
+    out = check_new_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are the owner's only; an output folder is not
+    try:
+        yield tmp
+        if out.exists():  # an empty folder (checked): replaced, nothing is lost
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def sha256_of(path: str | Path) -> str:

@@ -78,7 +78,7 @@ from busi_lib.evaluation.metrics import (
     segmentation_counts,
     segmentation_metrics,
 )
-from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.files import atomic_write_bytes, new_folder, write_json
 from busi_lib.models.saving import config_normalization, load_model, update_config, use_operating_point
 from busi_lib.ui.report import write_report
 
@@ -486,20 +486,15 @@ def save_site_model(members: list, site: dict, root: Path, dest: str | Path, ada
     read; ``dest`` must not exist yet."""
     if site.get("threshold") is None:
         raise BusiDataError(root, f"no threshold could be re-tuned on this site: {site.get('note')}")
-    dest = Path(dest)
-    if dest.exists():
-        raise BusiDataError(dest, "output folder already exists: choose a new one (nothing is overwritten)")
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for i, m in enumerate(members):
-        folder = tmp if len(members) == 1 else tmp / f"member{i}" / "model"
-        shutil.copytree(m, folder)
-        update_config(folder, threshold=float(site["threshold"]), operating_point="site", adapt_bn=bool(adapt_bn),
-                      calibrated_on=dict(sites=[root.resolve().name], part="calibration",
-                                         rule=site["rule"], size=site["size"], seed=site["seed"],
-                                         n_images=site["n_calibration_images"]))
-    tmp.rename(dest)
-    return dest
+    with new_folder(dest) as tmp:
+        for i, m in enumerate(members):
+            folder = tmp if len(members) == 1 else tmp / f"member{i}" / "model"
+            shutil.copytree(m, folder, dirs_exist_ok=True)
+            update_config(folder, threshold=float(site["threshold"]), operating_point="site", adapt_bn=bool(adapt_bn),
+                          calibrated_on=dict(sites=[root.resolve().name], part="calibration",
+                                             rule=site["rule"], size=site["size"], seed=site["seed"],
+                                             n_images=site["n_calibration_images"]))
+    return Path(dest)
 
 
 # ----------------------------------------------------------------------------- the whole evaluation

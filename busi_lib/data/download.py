@@ -49,7 +49,7 @@ from busi_lib.data.external_sets import SETS
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.table import CLASSES, MASK_RE, check_data_folder  # the one rule for telling a mask file from a scan
 from busi_lib.errors import BusiDataError
-from busi_lib.files import atomic_write_bytes, sha256_of
+from busi_lib.files import atomic_write_bytes, check_new_folder, sha256_of
 
 FINGERPRINT_VERSION = 1
 REFERENCE_PATH = Path(__file__).with_name("busi_fingerprint.json")
@@ -456,10 +456,7 @@ def _check_target(to_dir: Path, target: Path) -> None:
     package = Path(__file__).resolve().parents[1]  # busi_lib/
     if to_dir.resolve() == package or package in to_dir.resolve().parents:
         raise BusiDataError(to_dir, "refusing to download data into the library's source folder; choose another")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise BusiDataError(
-            target, "already exists and is not empty; not overwriting it (remove it or choose another folder)"
-        )
+    check_new_folder(target)
 
 
 def download_busi(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import secrets
 import shutil
 import sys
 from collections import Counter
@@ -23,7 +22,7 @@ from PIL import Image
 from busi_lib.data.images import IMAGE_SUFFIXES, _open, _to_array, mask_to_binary, read_image, read_mask
 from busi_lib.data.table import CLASSES, LESION_CLASSES
 from busi_lib.errors import BusiDataError
-from busi_lib.files import write_json
+from busi_lib.files import check_new_folder, new_folder, write_json
 
 __all__ = [
     "INFO_COLUMNS",
@@ -231,12 +230,7 @@ def _check_out(out, source: Path) -> Path:
                                  "choose another --out")
     if out.is_symlink():
         raise BusiDataError(out, "--out is a symbolic link: give a plain folder")
-    if out.exists() and not out.is_dir():
-        raise BusiDataError(out, "--out is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise BusiDataError(out, "output folder exists and is not empty; not overwriting it "
-                                 "(remove it or choose another folder)")
-    return out
+    return check_new_folder(out)
 
 
 def _top_level(folder: Path) -> str:
@@ -494,18 +488,6 @@ def _busuclm_mask(scan: _Scan) -> tuple[np.ndarray, str]:
 
 
 # ----------------------------------------------------------------------------- writing
-def _temp_dir(out: Path) -> Path:
-    """A new hidden folder beside ``out`` (same file system: the final move is a rename); umask permissions."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-
-
 def _place_scan(src: Path, dst: Path, hardlink: bool) -> bool:
     """Copy (or hard-link) a scan; True when linked."""
     if dst.exists():
@@ -534,9 +516,8 @@ def _resize_nearest(mask01: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, hardlink: bool,
            progress: bool) -> Conversion:
     """Convert ``scans`` into a temporary folder, then rename it to ``conv.out``."""
-    tmp = _temp_dir(conv.out)
     bad = _Bad(skip_bad, conv.skipped)
-    try:
+    with new_folder(conv.out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         linked_note = False
@@ -571,12 +552,6 @@ def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, har
             w.writeheader()
             w.writerows(conv.rows)
         write_json(tmp / SUMMARY_NAME, conv.to_dict())
-        if conv.out.exists():  # an empty folder (checked): replaced, nothing is lost
-            conv.out.rmdir()
-        tmp.rename(conv.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return conv
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from busi_lib.data.table import CLASSES
-from busi_lib.errors import BusiDataError
+from busi_lib.files import check_new_folder
 
 MANIFEST_NAME = "synthetic_manifest.csv"
 
@@ -596,12 +596,10 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     removed (so a smaller dataset leaves no stale scans behind); anything else
     in the folder is left alone. Without a manifest nothing is deleted.
     """
-    if out.exists() and not out.is_dir():
-        raise BusiDataError(out, "output path exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise BusiDataError(out, "output folder is not empty; pass overwrite=True to replace the generated files")
+    if overwrite and out.is_dir():
         _remove_previous(out)
+    else:
+        check_new_folder(out)
     out.mkdir(parents=True, exist_ok=True)
 
 

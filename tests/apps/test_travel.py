@@ -387,7 +387,7 @@ def test_new_site_evaluate_warns_scores_each_point_and_saves_a_site_model(module
     assert main(["evaluate", "--model", str(run), "--data", str(site), "--labels", str(site / MANIFEST_NAME),
                  "--out", str(tmp_path / "ev3"), "--n-boot", "10", "--quiet", "--calibration-size", "0.4",
                  "--save-model", str(saved)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "not overwriting it" in capsys.readouterr().err
 
 
 def test_adabn_is_the_default_at_another_site_only(module_tmp):
