@@ -35,7 +35,7 @@ PROFILES: dict[str, dict] = {
         # mixed: bfloat16 on GPUs that have it (Ampere and newer), else float16 with loss scaling
         # (busi_lib.training.hardware).
         # channels_last: with mixed precision, cuDNN's tensor-core convolutions want NHWC; not yet measured here:
-        # `busi bench --speed --profile gpu --precision fp32 mixed --channels-last both` measures both.
+        # `python tools/speed.py --profile gpu --precision fp32 mixed --channels-last both` measures both.
         channels_last=True, precision="mixed",
     ),
 }

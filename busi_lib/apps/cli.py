@@ -15,7 +15,6 @@
     busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
     busi predict        --model DIR --benchmark [--batch-size N]
     busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,holdout}]
-    busi bench --speed  --out DIR [--encoder NAME...] [--precision P...] [--channels-last {no,yes,both}]
     busi notebooks      [--profile {smoke,cpu,gpu}] [--data DIR] [--out DIR] [-p NAME VALUE] [--only NN...]
 
 ``--model`` takes a model folder, a run folder holding ``model/`` (a ``busi
@@ -184,11 +183,11 @@ PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: GPUs from Ampere on, and CPUs)
                   "scaling, CUDA only); mixed (bf16 where the GPU has it, else fp16; fp32 without a GPU)")
 
 
-def _precision_arg(p: argparse.ArgumentParser, default, nargs=None) -> None:
+def _precision_arg(p: argparse.ArgumentParser, default) -> None:
     from busi_lib.names import PRECISIONS
 
-    shown = "the profile's; with --speed several, each measured, e.g. fp32 mixed" if default is None else default
-    p.add_argument("--precision", choices=PRECISIONS, default=default, nargs=nargs,
+    shown = "the profile's" if default is None else default
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help=f"{PRECISION_HELP} (default: {shown})")
 
 
@@ -409,30 +408,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``busi bench``: cross-validate the study's models (or, with ``--speed``, measure throughput)."""
-    from busi_lib.profiles import PROFILES
-
-    if args.speed:
-        from busi_lib.apps.speed import run_speed
-
-        cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
-        run_speed(data=str(_need_data(args.data[0] if args.data else None)), out=args.out, models=args.models,
-                  profile=args.profile,
-                  encoders=args.encoder, channels_last=cl,
-                  precisions=args.precision or [PROFILES[args.profile]["precision"]])
-        return 0
+    """``busi bench``: cross-validate the study's models."""
     from busi_lib.apps.bench import run_bench
 
     folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
     k = 5
     if args.protocol == "holdout":
         raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
-    if args.encoder and len(args.encoder) > 1:
-        raise SystemExit("busi bench: one --encoder for cross-validation (several are for --speed)")
-    if args.precision and len(args.precision) > 1:
-        raise SystemExit("busi bench: one --precision for cross-validation (several are for --speed)")
-    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder[0] if args.encoder else None,
-                     precision=args.precision[0] if args.precision else None, train_sites=args.train_sites)
+    overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder,
+                     precision=args.precision, train_sites=args.train_sites)
     res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=k,
                     seed=args.seed, n_boot=args.n_boot, folds=folds, protocol=args.protocol, **overrides)
     from busi_lib.training.distributed import is_main_process
@@ -543,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
     from busi_lib.profiles import STUDY_MODELS
 
-    p = sub.add_parser("bench", help="cross-validate every model (or --speed: throughput figures)")
+    p = sub.add_parser("bench", help="cross-validate every model")
     _sites_arg(p)
     p.add_argument("--out", required=True)
     p.add_argument("--protocol", choices=["cv5", "loso", "holdout"], default="cv5",
@@ -553,14 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")
     p.add_argument("--epochs", type=int, help="override the profile's epochs")
     p.add_argument("--image-size", type=int, help="override the profile's image size")
-    p.add_argument("--encoder", nargs="+", help="override the profile's encoder of uresnet / multitask "
-                   "(with --speed: several, each measured)")
-    p.add_argument("--channels-last", choices=["no", "yes", "both"], default="no",
-                   help="with --speed: measure in PyTorch's channels_last memory format too")
-    _precision_arg(p, None, nargs="+")
+    p.add_argument("--encoder", help="override the profile's encoder of uresnet / multitask")
+    _precision_arg(p, None)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--speed", action="store_true", help="measure training / inference throughput instead")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("notebooks", help="run every numbered notebook in order (papermill)")
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")

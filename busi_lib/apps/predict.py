@@ -368,7 +368,7 @@ def measure_speed(model: torch.nn.Module, config: dict, batch_size: int = 16, n_
 
     This is the whole prediction (resizing, normalisation, the model, the mask
     at the scan's size), without reading or writing files. The network alone is
-    measured by ``busi bench --speed``.
+    measured by ``tools/speed.py``.
     """
     size = int(config["image_size"])
     images = list(np.random.default_rng(seed).integers(0, 256, (n_images, size, size), dtype=np.uint8))

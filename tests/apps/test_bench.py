@@ -1,4 +1,4 @@
-"""The cross-validation bench and the speed bench, on the synthetic set (smoke profile)."""
+"""The cross-validation bench, on the synthetic set (smoke profile)."""
 
 import json
 
@@ -104,16 +104,6 @@ def test_bootstrap_fast_path_gives_the_intervals_of_the_sklearn_path():
     for k in ref:
         assert fast[k] == pytest.approx(ref[k], nan_ok=True), k
 
-
-def test_speed_bench_measures_both_loops(synthetic_dir, tmp_path):
-    from busi_lib.apps.speed import measure
-
-    r = measure("custom_cnn", str(synthetic_dir), profile="smoke", n_batches=3)
-    for k in ("train_images_per_s_fastai", "train_images_per_s_plain", "infer_images_per_s_batch",
-              "infer_images_per_s_single", "loading_images_per_s", "peak_rss_mb"):
-        assert r[k] > 0, k
-    assert r["fastai_to_plain"] == pytest.approx(r["train_images_per_s_fastai"] / r["train_images_per_s_plain"],
-                                                 rel=0.01)
 
 
 def test_the_ladder_scores_baselines_and_pairs_rows_on_the_same_scans(bench):

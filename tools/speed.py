@@ -1,4 +1,8 @@
-"""``busi bench --speed``: how fast does each model train and predict here, and what does fastai cost?
+"""How fast does each model train and predict here, and what does fastai cost? (RESULTS.md, "Encoder speed")
+
+    python tools/speed.py --data $BUSI_DATA_DIR --out runs/speed --profile cpu --models multitask \
+        --encoder tf_efficientnet_lite0 resnet18 --channels-last both
+
 
 For each model, at its profile's training image size and batch size, in a fresh
 process (so that peak memory belongs to that model alone):
@@ -27,6 +31,7 @@ The plain loop is written here by hand on purpose: it is the yardstick.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import resource
 import sys
@@ -206,7 +211,7 @@ def _name(r: dict) -> str:
 
 
 def speed_line(r: dict) -> str:
-    """One measured row as the line ``busi bench --speed`` prints."""
+    """One measured row as the line this tool prints."""
     if "error" in r:
         return f"{_name(r):12s} failed: {r['error']}"
     return (f"{_name(r):12s} {r['image_size']:4d} px  load {r['loading_images_per_s']:7.1f} img/s  "
@@ -234,3 +239,25 @@ def speed_markdown(rows: list[dict]) -> str:
         )
     return "\n".join(lines) + "\n"
 
+
+def main(argv=None) -> int:
+    from busi_lib.names import PRECISIONS
+    from busi_lib.profiles import PROFILES
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", nargs="+", default=list(STUDY_MODELS))
+    ap.add_argument("--profile", choices=list(PROFILES), default="cpu")
+    ap.add_argument("--encoder", nargs="+", help="encoders of uresnet / multitask, each measured")
+    ap.add_argument("--channels-last", choices=["no", "yes", "both"], default="no")
+    ap.add_argument("--precision", nargs="+", choices=PRECISIONS, help="each measured (default: the profile's)")
+    args = ap.parse_args(argv)
+    run_speed(args.data, args.out, models=args.models, profile=args.profile, encoders=args.encoder,
+              channels_last={"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last],
+              precisions=args.precision or [PROFILES[args.profile]["precision"]])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
