@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -46,8 +47,16 @@ from fastai.callback.core import Callback
 from busi_lib.config import TrainConfig
 from busi_lib.files import atomic_write_bytes, write_json
 from busi_lib.profiles import STUDY_MODELS, settings_for
-from busi_lib.training.hardware import autocast_context, resolve_precision
+from busi_lib.training.hardware import resolve_precision
 from busi_lib.training.learners import build_learner, environment, prepare_data
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_context(precision: str, device: str) -> AbstractContextManager:
+    """``torch.autocast`` for a resolved precision (a no-op context for fp32), for the plain loop."""
+    return nullcontext() if precision == "fp32" else torch.autocast(device, dtype=DTYPES[precision])
+
 
 N_BATCHES = 8  # timed training batches per measurement (after one warm-up batch)
 

@@ -179,7 +179,7 @@ def _need_data(data) -> Path:
 
 
 # --------------------------------------------------------------------- train
-PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: GPUs from Ampere on, and CPUs); fp16 (float16 autocast with loss "
+PRECISION_HELP = ("fp32; bf16 (bfloat16 autocast: CUDA GPUs from Ampere on); fp16 (float16 autocast with loss "
                   "scaling, CUDA only); mixed (bf16 where the GPU has it, else fp16; fp32 without a GPU)")
 
 

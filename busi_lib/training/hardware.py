@@ -1,50 +1,28 @@
 """What a run does differently on a GPU: mixed precision, data-loader workers, pinned memory, cuDNN autotuning.
 
-Every decision is a small function of "is CUDA here?" (``torch.cuda.is_available()``), so the same
-``TrainConfig`` runs on a laptop and on a GPU, and the tests check the GPU decisions on a CPU by
-patching that one function.
-
-**Precision** (``TrainConfig.precision``, ``busi train --precision``):
-
-=========  =========================================================================================
-``fp32``   float32 everywhere (the cpu and smoke profiles; every figure in RESULTS.md)
-``bf16``   autocast to bfloat16, no loss scaling (bfloat16 has float32's range); CUDA GPUs that
-           support it (Ampere and newer) and CPUs
-``fp16``   autocast to float16 with loss scaling (``GradScaler``); CUDA GPUs only
-``mixed``  the gpu profile's default: ``bf16`` on a GPU that supports it, else ``fp16`` on a GPU,
-           ``fp32`` without a GPU (on most CPUs bfloat16 is not faster, RESULTS.md)
-=========  =========================================================================================
-
-The weights, the optimiser state, the saved model and the final evaluation stay float32; only the
-forward pass and the loss of each training and validation batch are autocast (fastai's
-``MixedPrecision``). fastai's callback always autocasts on ``"cuda"``, which on a CPU silently does
-nothing; :class:`DeviceMixedPrecision` autocasts on the device the model is on.
-
-**Determinism.** On a GPU, ``torch.backends.cudnn.benchmark`` is switched on (:func:`configure_backends`):
-cuDNN times several convolution algorithms and keeps the fastest, which can differ from run to run,
-and so can the last bits of the results. A seeded GPU run is therefore repeatable in its figures to a
-few decimals, not bit for bit; on a CPU (benchmark unused) a seeded run is bit-identical.
+Every decision is a small function of "is CUDA here?" (:func:`cuda_available`), so the same ``TrainConfig`` runs
+on a laptop and on a GPU, and the tests check the GPU decisions on a CPU by patching that one function.
+Precision (``TrainConfig.precision``): ``fp32`` everywhere (the cpu and smoke profiles, every figure in
+RESULTS.md); ``bf16`` and ``fp16`` (with loss scaling) are fastai's ``MixedPrecision`` on a CUDA GPU; ``mixed``,
+the gpu profile's default, is ``bf16`` where the GPU has it, else ``fp16``, and ``fp32`` without a GPU. With
+cuDNN autotuning on, a seeded GPU run repeats its figures to a few decimals, not bit for bit; on a CPU it is
+bit-identical.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import torch
 from fastai.callback.fp16 import AMPMode, MixedPrecision
-from fastcore.foundation import L
 
 from busi_lib.errors import BusiDataError
 from busi_lib.names import PRECISIONS
 
 if TYPE_CHECKING:  # names for the type hints only
     from fastai.learner import Learner
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def cuda_available() -> bool:
     """Whether a CUDA GPU is here: the one question every decision of this module asks (tests patch it)."""
@@ -63,47 +41,21 @@ def resolve_precision(precision: str, cuda: bool | None = None) -> str:
     bf16_gpu = cuda and torch.cuda.is_bf16_supported()
     if precision == "mixed":
         return ("bf16" if bf16_gpu else "fp16") if cuda else "fp32"
-    if precision == "fp16" and not cuda:
-        raise BusiDataError(None, "precision fp16 needs a CUDA GPU: float16 training needs loss scaling "
-                            "(GradScaler), which this library runs on CUDA only, and float16 arithmetic on a CPU is "
-                            "slow; on a CPU use bf16 (no loss scaling needed) or fp32")
+    if precision in ("fp16", "bf16") and not cuda:
+        raise BusiDataError(None, f"precision {precision} needs a CUDA GPU (on a CPU, 16-bit training is slower "
+                            "than float32, RESULTS.md): use fp32, or mixed, which is fp32 without a GPU")
     if precision == "bf16" and cuda and not bf16_gpu:
         raise BusiDataError(None, f"this GPU ({torch.cuda.get_device_name(0)}) does not support bfloat16: "
                             "use precision fp16 or mixed")
     return precision
 
 
-def _device_type(model: torch.nn.Module) -> str:
-    p = next(model.parameters(), None)
-    return p.device.type if p is not None else "cpu"
-
-
-class DeviceMixedPrecision(MixedPrecision):
-    """fastai's ``MixedPrecision``, autocasting on the model's device (fastai's own uses ``"cuda"`` only)."""
-
-    def before_fit(self):
-        device = _device_type(self.learn.model)  # TrainEvalCallback (order -10) has moved it to the device
-        dtype = DTYPES[self.amp_mode.value]
-        if dtype == torch.float16 and device != "cuda":
-            resolve_precision("fp16", cuda=False)  # raises: fp16 runs on CUDA only
-        self.kwargs["enabled"] = dtype == torch.float16  # bfloat16 has float32's range: no loss scaling
-        self.autocast = torch.autocast(device, dtype=dtype)
-        self.learn.scaler = torch.amp.GradScaler(device, **self.kwargs)
-        self.scales = L()
-
-
 def apply_precision(learn: Learner, precision: str) -> str:
     """Add mixed precision to a fastai ``Learner`` (nothing for fp32); returns the precision used."""
     used = resolve_precision(precision)
     if used != "fp32":
-        learn.add_cb(DeviceMixedPrecision(amp_mode=AMPMode(used)))
+        learn.add_cb(MixedPrecision(amp_mode=AMPMode(used)))
     return used
-
-
-def autocast_context(precision: str, device: str) -> AbstractContextManager:
-    """``torch.autocast`` for a resolved precision (a no-op context for fp32), for loops outside fastai."""
-
-    return nullcontext() if precision == "fp32" else torch.autocast(device, dtype=DTYPES[precision])
 
 
 def default_num_workers(cuda: bool | None = None) -> int:

@@ -1,17 +1,15 @@
-"""The GPU decisions (precision, workers, pinned memory, cuDNN) and bfloat16 training against float32 on a CPU."""
+"""The GPU decisions (precision, workers, pinned memory, cuDNN), checked on a CPU by pretending CUDA is here."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from fastai.callback.core import Callback
-from fastai.torch_core import set_seed
 
 from busi_lib.config import TrainConfig
 from busi_lib.profiles import settings_for
 from busi_lib.training import hardware
 from busi_lib.training.hardware import configure_backends, default_num_workers, loader_options, resolve_precision
-from busi_lib.training.learners import build_learner, predict_loader, prepare_data
+from busi_lib.training.learners import prepare_data
 
 
 @pytest.fixture
@@ -28,9 +26,10 @@ def fake_cuda(monkeypatch):
 
 def test_precision_is_resolved_per_machine(fake_cuda):
     assert resolve_precision("mixed") == "fp32"  # this CPU: no mixed precision unless asked for by name
-    assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
-    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU.*bf16"):
-        resolve_precision("fp16")
+    assert resolve_precision("fp32") == "fp32"
+    for p in ("fp16", "bf16"):
+        with pytest.raises(ValueError, match=f"{p} needs a CUDA GPU.*use fp32"):
+            resolve_precision(p)
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("half")
     fake_cuda(bf16=True)
@@ -89,60 +88,7 @@ def test_workers_give_the_same_batches(synthetic_dir, tmp_path):
             assert torch.equal(ta, tb)
 
 
-class TrainLosses(Callback):
-    """The loss of every training batch, and the dtype of the first convolution's output in training."""
-
-    def before_fit(self):
-        self.losses, self.dtypes = [], set()
-        conv = next(m for m in self.learn.model.modules() if isinstance(m, torch.nn.Conv2d))
-        self.hook = conv.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype) if m.training else None)
-
-    def after_loss(self):
-        if self.training:
-            self.losses.append(float(self.loss.detach()))
-
-    def after_fit(self):
-        self.hook.remove()
-
-
-def _fit(synthetic_dir, out, precision):
-    cfg = TrainConfig(arch="custom_cnn", data=str(synthetic_dir), out=str(out), image_size=32, batch_size=8,
-                      epochs=1, lr=1e-3, seed=3, progress=False, precision=precision)
-    set_seed(cfg.seed, reproducible=True)
-    _, _, dls = prepare_data(cfg)
-    learn = build_learner(dls, cfg)
-    losses = TrainLosses()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(1, cfg.lr, cbs=[losses])
-    return losses, learn.recorder.values[-1], predict_loader(learn.model, dls.valid, "classify")
-
-
-def test_bf16_training_matches_fp32(synthetic_dir, tmp_path):
-    """Same seed, same weights, same batches: bfloat16 autocast trains like float32, within its precision.
-
-    bfloat16 keeps 8 significant bits (relative rounding 2**-8, about 0.4 %) and autocast runs the
-    convolutions and the linear layer in it, accumulating in float32. Measured on this project's CPU
-    (custom CNN, 32 px, batches of 8, two Adam steps): first-step loss 0.7191 vs 0.7159 (0.4 %), second
-    0.9006 vs 0.8876 (1.4 %, the first update already differs), validation loss 0.6946 vs 0.6947. The
-    tolerances below are 2-4x those figures: loose enough for another CPU's kernels, tight enough to
-    catch a broken cast (a wrong dtype, an unscaled or skipped step changes these losses by far more).
-    Threshold metrics (accuracy, sensitivity) on 5 validation scans are not compared: their
-    probabilities sit near 0.5 after two steps, where a change of 0.001 flips a label; the
-    probabilities themselves are compared.
-    """
-    fp32, rec32, pred32 = _fit(synthetic_dir, tmp_path / "fp32", "fp32")
-    bf16, rec16, pred16 = _fit(synthetic_dir, tmp_path / "bf16", "bf16")
-    assert fp32.dtypes == {torch.float32} and bf16.dtypes == {torch.bfloat16}  # autocast really ran
-    assert len(fp32.losses) == len(bf16.losses) >= 2
-    assert fp32.losses != bf16.losses  # not silently float32 (fastai's own callback would be, on a CPU)
-    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=0.015)  # same weights: rounding only
-    assert bf16.losses == pytest.approx(fp32.losses, rel=0.05)
-    assert rec16[0] == pytest.approx(rec32[0], rel=0.05)  # epoch train loss
-    assert rec16[1] == pytest.approx(rec32[1], rel=0.01)  # validation loss
-    assert abs(pred16["prob"] - pred32["prob"]).max() < 0.02 and (pred16["y"] == pred32["y"]).all()
-
-
-def test_fp16_on_a_cpu_is_a_clear_error(synthetic_dir, tmp_path, capsys):
+def test_16_bit_precision_on_a_cpu_is_a_clear_error(synthetic_dir, tmp_path, capsys):
     from busi_lib.apps.cli import main
 
     code = main(["train", "--arch", "custom_cnn", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"),
