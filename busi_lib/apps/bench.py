@@ -101,7 +101,7 @@ def folds_for(profile: str, arch: str, k: int) -> list[int]:
 
 # ----------------------------------------------------------------- one fold
 def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profile: str, data: str | Path, out: Path,
-             seed: int, **overrides: object) -> dict:
+             seed: int, progress: bool = True, **overrides: object) -> dict:
     """Train one model on one fold and keep its per-scan test predictions."""
 
     fold_dir = out / arch / f"fold{fold}"
@@ -119,7 +119,7 @@ def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profil
     kw = settings_for(profile, arch, **overrides)
     data = [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data)
     cfg = TrainConfig(**kw, data=data, out=str(fold_dir), split=str(split_csv), seed=seed,
-                      progress=profile != "smoke")
+                      progress=progress and profile != "smoke")
     t0 = time.time()
     res = train(cfg)
     seconds = time.time() - t0
@@ -265,6 +265,7 @@ def run_bench(
     folds: list[int] | None = None,
     log: Callable[[str], None] = print,
     protocol: str = "cv5",
+    progress: bool = True,
     **overrides: object,
 ) -> dict:
     """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``.
@@ -301,7 +302,7 @@ def run_bench(
         for f in wanted:
             log(f"[bench] {arch} ({resolve_arch(arch, profile)}): fold {f + 1} of {k} "
                 f"({len(results) + 1}/{len(wanted)} for this model), {time.time() - t_start:.0f} s so far")
-            r = run_fold(df, fold_table, f, arch, profile, data, out, seed, **overrides)
+            r = run_fold(df, fold_table, f, arch, profile, data, out, seed, progress, **overrides)
             log(f"[bench] {arch} fold {f + 1}: {_one_line(r['test'])}  ({r['seconds']:.0f} s)")
             results.append(r)
         per_model[arch] = {"fold_results": results,

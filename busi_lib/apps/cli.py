@@ -394,12 +394,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
     rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
                          batch_size=args.batch_size, adapt_bn=args.adapt_bn, operating_point=args.operating_point)
-    if rep.adaptation:
+    if rep.adaptation and not args.quiet:
         print(f"BatchNorm statistics re-estimated on the {rep.adaptation['n_images']} readable scans "
               "(in memory; the model folder is unchanged)")
     for _, row in rep.failed.iterrows():
         print(f"busi predict: skipped {row['file']}: {row['error']}", file=sys.stderr)
-    print(rep.operating_point)
+    if not args.quiet:
+        print(rep.operating_point)
     print(f"{len(rep.done)} scans predicted, {len(rep.failed)} unreadable; results in {rep.csv}")
     if rep.failed.empty:
         return 0
@@ -413,12 +414,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
     k = 5
-    if args.protocol == "holdout":
-        raise SystemExit("busi bench: use --protocol cv5 (the holdout protocol is `busi train`)")
     overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder,
                      precision=args.precision, train_sites=args.train_sites)
     res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=k,
-                    seed=args.seed, n_boot=args.n_boot, folds=folds, protocol=args.protocol, **overrides)
+                    seed=args.seed, n_boot=args.n_boot, folds=folds, protocol=args.protocol,
+                    progress=not args.quiet, **overrides)
     from busi_lib.training.distributed import is_main_process
 
     if is_main_process():
@@ -530,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="cross-validate every model")
     _sites_arg(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--protocol", choices=["cv5", "loso", "holdout"], default="cv5",
+    p.add_argument("--protocol", choices=["cv5", "loso"], default="cv5",
                    help="cv5: 5-fold cross-validation; loso: leave one site out (several --data folders)")
     p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), help="default: %(default)s")
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
@@ -541,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_arg(p, None)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines, only a line per fold")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("notebooks", help="run every numbered notebook in order (papermill)")
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
@@ -565,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only; "
                    "default: as the model says, on for a site's re-tuned copy that was adapted there)")
     p.add_argument("--benchmark", action="store_true", help="measure images per second instead (no inputs)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line (and unreadable files)")
     p.set_defaults(func=cmd_predict)
     return parser
 

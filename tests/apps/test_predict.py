@@ -279,6 +279,9 @@ def test_cli_predict_and_benchmark(scans, tmp_path, capsys):
     t = pd.read_csv(tmp_path / "o" / "predictions.csv")
     assert list(t["label"]) == ["malignant", "malignant"] and t["cam_png"].notna().all()
     assert "2 scans predicted" in capsys.readouterr().out
+    assert main(["predict", "--model", str(model_dir), str(scans[0]), "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("1 scans predicted, 0 unreadable")  # the summary alone
     assert main(["predict", "--model", str(model_dir), "--benchmark", "--batch-size", "4"]) == 0
     assert "images/s in batches of 4" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
