@@ -4,8 +4,8 @@ Grad-CAM (Selvaraju et al., 2017) takes the feature maps of a late
 convolutional stage, weighs each map by the average gradient of the class
 score with respect to it, sums them and keeps the positive part: a coarse
 heatmap (one cell per 32 x 32 pixels at the last ResNet stage) of the regions
-that raised the score. The maintained ``pytorch-grad-cam`` package does the
-work; this module only says *which* layer and *which* score:
+that raised the score. :func:`grad_cam` writes it out with two hooks (notebook 05 shows it; the
+maintained ``pytorch-grad-cam`` package gives the same maps and checks it in the tests). Which layer and which score:
 
 * layer: the last encoder stage (``layer4`` of a ResNet, the last block stage of
   EfficientNet-Lite, the features of the custom CNN), the deepest maps that still have a spatial layout;
@@ -26,10 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from busi_lib.evaluation.inference import preprocess, task_of_config
 from busi_lib.models.saving import config_normalization, load_model
@@ -64,23 +63,40 @@ def cam_target_layer(model: torch.nn.Module, config: dict) -> torch.nn.Module:
 
 
 def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequence[int]) -> np.ndarray:
-    """Grad-CAM maps (N, S, S) in [0, 1] of the evidence for each scan's label (1 malignant, 0 benign).
+    """Grad-CAM maps (N, H, W) in [0, 1] of the evidence for each scan's label (1 malignant, 0 benign).
 
-    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``x``
-    the normalised batch (:func:`busi_lib.apps.predict.preprocess`). Each map is
-    scaled to [0, 1] on its own: compare where the heat is, not how much.
+    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``x`` the normalised batch
+    (:func:`busi_lib.apps.predict.preprocess`). Written out with two hooks (pytorch-grad-cam's ``GradCAM`` gives
+    the same maps, ``tests/apps/test_predict.py``). Each map is scaled to [0, 1] on its own: compare where the heat
+    is, not how much.
     """
-
     task = task_of_config(config)
     if task == "segment":
         raise ValueError("a segmentation-only model has no classification to explain")
     layer = cam_target_layer(model, config)
-    net = ClassLogit(model) if task == "multitask" else model
-    # the target is the class logit, signed so that the map shows the evidence for the predicted label
-    targets = [BinaryClassifierOutputTarget(int(lab)) for lab in labels]
-    with GradCAM(model=net, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x, targets=targets)
-    return maps.astype(np.float32)
+    net = (ClassLogit(model) if task == "multitask" else model).eval()
+    kept = {}
+
+    def keep_maps_and_their_gradient(module, inputs, maps):
+        kept["maps"] = maps
+        maps.register_hook(lambda grad: kept.update(grads=grad))  # called during backward()
+
+    hook = layer.register_forward_hook(keep_maps_and_their_gradient)
+    try:
+        logit = net(x.clone().requires_grad_(True)).reshape(-1)  # an input that needs grad: frozen bodies too
+        sign = torch.tensor([1.0 if lab else -1.0 for lab in labels])  # the evidence for the label given
+        net.zero_grad()
+        (sign * logit).sum().backward()
+    finally:
+        hook.remove()
+    maps, grads = kept["maps"].detach(), kept["grads"].detach()  # (N, C, h, w) each
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # how much each feature map raised the score, on average
+    cam = torch.relu((weights * maps).sum(dim=1)).numpy()  # (N, h, w): only what speaks *for* the label
+    height, width = x.shape[-2:]
+    cam = np.stack([cv2.resize(c, (width, height)) for c in cam])  # bilinear, to the input's size
+    cam = cam - cam.min(axis=(1, 2), keepdims=True)
+    peak = cam.max(axis=(1, 2), keepdims=True)  # each map to [0, 1] (a map without heat stays 0)
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0).astype(np.float32)
 
 
 def cam_gallery(model_folder: str | Path, part: dict, n_per_class: int = 3) -> dict:

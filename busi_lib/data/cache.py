@@ -1,11 +1,8 @@
 """Decode once, train many times: a small on-disk cache outside the data folder.
 
-Decoding ~800 PNGs and resizing them costs seconds; doing it every epoch on a
-2-core machine would make data loading the bottleneck. So the dataset table and
-the resized ``(N, S, S)`` arrays are computed once and kept in
-``$BUSI_CACHE_DIR`` (default ``~/.cache/busi_lib``). A cache entry's name is a
-hash of the files' paths, sizes and modification times, so editing, adding or
-removing a file makes a new entry; the data folder itself is never written.
+The dataset table and the resized ``(N, S, S)`` arrays are computed once and kept in ``$BUSI_CACHE_DIR``
+(default ``~/.cache/busi_lib``), so data loading is not the bottleneck on a small CPU. An entry's name hashes
+the files' paths, sizes and modification times, so any change to the files makes a new entry.
 """
 
 from __future__ import annotations
@@ -65,10 +62,8 @@ def cached_table(
     require_masks: bool = True,
     cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """:func:`busi_lib.data.table.scan_folder` plus duplicate groups, cached.
-
-    The files ``skip_bad`` left out come back from the cache too, as ``df.attrs["rejected"]``
-    (``[file, reason]`` pairs).
+    """:func:`~busi_lib.data.table.scan_folder` plus duplicate groups, cached; ``df.attrs["rejected"]`` keeps what
+    ``skip_bad`` left out.
     """
     path = _table_path(root, skip_bad, duplicates, require_masks, cache_dir)
     # One process scans, the others wait for its table (two notebooks or test workers started together would
@@ -95,10 +90,8 @@ def resize_pair(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarra
 
 
 def cached_arrays(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images and masks of every row of ``df`` resized to ``size`` x ``size``, decoded once.
-
-    Returns ``(images, masks)``: uint8 arrays of shape ``(N, size, size)``, the
-    masks in ``{0, 1}``, in the row order of ``df``.
+    """``(images, masks)`` of every row of ``df``: uint8 ``(N, size, size)`` in row order, masks in {0, 1}, decoded
+    once.
     """
     h = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
     for p, mp in zip(df["path"], df["mask_paths"]):

@@ -1,28 +1,12 @@
-"""Getting the BUSI dataset, and checking that a copy holds the published pixels.
+"""Getting the BUSI dataset and public external sets, and checking that a copy holds the published pixels.
 
-Two questions a student meets before any training:
+:func:`download_busi` fetches BUSI (Kaggle when configured, else the authors' archive), :func:`download_public_set`
+a checksummed external set (BUS-BRA), and :func:`verify_folder` compares a folder with the shipped fingerprint
+(``busi_fingerprint.json``, made by :func:`write_reference`).
 
-* *Where do I get the data?* :func:`download_busi` fetches it (from Kaggle when
-  the Kaggle API is configured, else from the authors' public archive), unpacks
-  it safely and puts ``Dataset_BUSI_with_GT/`` in a folder of your choice.
-* *And a second hospital?* :func:`download_public_set` fetches a public
-  external set that has a stable archive address (BUS-BRA, on Zenodo), checks
-  the archive's SHA-256 and size, and unpacks it as published, ready for
-  ``busi data external`` (:mod:`busi_lib.data.external_sets`).
-* *Is my copy the right one?* :func:`verify_folder` compares a folder with the
-  fingerprint shipped with the library (``busi_fingerprint.json``) and lists the
-  missing, extra and changed files.
-
-The fingerprint hashes *decoded pixels*, not file bytes: the same scan saved as
-an RGB PNG with three equal channels or as an 8-bit grayscale PNG, or the same
-mask saved as 1-bit, 0/255 grayscale or RGB, reads to the same arrays through
-:func:`busi_lib.data.images.read_image` / :func:`busi_lib.data.images.read_mask`, and so
-has the same hash. Re-encoding a copy to save space is therefore fine; changing
-a pixel is not.
-
-:func:`download_busi` never writes into the library's source folder, and never
-into an existing (non-empty) data folder. The shipped reference was made once,
-from the project's real copy, with :func:`write_reference`.
+The fingerprint hashes *decoded pixels*, not file bytes: re-encoding a scan or mask (RGB vs grayscale, 1-bit vs
+0/255) keeps its hash; changing a pixel does not. Downloads never write into the library's source folder or an
+existing non-empty data folder.
 """
 
 from __future__ import annotations
@@ -67,13 +51,8 @@ _CHUNK = 1 << 16
 
 
 # --------------------------------------------------------------------------- fingerprints
-
-
 def _hash_array(kind: str, arr: np.ndarray) -> str:
-    """sha256 (16 hex chars) of a decoded array, its kind and its shape.
-
-    The shape goes into the hash because the raw bytes alone cannot tell a
-    100x200 scan from a 200x100 one.
+    """sha256 (16 hex chars) of a decoded array, its kind and its shape (bytes alone cannot tell 100x200 from 200x100).
     """
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     h = hashlib.sha256(f"{kind}:{'x'.join(map(str, arr.shape))}:".encode())
@@ -94,10 +73,8 @@ def file_hash(path: str | Path) -> str:
 
 
 def _busi_files(root: Path) -> list[str]:
-    """Relative paths (forward slashes) of every ``<class>/*.png`` under ``root``, sorted.
-
-    Hidden files (``.DS_Store``, ``._benign (1).png`` from macOS archives) and other
-    suffixes are not part of the dataset and are ignored.
+    """Relative paths (forward slashes) of every ``<class>/*.png`` under ``root``, sorted; hidden files (macOS
+    ``._*``, ``.DS_Store``) are ignored.
     """
     rels = []
     for cls in CLASSES:
@@ -132,12 +109,9 @@ def _make_fingerprint(files: dict[str, str]) -> dict[str, Any]:
 
 
 def pixel_fingerprint(root: str | Path) -> dict[str, Any]:
-    """The pixel fingerprint of a BUSI-layout folder.
+    """The pixel fingerprint of a BUSI-layout folder: ``{"version", "files": {rel: hash}, "digest", "counts"}``.
 
-    Returns ``{"version": 1, "files": {"benign/benign (1).png": "<16 hex>", ...},
-    "digest": "<sha256 over the sorted files>", "counts": {"benign": {"images": n,
-    "masks": m}, ...}}``. An unreadable file raises :class:`BusiDataError`
-    (use :func:`verify_folder` to get a report instead).
+    An unreadable file raises :class:`BusiDataError` (:func:`verify_folder` reports instead).
     """
     root = Path(root)
     check_data_folder(root)
@@ -145,11 +119,7 @@ def pixel_fingerprint(root: str | Path) -> dict[str, Any]:
 
 
 def write_reference(root: str | Path, path: str | Path) -> dict[str, Any]:
-    """Fingerprint ``root`` and save it as compact JSON at ``path`` (how ``busi_fingerprint.json`` was made).
-
-    Returns the fingerprint. The file is written to a temporary name and renamed,
-    so an interrupted run never leaves half a reference behind.
-    """
+    """Fingerprint ``root``, save it as compact JSON at ``path`` (atomically) and return it."""
     fp = pixel_fingerprint(root)
     atomic_write_bytes(path, (json.dumps(fp, separators=(",", ":"), sort_keys=True) + "\n").encode())
     return fp
@@ -174,15 +144,9 @@ def load_reference(reference: str | Path | dict | None = None) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------- verification
-
-
 @dataclass
 class VerifyResult:
-    """How a folder compares with a reference fingerprint. ``ok`` when nothing differs.
-
-    Lists hold relative paths (``"benign/benign (1).png"``); ``unreadable`` maps a
-    path to the reason it could not be decoded.
-    """
+    """How a folder compares with a reference fingerprint (relative paths); ``ok`` when nothing differs."""
 
     root: Path
     missing: list[str] = field(default_factory=list)
@@ -236,10 +200,9 @@ def _safe_hash(path: Path) -> tuple[str | None, str | None]:
 
 
 def verify_folder(root: str | Path, reference: str | Path | dict | None = None) -> VerifyResult:
-    """Compare a BUSI folder's pixels with ``reference`` (default: the fingerprint shipped with the library).
+    """Compare a BUSI folder's pixels with ``reference`` (default: the shipped fingerprint).
 
-    Differences are reported in the result, not raised; only a missing folder or
-    a bad reference raises :class:`BusiDataError`.
+    Differences are reported, not raised; only a missing folder or a bad reference raises :class:`BusiDataError`.
     """
     root = Path(root)
     check_data_folder(root)
@@ -260,8 +223,6 @@ def verify_folder(root: str | Path, reference: str | Path | dict | None = None) 
 
 
 # --------------------------------------------------------------------------- download
-
-
 def _by_hand(what: str, reason: str, steps: list[str]) -> str:
     """An automatic download failed: what happened, then the numbered steps to do it by hand."""
     return f"could not download {what} automatically: {reason}\nGet it by hand:\n" + "\n".join(
@@ -283,8 +244,7 @@ def _manual_steps(target: Path, reason: str) -> str:
 def kaggle_configured() -> bool:
     """True when the ``kaggle`` package is installed and Kaggle credentials are present.
 
-    Only looks; importing ``kaggle`` is avoided here because its import tries to
-    authenticate and fails loudly without credentials.
+    Only looks: importing ``kaggle`` tries to authenticate and fails loudly without credentials.
     """
     if find_spec("kaggle") is None:
         return False
@@ -389,10 +349,8 @@ def _unsafe_member(name: str) -> bool:
 def safe_unzip(zip_path: str | Path, dest: str | Path) -> Path:
     """Unpack ``zip_path`` into ``dest``, refusing the whole archive if any member is unsafe.
 
-    Every member is checked before anything is written, so a malicious archive
-    leaves no partial output; absolute paths, drive letters, ``..`` components
-    and symbolic links are refused, and so is an archive that would unpack to
-    more than :data:`MAX_UNPACKED_BYTES`.
+    All members are checked before anything is written: absolute paths, drive letters, ``..``, symbolic links and
+    archives over :data:`MAX_UNPACKED_BYTES` are refused.
     """
     zip_path, dest = Path(zip_path), Path(dest)
     try:
@@ -427,10 +385,8 @@ def _has_classes(folder: Path) -> bool:
 
 
 def find_busi_folder(unpacked: str | Path) -> Path:
-    """The ``Dataset_BUSI_with_GT`` folder inside an unpacked archive (at the top or one or two levels down).
-
-    Falls back on any folder holding ``benign/``, ``malignant/`` and ``normal/``,
-    since mirrors sometimes rename the top folder. macOS ``__MACOSX`` folders are skipped.
+    """The ``Dataset_BUSI_with_GT`` folder inside an unpacked archive (at most two levels down), else any folder
+    holding the three class folders (mirrors rename it); ``__MACOSX`` is skipped.
     """
     unpacked = Path(unpacked)
     levels = [[unpacked]]
@@ -470,18 +426,9 @@ def download_busi(
 ) -> Path:
     """Download BUSI and return the path of ``<to_dir>/Dataset_BUSI_with_GT``.
 
-    Parameters
-    ----------
-    to_dir : the folder that will hold ``Dataset_BUSI_with_GT`` (created if needed).
-    url : the zip archive to fetch when Kaggle is not used.
-    use_kaggle : ``None`` uses Kaggle when :func:`kaggle_configured`, ``True`` requires it, ``False`` uses ``url``.
-    verify : compare the pixels with ``reference`` and raise :class:`BusiDataError` on any difference.
-    progress : print download progress on stderr.
-    reference : the fingerprint to verify against (dict or JSON path); default the one shipped with the library.
-
-    Everything happens in a temporary folder inside ``to_dir``; the dataset
-    folder appears (by a rename) only once it is complete and verified, so a
-    failed or interrupted run leaves nothing that looks like data.
+    ``use_kaggle``: ``None`` uses Kaggle when :func:`kaggle_configured`, ``True`` requires it, ``False`` uses ``url``.
+    ``verify`` raises :class:`BusiDataError` when the pixels differ from ``reference``. Work happens in a temporary
+    folder inside ``to_dir``; the dataset appears (by a rename) only once complete and verified.
     """
     to_dir = Path(to_dir).expanduser()
     target = to_dir / FOLDER_NAME
@@ -545,15 +492,12 @@ def download_public_set(
     sha256: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download a public external set (:data:`busi_lib.data.external_sets.SETS`) and unpack it as published.
+    """Download a public external set (:data:`~busi_lib.data.external_sets.SETS`) and unpack it as published.
 
-    Returns ``<to_dir>/<the archive's folder>`` (``BUSBRA/`` for BUS-BRA), which
-    ``busi data external NAME`` converts. The archive's SHA-256 (and size) must
-    equal the published ones before anything is unpacked; ``url`` and ``sha256``
-    replace the address and the checksum (a mirror, or a test's local server). A set without a stable
-    archive address (BUS-UCLM) raises :class:`BusiDataError` with its data
-    page. As in :func:`download_busi`, everything happens in a temporary folder
-    inside ``to_dir``, and an existing non-empty folder is never overwritten.
+    Returns ``<to_dir>/<the archive's folder>`` for ``busi data external NAME``. The archive's size and SHA-256
+    must match before unpacking (``url``/``sha256`` override them, e.g. for a mirror). A set without a stable
+    archive (BUS-UCLM) raises :class:`BusiDataError` naming its page. As :func:`download_busi`, it works in a
+    temporary folder and never overwrites a non-empty one.
     """
     if name not in SETS:
         raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")

@@ -1,20 +1,10 @@
 """Near-duplicate scans: find them, group them, report label conflicts.
 
-About a fifth of BUSI is the same scan stored more than once (re-saved, slightly
-cropped, or once in ``benign/`` and once in ``malignant/``). A split that puts
-one copy in training and the other in the test set measures memory, not
-diagnosis. So every scan gets a ``dup_group`` id, and splits keep a group
-together (see :mod:`busi_lib.data.splits`).
-
-How: a 64-bit perceptual hash (``imagehash.phash``: the signs of the lowest
-DCT frequencies of the scan shrunk to 32x32) of every scan; two scans whose
-hashes differ in at most :data:`PHASH_THRESHOLD` bits are near-duplicates, and
-groups are the connected components of that relation (union-find).
-
-The threshold was chosen on the real BUSI (``tests/data/test_real_data.py`` checks
-it): the known pairs ``benign (10)``/``benign (327)`` and
-``benign (433)``/``malignant (145)`` fall well inside it, while the distance
-between unrelated scans is around 32 bits (half of 64), with very few below 14.
+About a fifth of BUSI is the same scan stored more than once (re-saved, cropped, or under both labels); a split
+with one copy on each side measures memory, not diagnosis, so splits keep each ``dup_group`` together. Scans
+whose 64-bit perceptual hashes differ in at most :data:`PHASH_THRESHOLD` bits are linked, and groups are the
+connected components. The threshold was checked on the real BUSI: known pairs fall well inside it, unrelated
+scans lie around 32 bits apart, very few below 14.
 """
 
 from __future__ import annotations
@@ -37,7 +27,6 @@ PHASH_THRESHOLD = 10
 
 def phash_bits(img: np.ndarray) -> np.ndarray:
     """The 64 pHash bits of a grayscale uint8 image, as a bool array."""
-
     return imagehash.phash(Image.fromarray(img)).hash.flatten().astype(bool)
 
 
@@ -60,7 +49,6 @@ def hamming_matrix(bits: np.ndarray) -> np.ndarray:
 
 def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
     """Connected components of ``dist <= threshold``, numbered 0.. in order of first member."""
-
     _, labels = connected_components(csr_matrix(dist <= threshold), directed=False)
     # renumber so the group ids follow the row order (stable and readable)
     _, first = np.unique(labels, return_index=True)
@@ -71,11 +59,8 @@ def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
 def add_duplicate_groups(
     df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bits: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """Add ``dup_group`` and ``group_size`` columns (and ``phash``, if missing) to a dataset table.
-
-    The hashes come from ``bits`` if given, else from the table's ``phash`` column
-    (:func:`busi_lib.data.table.scan_folder` fills it from its one decode of each scan),
-    else the scans are read and hashed here.
+    """Add ``dup_group`` and ``group_size`` columns (and ``phash``, if missing) to a dataset table; the hashes come
+    from ``bits``, else the ``phash`` column, else the scans are read here.
     """
     if bits is None:
         bits = bits_from_hex(df["phash"]) if "phash" in df else hash_paths(df["path"])

@@ -1,8 +1,6 @@
-"""Public external test sets (BUS-BRA, BUS-UCLM), as published, turned into a labels-CSV folder ``busi evaluate`` reads.
+"""Public external test sets (BUS-BRA, BUS-UCLM), as published, turned into a labels-CSV folder for ``busi evaluate``.
 
-Main functions: :func:`convert_external` (``busi data external``), :func:`convert_busbra`,
-:func:`convert_busuclm`; helpers :func:`colour_label` and :func:`patient_from_name`.
-Manual (the output folder, each set's rules and what is assumed about ``INFO.csv``): docs/external_sets.md.
+Each set's rules and what is assumed about ``INFO.csv``: docs/external_sets.md.
 """
 
 from __future__ import annotations
@@ -72,8 +70,7 @@ SETS: dict[str, ExternalSet] = {
         "doi:10.1002/mp.16812. Data: Zenodo, doi:10.5281/zenodo.8231412.",
         "CC BY 4.0 (Zenodo record 8231412); cite the paper", {"images": 1875, "patients": 1064},
         "https://zenodo.org/records/8231412",
-        # Zenodo's file address of version 1.0; its SHA-256 and size as published by torch-em's BUS-BRA loader
-        # and other users of the record (not downloaded from this machine, which has no internet).
+        # Zenodo's address of version 1.0; SHA-256 and size as published by torch-em's BUS-BRA loader and others
         Archive("https://zenodo.org/records/8231412/files/BUSBRA.zip?download=1",
                 "ba3e6ed19cc37c682d8d39e25435bbf8a555a12cb7e641b5f2117685c95580ff", 133_917_740, "BUSBRA"),
     ),
@@ -197,9 +194,7 @@ def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = Fals
 
 def convert_busuclm(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
                     progress: bool = False) -> Conversion:
-    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above).
-
-    Rules: docs/external_sets.md.
+    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above); rules: docs/external_sets.md.
     """
     source = _check_source(source)
     root = _busuclm_root(source)
@@ -445,10 +440,8 @@ def _read_busuclm(root: Path, bad: _Bad, skipped: list, notes: list) -> list[_Sc
 def colour_label(arr: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     """Lesion (bool (H, W)) of a BUS-UCLM colour mask and its pixel counts ``{"red", "green", "other"}``.
 
-    Red: red channel at least half the maximum, green and blue below half;
-    green likewise; other: a bright pixel that is neither; below half in every
-    channel: background. An array whose channels are equal (gray) has no colour:
-    every count is 0 and the lesion is :func:`busi_lib.data.images.mask_to_binary`'s.
+    A pixel is red or green when only that channel is at least half the maximum, "other" when bright but neither.
+    A gray array has no colour: every count is 0 and the lesion is :func:`~busi_lib.data.images.mask_to_binary`'s.
     """
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[2] >= 3:

@@ -1,26 +1,10 @@
-"""Reading scans and lesion masks into one representation.
+"""Reading scans and lesion masks into one representation: a scan is uint8 (H, W), a mask uint8 (H, W) in {0, 1}.
 
-BUSI stores scans as 8-bit grayscale or RGB PNGs, and masks as 1-bit, L, RGB or
-RGBA PNGs (see ``../shared/data/README.md``). Every model in this project sees
-the same thing whatever the file held:
-
-* a scan is a ``uint8`` array of shape ``(H, W)`` (grayscale);
-* a mask is a ``uint8`` array of shape ``(H, W)`` with values in ``{0, 1}``.
-
-Conventions, written down once:
-
-* RGB scans whose three channels are equal are read as that channel; other RGB
-  scans (colour marks on the scan) are converted with ITU-R 601 luma (PIL's
-  ``"L"`` conversion). RGBA drops the alpha channel first.
-* 16-bit scans are scaled to 8 bits by keeping the high byte (``v // 257``).
-* A mask with two distinct values is foreground wherever it is above its lowest
-  value (this covers 0/1, 0/255 and 1-bit masks). A mask with more values
-  (anti-aliased edges) is foreground where it is at least half its maximum.
-  Colour masks use the maximum over their colour channels; alpha is ignored.
-* An image with several mask files (``_mask.png``, ``_mask_1.png``, ...) has as
-  its lesion mask the union of all of them.
-
-Every failure raises :class:`busi_lib.errors.BusiDataError` naming the file.
+Conventions: RGB scans with equal channels are read as that channel, others by ITU-R 601 luma (PIL's ``"L"``);
+alpha is dropped; 16-bit scans keep their high byte. A two-valued mask is foreground above its lowest value (0/1,
+0/255, 1-bit); one with more values (anti-aliased) where it is at least half its maximum; colour masks use the
+maximum over their colour channels. Several mask files of one scan are united. Every failure raises
+:class:`~busi_lib.errors.BusiDataError` naming the file.
 """
 
 from __future__ import annotations
@@ -36,9 +20,8 @@ from busi_lib.errors import BusiDataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-# Larger scans than this are refused rather than decoded: PIL's own decompression-bomb
-# guard (about 89 Mpx, e.g. 9459 x 9459) is far beyond any ultrasound frame, and decoding
-# more would take gigabytes of memory.
+# Larger scans are refused, not decoded: PIL's decompression-bomb guard (about 89 Mpx) is far beyond any
+# ultrasound frame, and decoding more would take gigabytes of memory.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
@@ -137,9 +120,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(paths: str | Path | Iterable[str | Path], shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read one or several mask files into their union, uint8 (H, W) in {0, 1}.
-
-    ``shape`` is the (H, W) of the scan: a mask of another size is an error, never resized.
+    """Read one or several mask files into their union, uint8 (H, W) in {0, 1}; a mask not of ``shape`` (the scan's
+    (H, W)) is an error, never resized.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]

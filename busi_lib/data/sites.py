@@ -1,30 +1,9 @@
 """Sites: the data folders of one or more hospitals, as one table to train on.
 
-A *site* is one data folder: BUSI's layout (``benign/``, ``malignant/``...), or
-a folder holding a *labels CSV* (``labels.csv``, such as ``busi data external``
-writes) with its scans. :func:`load_sites` reads several into one table with a
-``site`` column (the folder's name), so that splits stay within-site grouped
-(:mod:`busi_lib.data.splits`) and every metric can be reported per site.
-
-Grouping: a BUSI folder groups near-duplicate scans (``dup_group``, from the
-perceptual hashes); a labels-CSV folder with patient ids groups each patient's
-scans, so that no patient is on both sides of a split. A patient id given at
-two sites is an error: a patient's scans belong to one site.
-
-The labels CSV: one row per image; a header with these columns (the first
-matching name, case ignored, or your own through ``columns=``):
-
-========  ==========================================  ===========================
-column    accepted names                              value
-========  ==========================================  ===========================
-image     image, image_path, path, file, filename     path relative to the folder
-label     label, class, diagnosis, target, malignant  benign/malignant or 0/1
-mask      mask, mask_path, mask_paths                 optional; ``a.png|b.png``
-patient   patient_id, patient, subject, case          optional
-========  ==========================================  ===========================
-
-Rows labelled ``normal`` are left out (and counted). A bad row is an error that
-names it (``row 3 (line 4)``: data row 3, line 4 of the file).
+A site is a folder in BUSI's layout or one holding a ``labels.csv`` (as ``busi data external`` writes; column
+names in :data:`COLUMN_ALIASES`, label benign/malignant or 0/1, rows labelled ``normal`` left out and counted).
+:func:`load_sites` adds a ``site`` column so metrics can be reported per site. Groups keep splits honest: BUSI's
+near-duplicates (``dup_group``), or a CSV's patients; a patient at two sites is an error.
 """
 
 from __future__ import annotations
@@ -49,7 +28,6 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
 }
 REQUIRED = ("image", "label")
 LABEL_VALUES = {"benign": 0, "0": 0, "0.0": 0, "malignant": 1, "1": 1, "1.0": 1}
-
 
 
 def _find_columns(path: Path, header: list[str], columns: dict | None) -> dict[str, str | None]:
@@ -77,10 +55,8 @@ def _find_columns(path: Path, header: list[str], columns: dict | None) -> dict[s
 def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Read and check a labels CSV for the images under ``root``: ``(table, excluded counts)``.
 
-    Checks every row before anything is decoded: the image (and mask) files
-    exist, the label is known, no image is listed twice, the patient id is not
-    empty. The first bad row raises :class:`BusiDataError` naming the CSV, the
-    row and the problem. Files are not decoded here (see :func:`load_external`).
+    Every row is checked (files exist, known label, no image twice, no empty patient id) without decoding; the first
+    bad row raises :class:`BusiDataError` naming the CSV and ``row i (line i + 1)``.
     """
     root, csv_path = Path(root), Path(csv_path)
     if not csv_path.is_file():
@@ -132,8 +108,6 @@ def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None
     return pd.DataFrame(rows), excluded
 
 
-
-
 def is_csv_site(root: str | Path) -> bool:
     """Whether ``root`` is a labels-CSV folder (``labels.csv`` inside) rather than BUSI's layout."""
     return (Path(root) / LABELS_CSV).is_file()
@@ -179,8 +153,7 @@ def load_sites(roots: Sequence[str | Path], labels: str = "binary", *,
                cache_dir: str | Path | None = None) -> pd.DataFrame:
     """Several sites as one table: ``image_id`` becomes ``<site>/<image_id>``, groups are numbered apart.
 
-    A folder given twice, two folders with one name, or a patient id at two
-    sites is an error naming the folder or labels CSV.
+    Two folders with one name, or a patient id at two sites, is an error naming the folder or labels CSV.
     """
     roots = [Path(r) for r in roots]
     tables, seen_patients = [], {}

@@ -1,19 +1,9 @@
 """Seeded, stratified, duplicate-group-aware splits, saved as CSV.
 
-Two rules make a split honest on BUSI:
-
-1. *Group-aware*: all copies of one scan (one ``dup_group``) land on the same
-   side, so the test set never holds a scan the model trained on.
-2. *Stratified*: each side keeps about the dataset's benign/malignant ratio.
-
-scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` does both.
-A group whose copies carry different labels (a label conflict) is stratified by
-its most frequent label and kept whole; :func:`split_report` lists them.
-
-A split is a table ``image_id, label, dup_group, split`` (``split`` is
-``train``/``valid``/``test``, or the fold number for cross-validation), saved
-with :func:`save_split` and reloaded with :func:`load_split`, so every model of
-a study sees exactly the same images.
+All copies of a scan (one ``dup_group``) land on one side, and each side keeps about the dataset's class ratio
+(scikit-learn's ``StratifiedGroupKFold``; a group with conflicting labels is stratified by its most frequent one).
+A split is a table ``image_id, label, dup_group, split`` (``train``/``valid``/``test``, or a fold number), saved
+and reloaded so every model of a study sees exactly the same scans.
 """
 
 from __future__ import annotations
@@ -37,8 +27,7 @@ def _groups(df: pd.DataFrame) -> np.ndarray:
 
 
 def _kfold_indices(df: pd.DataFrame, k: int, seed: int):
-    # StratifiedGroupKFold wants one label per group: use the target, and for a
-    # label-conflict group all members get the group's most frequent target.
+    # StratifiedGroupKFold wants one label per group: a label-conflict group takes its most frequent target.
     y = df["target"].to_numpy() if "target" in df else pd.factorize(df["label"])[0]
     if "site" in df and df["site"].nunique() > 1:  # several sites: each keeps its share of each class per fold
         y = pd.factorize(df["site"].astype(str) + "|" + pd.Series(y, index=df.index).astype(str))[0]
@@ -64,10 +53,8 @@ def kfold_split(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
 def train_valid_test_split(
     df: pd.DataFrame, valid_frac: float = 0.15, test_frac: float = 0.15, seed: int = 42
 ) -> pd.DataFrame:
-    """A three-way split: first the test part, then the validation part of the rest.
-
-    Fractions are approximate: groups are kept whole, so the sides cannot be cut
-    to the exact image.
+    """A three-way split: first the test part, then the validation part of the rest. Fractions are approximate, as
+    groups are kept whole.
     """
     if not (0 < test_frac < 1 and 0 <= valid_frac < 1 and valid_frac + test_frac < 1):
         raise ValueError("valid_frac and test_frac must be in (0, 1) and sum to less than 1")
@@ -155,12 +142,8 @@ def split_report(df: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
 def cv_fold_split(
     df: pd.DataFrame, folds: pd.DataFrame, test_fold: int, valid_frac: float = 0.15, seed: int = 42
 ) -> pd.DataFrame:
-    """Train / valid / test for one fold of cross-validation.
-
-    ``test_fold`` is the test part; the validation part (for early decisions such as
-    the malignancy threshold) is a group-aware, stratified ``valid_frac`` of the
-    *other* folds, so the test fold is never looked at before it is scored and
-    the training part keeps about 68 % of the data with 5 folds.
+    """Train / valid / test for one fold of cross-validation: ``test_fold`` is the test part, and the validation part
+    (for the threshold and other early decisions) a group-aware, stratified ``valid_frac`` of the *other* folds.
     """
     m = apply_split(df, folds)
     rest = np.flatnonzero(m["split"].astype(int).to_numpy() != test_fold)

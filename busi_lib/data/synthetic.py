@@ -33,30 +33,15 @@ MASK_MODE_FRACTION = {"1": 0.10, "RGB": 0.10}
 _TEXT_LABELS = ("LT BREAST", "RT BREAST", "LEFT BREAST 2:00", "RIGHT 10:00", "LT 3:00 4CMFN", "RT BR RAD")
 
 
-# --------------------------------------------------------------------------------------
-# Appearance of a "hospital"
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- Appearance of a "hospital"
 @dataclass(frozen=True)
 class AppearanceShift:
-    """How one hospital's scanner and habits change the look of its scans.
+    """How one hospital's scanner and habits change the look of its scans (a *domain shift*).
 
-    The default is the reference look. Change a field to simulate a second
-    hospital (a *domain shift*): the anatomy and lesions stay the same for a
-    given seed, only their appearance changes.
-
-    Attributes
-    ----------
-    speckle_size : multiplies the size of the speckle grains (a probe with another
-        frequency or resolution). 1.0 = reference.
-    gain : multiplies the brightness (the scanner's overall gain knob).
-    attenuation : multiplies how fast echoes fade with depth.
-    gamma : exponent of the display curve (dynamic range): < 1 brighter and
-        flatter, > 1 darker and more contrasted.
-    text_labels : burn text ("LT BREAST") and a depth scale into the scans.
-    caliper_rate : fraction of lesion scans with caliper ``+`` marks at the ends
-        of the lesion. BUSI has them on some scans; 0.15 by default.
+    The default is the reference look; for a given seed the anatomy and lesions stay the same under any shift.
+    ``speckle_size``, ``gain`` and ``attenuation`` multiply the reference; ``gamma`` is the display curve's exponent
+    (< 1 brighter and flatter); ``text_labels`` burns in text and a depth scale; ``caliper_rate`` is the fraction of
+    lesion scans with caliper ``+`` marks.
     """
 
     speckle_size: float = 1.0
@@ -94,11 +79,7 @@ def as_shift(shift: AppearanceShift | dict | None) -> AppearanceShift:
     raise TypeError(f"shift must be None, a dict or an AppearanceShift, not {type(shift).__name__}")
 
 
-# --------------------------------------------------------------------------------------
-# Small image helpers
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- Small image helpers
 def _blur(a: np.ndarray, sigma_x: float, sigma_y: float | None = None) -> np.ndarray:
     """Gaussian blur of a float image; ``sigma_x`` across (width), ``sigma_y`` along depth."""
     sigma_y = sigma_x if sigma_y is None else sigma_y
@@ -116,11 +97,7 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
 
 
-# --------------------------------------------------------------------------------------
-# 1. Tissue layers
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- 1. Tissue layers
 def _layer_step(depth: np.ndarray, at: float, width: float) -> np.ndarray:
     """A soft step from 0 (above ``at``) to 1 (below), ``width`` thick, in relative depth units."""
     return 1.0 / (1.0 + np.exp(-(depth - at) / width))
@@ -129,11 +106,8 @@ def _layer_step(depth: np.ndarray, at: float, width: float) -> np.ndarray:
 def _tissue(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Echogenicity (how strongly tissue reflects sound) of layered breast tissue, about 0.1-3.
 
-    Depth runs down the image (rows), the probe lies along the top. Layers are
-    roughly horizontal but gently wavy, so we bend the depth coordinate with a
-    slow sine before placing them. From the top: skin (a bright line),
-    subcutaneous fat (dark, with dark lobules), fibroglandular tissue (bright,
-    streaky), then deep fat and the pectoral muscle (dark, striated).
+    Depth runs down the rows. From the top, along gently wavy layers: skin, subcutaneous fat with dark lobules,
+    streaky fibroglandular tissue, then deep fat and muscle.
     """
     y, x = _grid(h, w)
     wave = sum(
@@ -169,11 +143,7 @@ def _tissue(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(tissue, 0.05, None).astype(np.float32)
 
 
-# --------------------------------------------------------------------------------------
-# 2. Lesions
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- 2. Lesions
 @dataclass
 class LesionStyle:
     """How one lesion looks; drawn by :func:`_lesion_style` from its class."""
@@ -213,13 +183,9 @@ def _lesion_style(rng: np.random.Generator, label: str) -> LesionStyle:
 def _radius_function(rng: np.random.Generator, label: str, n_angles: int = 1024) -> np.ndarray:
     """The outline ``r(theta)`` of a lesion (1 = its ellipse), tabulated at ``n_angles`` angles in [-pi, pi).
 
-    Benign: a few weak low harmonics (a gently lobulated oval); about one in six
-    is *macrolobulated* (stronger low harmonics).
-    Malignant: stronger harmonics up to high order (an angular, irregular outline)
-    plus spicules, narrow spikes ``L * exp(-(angle distance / width)^2)``; about
-    one in six is nearly *circumscribed* (few spicules), as some cancers are.
-    These exceptions keep the classes from being separable by shape alone.
-    A table is much faster than evaluating the formula at every pixel.
+    Benign: a gently lobulated oval; malignant: an irregular outline with spicules. One in six of each is atypical
+    (macrolobulated benign, nearly circumscribed malignant), so shape alone cannot separate the classes. A table
+    is much faster than the formula at every pixel.
     """
     theta = np.linspace(-np.pi, np.pi, n_angles, endpoint=False)
     atypical = rng.random() < 1 / 6
@@ -243,9 +209,8 @@ def _radius_function(rng: np.random.Generator, label: str, n_angles: int = 1024)
 def _lesion_geometry(rng: np.random.Generator, label: str, h: int, w: int, scale: float = 1.0):
     """Semi-axes (a across, b along depth), tilt and centre of a lesion's ellipse.
 
-    The area is drawn from the same range for both classes; only the aspect
-    ratio differs: benign lesions are wider than tall ("parallel" to the skin),
-    malignant ones are taller than wide half of the time.
+    Both classes draw the area from the same range; only the aspect differs: benign lesions are wider than tall,
+    malignant ones taller than wide half of the time.
     """
     r_eq = rng.uniform(0.07, 0.15) * np.sqrt(h * w) * scale  # radius of a circle of the same area
     if label == "benign":
@@ -288,18 +253,9 @@ def _second_lesion(rng: np.random.Generator, label: str, first: np.ndarray) -> n
     return second & ~keep_out
 
 
-# --------------------------------------------------------------------------------------
-# 3. Drawing lesions into tissue; posterior shadowing
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- 3. Drawing lesions into tissue; posterior shadowing
 def _posterior_shadow(mask: np.ndarray, strength: float) -> np.ndarray:
-    """A multiplicative factor (H, W): 1 everywhere except in the columns below the lesion.
-
-    ``np.maximum.accumulate`` down the rows marks every pixel at or below the
-    lesion's top in its columns; removing the lesion leaves the region behind it.
-    A lateral blur softens the shadow's sides.
-    """
+    """A multiplicative factor (H, W): 1 everywhere except in the columns below the lesion, softened sideways."""
     behind = np.maximum.accumulate(mask, axis=0) & ~mask
     width = max(mask.any(axis=0).sum(), 1)
     soft = _blur(behind.astype(np.float32), sigma_x=0.1 * width + 1, sigma_y=2)
@@ -325,18 +281,12 @@ def _draw_lesion(rng: np.random.Generator, tissue: np.ndarray, mask: np.ndarray,
     return tissue * _posterior_shadow(mask, style.shadow)
 
 
-# --------------------------------------------------------------------------------------
-# 4-6. Attenuation, speckle, log compression
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- 4-6. Attenuation, speckle, log compression
 def _speckle(rng: np.random.Generator, h: int, w: int, size: float, looks: int = 2) -> np.ndarray:
     """Speckle with mean 1: ``|smoothed complex Gaussian noise|``, averaged over a few "looks".
 
-    One look gives fully developed (Rayleigh) speckle. Scanners average several
-    looks from different angles (*spatial compounding*), which gives a smoother,
-    gamma-distributed intensity. Grains are about twice as wide as tall
-    (lateral resolution is worse than axial).
+    Averaging looks mimics spatial compounding (smoother than one look's Rayleigh speckle). Grains are about twice
+    as wide as tall, as lateral resolution is worse than axial.
     """
     sx, sy = 1.3 * size, 0.6 * size
     intensity = np.zeros((h, w), np.float32)
@@ -356,12 +306,8 @@ def _attenuation(h: int, coefficient: float) -> np.ndarray:
 def _to_display(echo: np.ndarray, dynamic_range_db: float, mean: float, gain: float, gamma: float) -> np.ndarray:
     """Log-compress echo amplitudes to [0, 1] with the mean brightness ``mean``, then apply gain and gamma.
 
-    Scanners show ``20 log10(amplitude)`` (decibels) over a window of
-    ``dynamic_range_db``. Where the window sits is the gain: we slide it until
-    the mean brightness is ``mean`` (a few steps, because clipping at 0 and 1
-    bends the relation). Drawing ``mean`` from the same range for every class
-    hides class differences in overall brightness. Then the hospital's gain and
-    display gamma are applied.
+    The dB window is slid until the mean brightness is ``mean`` (a few steps, as clipping bends the relation);
+    drawing ``mean`` from one range for every class hides class differences in overall brightness.
     """
     db = 20 * np.log10(echo / np.percentile(echo, 99) + 1e-6)
     v = 1 + db / dynamic_range_db
@@ -372,11 +318,7 @@ def _to_display(echo: np.ndarray, dynamic_range_db: float, mean: float, gain: fl
     return np.clip(v * gain, 0, 1) ** gamma
 
 
-# --------------------------------------------------------------------------------------
-# 7. Burnt-in marks
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- 7. Burnt-in marks
 def _lesion_ends(mask: np.ndarray) -> list[tuple[int, int]]:
     """(x, y) of the leftmost and rightmost points of a lesion: where a sonographer puts calipers."""
     ys, xs = np.nonzero(mask)
@@ -402,11 +344,7 @@ def _draw_text(img: np.ndarray, text: str) -> None:
         img[y : y + 2, w - 5 : w - 2] = 220
 
 
-# --------------------------------------------------------------------------------------
-# One scan
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- One scan
 def _anatomy(rng: np.random.Generator, label: str, h: int, w: int, n_lesions: int = 1):
     """Tissue echogenicity (H, W) with its lesions drawn in, and the list of bool lesion masks."""
     tissue = _tissue(rng, h, w)
@@ -441,11 +379,9 @@ def _acquire(rng: np.random.Generator, tissue: np.ndarray, masks: list[np.ndarra
 def render_scan(
     rng: np.random.Generator, label: str, h: int, w: int, shift: AppearanceShift, n_lesions: int = 1
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks).
+    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks; empty for ``normal``).
 
-    ``normal`` scans have no lesion (an empty list). The random draws do not
-    depend on ``shift``, so the same generator state gives the same anatomy
-    under any appearance.
+    The random draws do not depend on ``shift``: the same generator state gives the same anatomy under any look.
     """
     tissue, masks = _anatomy(rng, label, h, w, n_lesions)
     return _acquire(rng, tissue, masks, shift), masks
@@ -457,14 +393,9 @@ def _other_view(
 ):
     """Another image of the same lesion: a second acquisition of one patient.
 
-    ``anatomy_rng`` is seeded like the original scan's generator, so the tissue
-    and lesions are the same; the probe then moved sideways (5-15 % of the width
-    is cut from one side: the lesion sits elsewhere in the frame) and the
-    acquisition (``rng``) is new: other attenuation, speckle, brightness, marks.
-    Its predictions are strongly correlated with the original's, which is why
-    the *patient*, not the image, is the unit of a test set. Whether the
-    perceptual-hash search of :mod:`busi_lib.data.duplicates` groups the two depends
-    on how far the probe moved; the manifest's ``patient_id`` always does.
+    ``anatomy_rng`` is seeded like the original's, so tissue and lesions match; 5-15 % of the width is cut from
+    one side (the probe moved) and ``rng`` draws a new acquisition. Such images are strongly correlated, which is
+    why the patient, not the image, is the unit of a test set.
     """
     tissue, masks = _anatomy(anatomy_rng, label, h, w, n_lesions)
     cut = int(rng.uniform(0.05, 0.15) * w)
@@ -485,11 +416,7 @@ def _near_duplicate(rng: np.random.Generator, img: np.ndarray, masks: list[np.nd
     return out, [m[crop] for m in masks]
 
 
-# --------------------------------------------------------------------------------------
-# The dataset folder
-# --------------------------------------------------------------------------------------
-
-
+# ---------------------------------------------------------------- The dataset folder
 def _sample_size(rng: np.random.Generator, size) -> tuple[int, int]:
     """(height, width) of one image from ``size``: ``int``, ``(w, h)`` or ``((w_min, w_max), (h_min, h_max))``."""
     if isinstance(size, (int, np.integer)):
@@ -547,8 +474,9 @@ class _ClassPlan:
 
 
 def _plan_class(rng: np.random.Generator, label: str, n: int, n_duplicates: int, n_views: int = 0) -> _ClassPlan:
-    """Decide, for numbers 1..n of one class, the duplicates, the other views, the two-lesion scans and the
-    mask PNG modes. The views are drawn last, so ``n_views=0`` leaves every other draw as it was."""
+    """Decide, for numbers 1..n of one class, the duplicates, the other views, the two-lesion scans and the mask
+    PNG modes. The views are drawn last, so ``n_views=0`` leaves every other draw as it was.
+    """
     numbers = range(1, n + 1)
     dups = sorted(_pick(rng, numbers, min(n_duplicates, n // 2)))
     originals = [i for i in numbers if i not in dups]
@@ -590,11 +518,8 @@ def _write_scan(folder: Path, image_id: str, img: np.ndarray, masks: list[np.nda
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse a non-empty folder unless ``overwrite``.
-
-    With ``overwrite=True`` the files a previous run listed in its manifest are
-    removed (so a smaller dataset leaves no stale scans behind); anything else
-    in the folder is left alone. Without a manifest nothing is deleted.
+    """Create ``out``; refuse a non-empty folder unless ``overwrite``, which removes only the files a previous
+    run's manifest lists (so a smaller dataset leaves no stale scans behind).
     """
     if overwrite and out.is_dir():
         _remove_previous(out)
@@ -636,37 +561,15 @@ def make_synthetic_busi(
     n_views: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic BUSI-layout dataset and return its folder.
+    """Write a synthetic BUSI-layout dataset (``benign/``, ``malignant/``, ``normal/``, the manifest) and return
+    its folder.
 
-    Parameters
-    ----------
-    out_dir : the folder to create (``benign/``, ``malignant/``, ``normal/`` and
-        ``synthetic_manifest.csv`` go inside).
-    n_per_class : images per class folder, near-duplicates included.
-    seed : everything is drawn from it; the same arguments give byte-identical files.
-    size : ``(width, height)`` for fixed-size images, an ``int`` for squares, or
-        ``((w_min, w_max), (h_min, h_max))`` to draw each image's size (default
-        200-320 x 180-280, like BUSI's varied sizes).
-    shift : an :class:`AppearanceShift` (or a dict of its fields) for a "second
-        hospital" look; ``None`` is the reference look. Anatomy and lesions do
-        not depend on it: the same seed with another shift gives the same cases.
-    n_duplicates : per class, how many images are near-copies (a few pixels
-        cropped, or slightly brighter) of another image of the class, at random
-        numbers, as in BUSI. At most ``n_per_class // 2``. The manifest's
-        ``duplicate_of`` column names the original.
-    n_views : per class, how many images are *another view* of the lesion of
-        another image (a second acquisition of the same patient: mirrored,
-        another crop, gain and grain; at most ``n_per_class // 2``). The
-        manifest's ``view_of`` names the original; ``patient_id`` is shared by
-        an original, its views and its duplicates, so patients have several
-        images. Views are not pHash duplicates: split by ``patient_id`` if you
-        train on a set with views.
-    overwrite : allow a non-empty ``out_dir``: files a previous run listed in its
-        manifest are replaced; other files are left alone.
-
-    About 10% of benign and 5% of malignant images (at least one each from five
-    images up) have a second lesion, in ``_mask_1.png``. Masks are 0/255 8-bit
-    PNGs, except about 10% saved as 1-bit and 10% as RGB, like the real data.
+    The same arguments give byte-identical files. ``size``: ``(width, height)``, an ``int`` for squares, or
+    ``((w_min, w_max), (h_min, h_max))`` drawn per image. ``shift`` changes the look, not the cases.
+    ``n_duplicates`` and ``n_views`` (per class, each at most ``n_per_class // 2``) add near-copies (manifest
+    ``duplicate_of``) and second acquisitions of a lesion (``view_of``); an original, its views and duplicates
+    share a ``patient_id``. Views are not pHash duplicates: split by ``patient_id`` when using them.
+    ``overwrite`` replaces the files a previous run's manifest lists and leaves others alone.
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")

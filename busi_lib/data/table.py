@@ -1,24 +1,9 @@
-"""The BUSI dataset as one tidy table.
+"""The BUSI dataset as one tidy table, one row per scan.
 
-A BUSI folder looks like this (the public download's layout)::
-
-    Dataset_BUSI_with_GT/
-      benign/     benign (1).png, benign (1)_mask.png, benign (100)_mask_1.png, ...
-      malignant/  malignant (1).png, malignant (1)_mask.png, ...
-      normal/     normal (1).png, normal (1)_mask.png (empty masks)
-
-:func:`scan_folder` turns it into a :class:`pandas.DataFrame` with one row per
-scan: its path, class, mask files, size, lesion area and, once
-:func:`busi_lib.data.duplicates.add_duplicate_groups` has run, its near-duplicate
-group. :func:`load_dataset` does both and keeps the rows of one label set.
-
-Tasks:
-
-* ``"binary"`` (default): benign vs malignant, the 647 scans with a lesion;
-  malignant is the positive class (``target == 1``).
-* ``"three_class"``: benign, malignant and normal (780 scans); ``target`` is 0, 1, 2.
-
-Nothing here ever writes into the data folder.
+A BUSI folder holds ``benign/``, ``malignant/`` and ``normal/``, each with ``<class> (N).png`` scans and their
+``<class> (N)_mask.png`` (``_mask_1.png``, ...) masks; normal scans have empty masks. Label sets: ``"binary"``
+(benign 0 vs malignant 1, the 647 lesion scans) and ``"three_class"`` (780 scans; targets 0, 1, 2). Nothing
+here writes into the data folder.
 """
 
 from __future__ import annotations
@@ -88,19 +73,10 @@ def scan_folder(
 ) -> pd.DataFrame:
     """Read a BUSI-layout folder into a table (one row per scan).
 
-    Every image is decoded once (to check it and measure its lesion), so a
-    truncated or unreadable file is found here, not in the middle of training.
-
-    Parameters
-    ----------
-    require_masks : an image without a mask file is an error (segmentation needs one).
-    skip_bad : report bad files in ``report`` and go on, instead of raising.
-    report : collects rejected files and reasons (a new one is made if ``None``).
-
-    Columns: ``image_id`` (``"benign (10)"``), ``label``, ``path``, ``mask_paths``
-    (a ``|``-separated string of mask files, sorted), ``n_masks``, ``width``,
-    ``height``, ``lesion_area`` (pixels of the union mask), ``lesion_fraction``,
-    ``phash`` (the scan's perceptual hash, see :mod:`busi_lib.data.duplicates`).
+    Every image is decoded once, so a truncated file is found here, not mid-training. ``require_masks``: a scan
+    without a mask is an error; ``skip_bad``: record bad files in ``report`` and go on. Columns: ``image_id``,
+    ``label``, ``path``, ``mask_paths`` (``|``-separated, sorted), ``n_masks``, ``width``, ``height``,
+    ``lesion_area`` (pixels of the union mask), ``lesion_fraction``, ``phash``.
     """
     root = Path(root)
     report = report if report is not None else ScanReport()
@@ -187,10 +163,7 @@ def load_pair(row: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pos_weight(targets: ArrayLike) -> float:
-    """``n_negative / n_positive``: the BCEWithLogits ``pos_weight`` that balances the classes.
-
-    Compute it on the training split only.
-    """
+    """``n_negative / n_positive``: the BCEWithLogits ``pos_weight`` that balances the classes (training split only)."""
     t = np.asarray(targets)
     n_pos = int((t == 1).sum())
     if n_pos == 0:
@@ -199,11 +172,9 @@ def pos_weight(targets: ArrayLike) -> float:
 
 
 def dataset_fingerprint(df: pd.DataFrame) -> str:
-    """A short hash of which scans, with which labels (and pixel hashes, if known), a table holds.
-
-    Saved with every trained model and result, so a number can be traced to its data.
+    """A short hash of which scans, with which labels (and pixel hashes, if known), a table holds: saved with every
+    model and result, so a number can be traced to its data.
     """
-
     cols = [c for c in ("image_id", "label", "phash") if c in df]
     rows = sorted(map(tuple, df[cols].astype(str).to_numpy()))
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]

@@ -1,37 +1,12 @@
 """Augmentation and normalisation with albumentations, applied to scan and mask together.
 
-Why together? A flip or rotation changes *where* the lesion is. If the scan is
-rotated but its mask is not, the network is taught to segment the wrong
-pixels. albumentations applies one random draw to every target passed in the
-same call (``image=..., mask=...``), and warps masks with nearest-neighbour
-interpolation so they stay binary.
-
-Choices for ultrasound:
-
-* horizontal flips only: a vertical flip would put the skin line at the bottom
-  and the acoustic shadow *above* the lesion, which no probe produces;
-* small rotations, zooms and shifts: the probe is held at slightly different
-  angles and depths;
-* brightness/contrast (and, in ``"strong"``, gamma, noise and blur): gain and
-  dynamic-range settings differ between scanners;
-* ``"scanner"``: the same geometry with the intensity changes another scanner
-  makes: gain (brightness/contrast), display curve (gamma), coarser or finer
-  *multiplicative* speckle (ultrasound noise multiplies the echo, it is not
-  added), blur, and a simulated low-resolution probe (downscale and back up).
-  ``"geometry"``: the geometry only, no intensity change at all (the control).
-
-**Lesion-preserving aspect-ratio crops** (``aspect_crop=True``,
-:class:`LesionAspectCrop`): scans are resized to a square before the network
-sees them, so a tall, narrow scan (BUS-BRA crops its scans to the breast) shows
-its lesions squeezed sideways. The crop cuts a random rectangle of another
-aspect ratio out of the square scan, always containing the whole lesion (the
-mask's bounding box), and resizes it back to the square: lesions get stretched
-and squeezed as they would be by other crops, and no lesion pixel is ever cut off.
-
-Scans are grayscale; networks pretrained on ImageNet expect three channels, so
-the gray channel is repeated and normalised with the mean and std of the
-network's pretrained weights (:func:`busi_lib.models.weights.normalization_for`:
-ImageNet's numbers for torchvision models, 0.5 and 0.5 for EfficientNet-Lite).
+One random draw moves scan and mask alike (masks warped nearest-neighbour, so they stay binary). Ultrasound
+choices: horizontal flips only (a vertical flip puts the shadow above the lesion, which no probe produces);
+small rotations, zooms and shifts; intensity changes for gain and dynamic range. ``"scanner"`` adds another
+scanner's look (gamma, *multiplicative* speckle, blur, low resolution); ``"geometry"`` is its control, without
+intensity change. :class:`LesionAspectCrop` stretches and squeezes lesions, as square resizing of differently
+shaped scans does, without cutting any lesion pixel. The gray channel is repeated to three and normalised with
+the pretrained weights' statistics.
 """
 
 from __future__ import annotations
@@ -97,12 +72,10 @@ def _scanner() -> list:
 def lesion_crop_box(mask: np.ndarray | None, shape: tuple[int, int], rng: random.Random,
                     ratio: tuple[float, float] = (0.5, 2.0),
                     scale: tuple[float, float] = (0.5, 1.0)) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)``: a random crop of ``shape`` that holds every nonzero pixel of ``mask``.
+    """``(x0, y0, x1, y1)``: a random crop of ``shape`` that holds every nonzero pixel of ``mask`` (any crop if none).
 
-    Its aspect ratio (width / height, relative to the scan's) is drawn log-uniformly from
-    ``ratio`` and its area as a fraction of the scan from ``scale``; where the
-    lesion's bounding box does not fit, the crop grows to hold it (so the ratio
-    is then closer to the lesion's). An empty or missing mask: any crop.
+    Aspect ratio (relative to the scan's) drawn log-uniformly from ``ratio``, area fraction from ``scale``; the crop
+    grows where the lesion's bounding box does not fit.
     """
     h, w = shape
     r = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
@@ -122,9 +95,7 @@ def lesion_crop_box(mask: np.ndarray | None, shape: tuple[int, int], rng: random
 class LesionAspectCrop(A.DualTransform):
     """Crop a random rectangle of another aspect ratio that holds the whole lesion; resize it back.
 
-    The crop is at most the scan's size, so resizing it back enlarges it: with
-    nearest-neighbour interpolation for the mask, every lesion pixel survives
-    and the mask stays binary. See :func:`lesion_crop_box` for ``ratio`` and ``scale``.
+    The crop is at most the scan's size, so the nearest-neighbour resize keeps every lesion pixel and a binary mask.
     """
 
     def __init__(self, ratio: tuple[float, float] = (0.5, 2.0), scale: tuple[float, float] = (0.5, 1.0),
@@ -154,16 +125,12 @@ class LesionAspectCrop(A.DualTransform):
 
 def build_transforms(augment: str = "default", seed: int | None = None, norm: Normalization = IMAGENET,
                      aspect_crop: bool = False) -> A.Compose:
-    """The albumentations pipeline for one side of a split.
+    """The albumentations pipeline for one side of a split: uint8 (H, W) scan (and mask), already resized, to a float
+    (3, H, W) tensor (and an (H, W) mask tensor).
 
-    ``augment`` is ``"none"`` (validation, test, prediction), ``"default"``
-    (training), ``"strong"`` (more intensity change, for robustness to other
-    scanners), ``"geometry"`` (flips and affine only) or ``"scanner"`` (geometry
-    and scanner-style gain, gamma, speckle, blur, low resolution). ``aspect_crop``:
-    first a :class:`LesionAspectCrop` (half the scans). Input: a uint8 (H, W) scan and optional (H, W) mask,
-    already resized (see :mod:`busi_lib.data.cache`). Output: a float tensor (3, H, W) and,
-    if given, the mask as a tensor (H, W). ``norm`` is the (mean, std) of the
-    network's pretrained weights.
+    ``augment``: ``"none"`` (evaluation), ``"default"``, ``"strong"``, ``"geometry"`` or ``"scanner"`` (see the module
+    docstring); ``aspect_crop`` adds a :class:`LesionAspectCrop` on half the scans; ``norm`` is the weights' (mean,
+    std).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
@@ -184,14 +151,9 @@ def build_transforms(augment: str = "default", seed: int | None = None, norm: No
 def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
     """Make the next random draws of ``tfms`` a function of the integers ``key`` only.
 
-    The training set calls it with ``(seed, epoch, index)`` before each scan
-    (:class:`busi_lib.data.loaders.BusiDataset`), so the augmentation of a scan does
-    not depend on what ran before it: a resumed run, or one with worker
-    processes, sees exactly the scans an uninterrupted single-process run saw.
-
-    All transforms share one generator. ``Compose.set_random_seed`` would give
-    each transform its own generator with the *same* seed, so their first draws
-    would be equal (a flip would always come with a brightness change).
+    Called with ``(seed, epoch, index)`` before each training scan, so a resumed or multi-worker run sees exactly the
+    augmentations of an uninterrupted one. One shared generator: ``Compose.set_random_seed`` would give every
+    transform the *same* seed, so their draws would be correlated.
     """
     np_seq, py_seq = np.random.SeedSequence([int(k) for k in key]).spawn(2)  # independent streams
     tfms.set_random_state(np.random.default_rng(np_seq), random.Random(int(py_seq.generate_state(1, np.uint64)[0])))
@@ -200,7 +162,6 @@ def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
 
 def denormalize(x: torch.Tensor | np.ndarray, norm: Normalization = IMAGENET) -> np.ndarray:
     """Undo the normalisation ``norm`` of a (…, 3, H, W) tensor or array for display: values in [0, 1]."""
-
     x = torch.as_tensor(x).detach().float().cpu()
     mean = torch.tensor(norm[0]).view(3, 1, 1)
     std = torch.tensor(norm[1]).view(3, 1, 1)

@@ -1,36 +1,12 @@
 """Is a predicted probability of 0.8 right 80 % of the time? Calibration, and temperature scaling.
 
-A classifier can *rank* scans well (high ROC AUC) and still give probabilities
-that mean little: a network trained with cross-entropy on a few hundred scans
-is typically **overconfident** (it says 0.99 where it is right 85 % of the
-time), and at another hospital its probabilities drift further. A clinician who
-reads "p(malignant) = 0.9" needs that number to be honest.
+A network can rank well (high ROC AUC) and still be overconfident. Measures, on the malignant probability:
+the reliability diagram (``n_bins`` equal-width bins, scikit-learn's bin rule), the expected calibration error
+(the count-weighted mean gap between fraction malignant and mean probability; it depends on the number of bins
+and is biased upwards with few scans per bin) and the Brier score (no bins; always saying 0.5 earns 0.25).
 
-Measures (all on the malignant probability, malignant = 1):
-
-* **Reliability diagram**: sort the scans into ``n_bins`` *equal-width* bins of
-  predicted probability ([0, 0.1], (0.1, 0.2], ... for 10 bins: scikit-learn's
-  rule puts a probability on an inner edge into the lower bin), and plot, per
-  bin, the fraction that is really malignant against the mean predicted
-  probability. A calibrated model lies on the diagonal. The points come from
-  :func:`sklearn.calibration.calibration_curve` (``strategy="uniform"``).
-* **Expected calibration error** (ECE): the gap between those two numbers,
-  averaged over the bins weighted by how many scans each holds,
-  ``ECE = sum_b (n_b / n) |fraction malignant_b - mean probability_b|``.
-  0 is perfect. It depends on the number of bins (always say how many; 10 here
-  by default), and with few scans per bin it is biased upwards: even a perfectly
-  calibrated model gets an ECE of a few hundredths on a hundred scans.
-* **Brier score**: the mean squared difference between probability and label
-  (:func:`sklearn.metrics.brier_score_loss`). It mixes calibration and
-  discrimination, needs no bins, and 0.25 is what always saying 0.5 earns.
-
-**Temperature scaling** (Guo et al., 2017) is the simplest fix: divide the
-model's logit by one number ``T`` fitted on the *validation* part (minimising
-the negative log-likelihood), ``p_T = sigmoid(logit(p) / T)``. ``T > 1``
-softens overconfident probabilities. It is monotonic, so the ranking (ROC AUC)
-is unchanged, and the decision threshold is mapped with the same formula
-(:func:`apply_temperature` on the threshold) so every call stays the same: only
-the probabilities change meaning.
+Temperature scaling (Guo et al., 2017) fits one ``T`` on validation data: ``p_T = sigmoid(logit(p) / T)``. It
+is monotonic, so the ranking is unchanged, and the threshold is mapped the same way, so every call stays the same.
 """
 
 from __future__ import annotations
@@ -56,12 +32,10 @@ __all__ = [
 #: Number of equal-width probability bins of the reliability diagram and the ECE.
 DEFAULT_BINS = 10
 
-# Probabilities are clipped to [EPS, 1 - EPS] before taking logits: a float32
-# sigmoid rounds logits above ~17 to exactly 1.0, whose logit is infinite.
+# Probabilities are clipped to [EPS, 1 - EPS] before logits: float32 sigmoid rounds logits above ~17 to 1.0.
 EPS = 1e-6
 
-# The temperature is searched in [1/20, 20]: beyond that the model is either
-# (almost) a constant or a hard 0/1 classifier, and the fit is meaningless.
+# The temperature range: beyond it the model is (almost) constant or a hard 0/1 classifier, the fit meaningless.
 T_BOUNDS = (0.05, 20.0)
 
 
@@ -85,11 +59,7 @@ def to_logits(prob: ArrayLike) -> np.ndarray:
 
 
 def apply_temperature(prob: ArrayLike, temperature: float) -> np.ndarray:
-    """Rescale probabilities (or a threshold) by a temperature: ``sigmoid(logit(p) / T)``.
-
-    Works on an array or a single number (returns a float then). ``T = 1``
-    returns the probabilities unchanged.
-    """
+    """Rescale probabilities (or a threshold) by a temperature: ``sigmoid(logit(p) / T)``; a float for a scalar."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     p = np.asarray(prob, dtype=np.float64)
@@ -108,13 +78,11 @@ def _bin_sums(y: np.ndarray, p: np.ndarray, n_bins: int):
 
 
 def reliability_bins(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> list[dict]:
-    """The points of a reliability diagram, one dict per *non-empty* equal-width bin.
+    """The points of a reliability diagram, one dict per *non-empty* equal-width bin: ``low``, ``high``, ``count``,
+    ``mean_prob``, ``frac_malignant``.
 
-    Keys: ``low``, ``high`` (bin edges), ``count``, ``mean_prob`` (mean predicted
-    probability) and ``frac_malignant`` (observed fraction of malignant scans).
-    The two curves are :func:`sklearn.calibration.calibration_curve`'s; the
-    counts use the same bin rule (``np.searchsorted`` on the inner edges, as
-    scikit-learn does), which that function does not return.
+    The curves are :func:`sklearn.calibration.calibration_curve`'s; the counts, which it does not return, use the
+    same bin rule.
     """
     y, p = _check(y, prob)
     counts, _, _, edges = _bin_sums(y, p, n_bins)
@@ -130,8 +98,7 @@ def reliability_bins(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) 
 def expected_calibration_error(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> float:
     """ECE with ``n_bins`` equal-width bins: ``sum_b (n_b / n) |fraction malignant_b - mean probability_b|``.
 
-    Computed from bin sums with numpy (``sum_b |sum of labels_b - sum of probabilities_b| / n``, the same
-    number), because a bootstrap calls it thousands of times; the bins are those of :func:`reliability_bins`.
+    Computed from bin sums with numpy (the same number), because a bootstrap calls it thousands of times.
     """
     y, p = _check(y, prob)
     _, sum_p, sum_y, _ = _bin_sums(y, p, n_bins)
@@ -164,16 +131,9 @@ def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
 def fit_temperature(y: ArrayLike, prob: ArrayLike | None = None, *, logits: ArrayLike | None = None) -> dict:
     """Fit the temperature ``T`` that minimises the negative log-likelihood of ``sigmoid(logit / T)``.
 
-    Give the *validation* predictions, as probabilities ``prob`` or as raw
-    ``logits``. Fitting on the test set would make its calibration look better
-    than it is, exactly like choosing a threshold on it.
-
-    Returns ``temperature``, ``nll_before`` (at T = 1), ``nll_after``, ``n``, and
-    a ``warning`` when ``T`` ends at the edge of its range (separable or too few
-    validation predictions: the fit then means nothing).
-    One parameter on a 1-D bounded interval: scipy's bounded Brent search
-    (:func:`scipy.optimize.minimize_scalar`) on ``log T`` is exact enough and
-    deterministic.
+    Give *validation* predictions (``prob`` or ``logits``); fitting on the test set flatters it. Returns
+    ``temperature``, ``nll_before``, ``nll_after``, ``n``, and a ``warning`` when ``T`` ends at the edge of its range
+    (separable or too few predictions: the fit means nothing).
     """
     if (prob is None) == (logits is None):
         raise ValueError("give either prob or logits")

@@ -1,43 +1,13 @@
 """Models that travel: fold ensembles and test-time BatchNorm adaptation.
 
-**Fold ensembles.** Cross-validation (``busi bench``) trains one model per
-fold. Each saw a different 80 % of BUSI; averaging their predictions is the
-cheapest robustness there is: a scan one member gets wrong by chance the others
-often get right. :func:`load_models` loads several model folders and returns one
-:class:`Ensemble` module, usable wherever a single model is (``busi predict``,
-``busi evaluate``, :func:`busi_lib.apps.predict.predict_arrays`):
+An :class:`Ensemble` of the cross-validation folds' models averages the members' *probabilities* (class and
+mask pixels, never logits) and returns ``logit(mean probability)``, so the usual ``sigmoid`` gives the mean back.
+Members must agree on task, classes, input size and normalisation. Its threshold is the mean of the members'
+saved thresholds: every scan trained some member, so none is left to re-derive one (``--calibration-size``
+re-tunes it on the new site). A temperature is kept only when all members share it.
 
-* the members' **probabilities are averaged** (class probability, and lesion
-  mask probability pixel by pixel), never their logits. The module returns
-  ``logit(mean probability)`` so that the usual ``sigmoid`` downstream gives the
-  mean probability back (computed in float64, exact to float32 precision);
-* the members must agree on the task, the classes, the input size and the input
-  normalisation; a folder that disagrees is named in the error;
-* the **threshold** of the ensemble is the **mean of the members' saved
-  thresholds**. Each was chosen on its own fold's validation part; re-deriving
-  one for the ensemble would need validation scans that no member trained on,
-  and in cross-validation every scan is some member's training scan. The mean
-  is an honest choice made before seeing the new site (the report says so);
-  ``--calibration-size`` re-tunes it on labelled scans of the new site;
-* a **temperature** is kept when every member has the same one, else dropped
-  (1.0) with a note: the members' temperatures were fitted one by one.
-
-**Where a model folder is.** ``--model`` accepts a model folder
-(``config.json`` + ``model.safetensors``), a run folder holding ``model/``
-(``busi train``'s ``--out``, a bench fold folder such as
-``runs/bench-cpu/multitask/fold0``), or a folder of such runs (``runs/bench-cpu/
-multitask``: every ``*/model`` inside, i.e. all folds).
-
-**Test-time BatchNorm adaptation** (AdaBN, Li et al. 2016). A BatchNorm layer
-normalises with the mean and variance of its *training* features. At another
-hospital the features shift (other gain, other speckle), and those statistics
-are wrong. :func:`adapt_batchnorm` re-estimates them on the new site's
-**unlabelled** scans: every BatchNorm layer's running statistics are reset and
-re-accumulated as a plain cumulative average (``momentum=None``) over forward
-passes in which only the BatchNorm layers are in training mode (dropout stays
-off), without gradients. No weight is learnt, no label is read (the function
-receives images only), and the model folder on disk is never written: the
-adaptation lives in the loaded copy in memory.
+:func:`adapt_batchnorm` (AdaBN, Li et al. 2016) re-estimates BatchNorm statistics on the new site's unlabelled
+scans, in memory only: no weight is learnt, no label read, no model folder written.
 """
 
 from __future__ import annotations
@@ -63,7 +33,9 @@ def _is_model_folder(p: Path) -> bool:
 
 
 def resolve_model_folders(paths: str | Path | Sequence[str | Path]) -> list[Path]:
-    """The model folders named by ``paths`` (see the module doc for what a path may be)."""
+    """The model folders named by ``paths``: each a model folder (``config.json``), a run folder holding ``model/``,
+    or a folder of such runs (all its folds).
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: list[Path] = []
@@ -83,11 +55,9 @@ def resolve_model_folders(paths: str | Path | Sequence[str | Path]) -> list[Path
 
 
 class Ensemble(torch.nn.Module):
-    """Several models of one task: the mean of their probabilities, returned as logits.
+    """Several models of one task: the mean of their probabilities, returned as logits (float64).
 
-    ``forward`` returns what a single member returns (a tensor, or the multitask
-    ``(class logits, mask logits)`` tuple), each entry being
-    ``logit(mean over members of sigmoid(member logits))`` in float64.
+    ``forward`` returns what a single member returns: a tensor, or the multitask tuple.
     """
 
     def __init__(self, members: Sequence[torch.nn.Module]):
@@ -143,11 +113,9 @@ def load_models(
 ) -> tuple[torch.nn.Module, dict]:
     """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``.
 
-    One folder gives exactly what :func:`busi_lib.models.saving.load_model` gives (its
-    config gains ``members``); several give an ensemble whose config is the first
-    member's with the mean threshold (see the module doc).
+    One folder gives what :func:`~busi_lib.models.saving.load_model` gives (plus ``members``); several give the
+    first member's config with the mean threshold.
     """
-
     folders = resolve_model_folders(paths)
     loaded = [load_model(f, device=device) for f in folders]
     if len(loaded) == 1:
@@ -168,12 +136,9 @@ def adapt_batchnorm(model: torch.nn.Module, config: dict, images: Iterable[np.nd
                     batch_size: int = 32) -> dict:
     """Re-estimate every BatchNorm layer's running statistics on unlabelled ``images`` (AdaBN), in place.
 
-    ``images``: scans as arrays of any size (they are preprocessed as for
-    prediction, :func:`busi_lib.apps.predict.preprocess`, without augmentation). Only
-    the images are given, so no label can be used. Returns a summary
-    (``n_images``, ``n_layers``, ``batch_size``). The model is left in eval mode.
+    A cumulative average over no-gradient forward passes with only the BatchNorm layers in training mode; images are
+    preprocessed as for prediction. Returns a summary; the model is left in eval mode.
     """
-
     images = list(images)
     layers = batchnorm_layers(model)
     if not layers:

@@ -1,70 +1,18 @@
-"""Metrics for classification and segmentation, as plain functions and as fastai metrics.
+"""Classification and segmentation metrics, as plain numpy functions and as fastai metrics.
 
-One implementation serves two purposes:
+The fastai metrics accumulate a whole epoch and call the same plain functions, so the training table and the
+final report cannot disagree. Malignant (1) is the positive class: a scan is called malignant when
+``prob >= threshold``.
 
-* **After training**, the plain functions take numpy arrays (true labels and
-  predicted probabilities, or true and predicted masks) and return a dict of
-  numbers: :func:`classification_metrics`, :func:`segmentation_metrics`,
-  :func:`best_threshold`, :func:`bootstrap_ci`.
-* **During training**, :class:`ClassificationMetric` and :class:`SegmentationMetric`
-  are ``fastai.learner.Metric`` subclasses that accumulate a whole validation
-  epoch and then call the same plain functions, so the numbers in the training
-  table and the numbers in the final report cannot disagree.
+Segmentation (lesion pixel = positive; Dice is the pixel F1) has two reductions:
 
-Classification (benign = 0, malignant = 1 = *positive*)
--------------------------------------------------------
-A probability ``p`` becomes the prediction "malignant" when ``p >= threshold``.
-Counting the four outcomes gives the confusion matrix: ``tp`` (malignant called
-malignant), ``fn`` (malignant missed), ``tn`` (benign called benign), ``fp``
-(benign called malignant). Every threshold metric is a ratio of these counts;
-ROC AUC is threshold-free and measures how well the probabilities *rank*
-malignant above benign.
+* **pooled** (micro, ``*_pooled``): sum TP, FP, FN over all pixels of all images, then one ratio; big lesions
+  weigh more. Only pooled values satisfy ``Dice = 2 IoU / (1 + IoU)`` exactly, so the reference study's
+  Dice 0.831 / IoU 0.711 are compared with these.
+* **per image** (macro, ``*_per_image``): the mean of each image's value; every image weighs the same.
 
-Segmentation (pixels; lesion = 1 = positive)
---------------------------------------------
-The same four counts exist for the pixels of a mask, and Dice is exactly the
-pixel F1 score. There are two ways to reduce them over a data set:
-
-* **pooled** (*micro*, keys ``*_pooled``): add ``TP``, ``FP``, ``FN`` over all
-  pixels of all images, then compute the ratio once. Big lesions weigh more.
-* **per image** (*macro*, keys ``*_per_image``): compute the metric for every
-  image, then take the mean. Every image weighs the same, so a small lesion
-  that is missed pulls the mean down as much as a big one.
-
-Which reduction does the reference study use? Its table reports Dice 0.831 and
-IoU 0.711. For *one* set of counts, ``Dice = 2 TP / (2 TP + FP + FN)`` and
-``IoU = TP / (TP + FP + FN)`` are tied by ``Dice = 2 IoU / (1 + IoU)``, and
-``2 * 0.711 / 1.711 = 0.831``. The identity holds exactly for pooled (micro)
-values, because they come from one set of summed counts, but **not** for means
-of per-image values (the mean of a non-linear function is not the function of
-the mean; ``2 x / (1 + x)`` is concave, so by Jensen's inequality the mean
-per-image Dice is at most ``2 m / (1 + m)`` for the mean per-image IoU ``m``).
-So the study's numbers are compared with our *pooled* values. The per-image
-means are reported too: they describe how the model does on a typical image.
-
-Empty-mask convention (per image)
----------------------------------
-A mask can be empty (e.g. a normal scan, or a model that predicts no lesion),
-and then some ratios are 0/0. The convention used here:
-
-* truth empty and prediction empty: ``dice = iou = precision = recall = f1 = 1``
-  (perfect agreement: nothing to find, nothing found);
-* truth empty, prediction not empty: all 0 (every predicted pixel is a false
-  positive);
-* prediction empty, truth not empty: all 0, precision included (the lesion was
-  missed; "no prediction" earns no precision credit).
-
-``n_empty_truth`` in :func:`segmentation_metrics` tells how many images fall in
-the first two cases. The pooled values use the same rule on the summed counts.
-
-Bootstrap confidence intervals
-------------------------------
-A test set of a few hundred scans gives noisy metrics. :func:`bootstrap_ci`
-resamples the test set with replacement and reports the spread of the metric.
-When several items belong together (duplicate scans of one patient, images of
-the same lesion), pass ``groups`` so whole groups are resampled; otherwise the
-interval is too narrow because correlated copies are counted as independent
-evidence.
+Empty masks (the 0/0 cases): truth and prediction both empty scores 1 for every metric; exactly one empty
+scores 0 (precision included). The pooled values apply the same rule to the summed counts.
 """
 
 from __future__ import annotations
@@ -117,9 +65,7 @@ CLASSIFICATION_METRIC_NAMES = ("accuracy", "precision", "recall", "sensitivity",
 SEGMENTATION_METRIC_NAMES = ("precision", "recall", "f1", "iou", "dice")
 
 
-# ----------------------------------------------------------------------------
-# Classification
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Classification
 def _labels_and_probs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(prob, dtype=np.float64).reshape(-1)
@@ -133,35 +79,11 @@ def _labels_and_probs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_metrics(y_true: ArrayLike, prob: ArrayLike, threshold: float = 0.5) -> dict:
-    """Binary classification metrics, malignant (1) being the positive class.
+    """Binary classification metrics at ``threshold``, malignant (1) being the positive class.
 
-    Parameters
-    ----------
-    y_true : array of 0/1, shape (n,)
-        True labels (0 benign, 1 malignant).
-    prob : array of floats in [0, 1], shape (n,)
-        Predicted probability of malignant (the sigmoid of the model's logit).
-    threshold : a scan is called malignant when ``prob >= threshold``.
-
-    Returns
-    -------
-    dict with
-
-    * ``accuracy``    (tp + tn) / n: the fraction of correct calls. Misleading
-      when the classes are unbalanced (calling everything benign scores high).
-    * ``precision``   tp / (tp + fp): of the scans called malignant, how many are
-      (positive predictive value). 0 when nothing is called malignant.
-    * ``recall`` = ``sensitivity``   tp / (tp + fn): of the malignant scans, how
-      many were found. A missed cancer costs most, so watch this one.
-    * ``specificity`` tn / (tn + fp): of the benign scans, how many were called
-      benign (recall of the benign class). 0 when there are no benign scans.
-    * ``f1``          2 precision recall / (precision + recall): one number that
-      is high only when both are high.
-    * ``roc_auc``     area under the ROC curve: the probability that a random
-      malignant scan gets a higher ``prob`` than a random benign scan. 0.5 is
-      chance, 1 is a perfect ranking; it does not depend on ``threshold``.
-      NaN when ``y_true`` holds only one class.
-    * ``tp``, ``fp``, ``tn``, ``fn``, ``n``: the counts; ``threshold``.
+    Returns ``accuracy``, ``precision``, ``recall`` (= ``sensitivity``), ``specificity``, ``f1``, ``roc_auc``, the
+    counts ``tp``, ``fp``, ``tn``, ``fn``, ``n`` and ``threshold``. A ratio with a zero denominator is 0; ROC AUC
+    is threshold-free and NaN when ``y_true`` holds one class.
     """
     y, p = _labels_and_probs(y_true, prob)
     pred = (p >= threshold).astype(np.int64)
@@ -192,14 +114,9 @@ CI_KEYS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1"
 def classification_round(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """The :data:`CI_KEYS` of :func:`classification_metrics`, computed with numpy: the bootstrap's fast path.
 
-    Why a second computation? A bootstrap recomputes the metrics thousands of
-    times, and ``classification_metrics`` makes seven validated scikit-learn
-    calls (about 15 ms on a small CPU): 1000 resamples of three kinds would take
-    a minute. This function takes well under a millisecond and follows the same
-    conventions (0 when a ratio is 0/0, ROC AUC NaN with one class, ties counted
-    half); the point estimates still come from ``classification_metrics``, and
-    tests check that both agree on random resamples. ``busi evaluate``, the bench
-    and notebook 06's intervals all use it.
+    ``classification_metrics`` makes seven validated scikit-learn calls (~15 ms), too slow for thousands of
+    resamples; this takes well under a millisecond with the same conventions (0 for 0/0, AUC NaN with one class,
+    ties counted half). Tests check that both agree.
     """
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     pos, pred = y == 1, p >= threshold
@@ -221,19 +138,10 @@ def classification_round(y: np.ndarray, p: np.ndarray, threshold: float) -> dict
 
 
 def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden") -> float:
-    """The probability threshold that is best on ``(y_true, prob)``.
+    """The threshold ``t`` (call malignant when ``prob >= t``) that is best on ``(y_true, prob)``.
 
-    Use it on the **validation** set only, then apply the chosen threshold to
-    the test set: picking it on the test set would tune the model to the very
-    data that is supposed to measure it, and the test numbers would be too good.
-
-    criterion
-        ``"youden"``: maximise Youden's J = sensitivity + specificity - 1
-        = TPR - FPR, the point of the ROC curve farthest above the diagonal.
-        ``"f1"``: maximise the F1 score of the malignant class.
-        ``"sensitivity_95"`` (any two digits): the screening point, :func:`sensitivity_threshold` at 0.95.
-
-    Returns a threshold ``t`` such that ``prob >= t`` gives the optimal calls.
+    ``criterion``: ``"youden"`` (max sensitivity + specificity - 1), ``"f1"``, or ``"sensitivity_NN"``
+    (:func:`sensitivity_threshold` at 0.NN). Choose it on validation data only, never on the test set.
     """
     y, p = _labels_and_probs(y_true, prob)
     if len(np.unique(y)) < 2:
@@ -255,14 +163,9 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
 
 
 def sensitivity_threshold(y_true: ArrayLike, prob: ArrayLike, target: float = 0.9) -> float:
-    """The highest threshold whose sensitivity on ``(y_true, prob)`` is at least ``target``.
+    """The highest threshold whose sensitivity on ``(y_true, prob)`` is at least ``target`` (a screening point).
 
-    A screening test is set for the cancers it must not miss: this is the
-    operating point that keeps sensitivity at ``target`` and, among those, gives
-    the best specificity. Like :func:`best_threshold`, choose it on validation
-    data only. With ``k`` malignant scans, it lets through at most
-    ``floor((1 - target) * k)`` of them: the ``ceil(target * k)``-th highest
-    malignant probability.
+    Of ``k`` malignant scans it misses at most ``floor((1 - target) * k)``. Choose it on validation data only.
     """
     y, p = _labels_and_probs(y_true, prob)
     if not 0 < target <= 1:
@@ -273,9 +176,7 @@ def sensitivity_threshold(y_true: ArrayLike, prob: ArrayLike, target: float = 0.
     return float(pos[int(np.ceil(target * len(pos) - 1e-9)) - 1])
 
 
-# ----------------------------------------------------------------------------
-# Segmentation
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Segmentation
 def flat_masks(masks: ArrayLike, name: str) -> np.ndarray:
     """Masks as an (N, pixels) array; one (H, W) mask is N = 1. ``name`` says which argument was wrong."""
     m = np.asarray(masks)
@@ -290,14 +191,8 @@ def segmentation_counts(true_masks: ArrayLike, pred_masks: ArrayLike,
                         threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image pixel counts ``(tp, fp, fn)``, each an int64 array of shape (N,).
 
-    ``true_masks`` (N, H, W) hold {0, 1} (a truth pixel is lesion when its value
-    is above 0.5, so {0, 255} or slightly blurred resized masks also work).
-    ``pred_masks`` (N, H, W) hold probabilities or {0, 1} predictions; a pixel is
-    predicted lesion when ``pred >= threshold``. (N, 1, H, W) works too, and a
-    single (H, W) mask counts as one image.
-
-    The counts are all a segmentation metric needs, so they are the thing to
-    keep (e.g. for :func:`bootstrap_ci` over images) instead of the masks.
+    Truth pixels are lesion above 0.5 (so {0, 255} masks work), predictions when ``>= threshold``. Masks may be
+    (N, H, W), (N, 1, H, W) or one (H, W). The counts are all a metric needs: keep them instead of the masks.
     """
     t = flat_masks(true_masks, "true_masks") > 0.5
     p = flat_masks(pred_masks, "pred_masks") >= threshold
@@ -331,15 +226,8 @@ def pixel_scores(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike) -> dict[str, np.nd
 def scores_from_counts(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, pooled: bool = True) -> dict[str, float]:
     """Pixel precision, recall, f1, iou and dice from per-image counts.
 
-    ``pooled=True`` sums the counts over the images first (micro average);
-    ``pooled=False`` scores every image and takes the mean (macro average).
-    See the module docstring for the difference and the empty-mask convention.
-
-    * precision = TP / (TP + FP): of the pixels predicted lesion, how many are.
-    * recall    = TP / (TP + FN): of the lesion pixels, how many were found.
-    * dice = f1 = 2 TP / (2 TP + FP + FN): overlap relative to the mean size of
-      the two masks.
-    * iou (Jaccard) = TP / (TP + FP + FN) = overlap / union; always <= dice.
+    ``pooled=True`` sums the counts first (micro); ``pooled=False`` averages the per-image scores (macro). Empty
+    masks follow the module docstring's rule.
     """
     tp, fp, fn = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (tp, fp, fn))
     if pooled:
@@ -352,17 +240,8 @@ def scores_from_counts(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, pooled: bool
 def segmentation_metrics(true_masks: ArrayLike, pred_masks: ArrayLike, threshold: float = 0.5) -> dict:
     """Pixel metrics of binary lesion masks, pooled and per image.
 
-    ``true_masks``: (N, H, W) {0, 1}; ``pred_masks``: (N, H, W) probabilities or
-    {0, 1} predictions (lesion when ``>= threshold``).
-
-    Returns a dict with ``precision``, ``recall``, ``f1``, ``iou`` and ``dice``,
-    each twice: ``<name>_pooled`` (counts summed over every pixel of the data
-    set, the micro average that the reference study's Dice/IoU correspond to)
-    and ``<name>_per_image`` (mean over images of the per-image value), plus
-    ``n_images`` and ``n_empty_truth`` (images whose true mask is empty).
-    Empty masks follow the convention of the module docstring.
-
-    Vectorised: 647 masks of 256 x 256 take well under a second.
+    Returns ``<name>_pooled`` and ``<name>_per_image`` for each of ``precision``, ``recall``, ``f1``, ``iou``,
+    ``dice``, plus ``n_images`` and ``n_empty_truth``. Inputs as for :func:`segmentation_counts`.
     """
     tp, fp, fn = segmentation_counts(true_masks, pred_masks, threshold)
     out: dict = {}
@@ -390,9 +269,7 @@ def iou_from_dice(dice: ArrayLike) -> float | np.ndarray:
     return float(out) if out.ndim == 0 else out
 
 
-# ----------------------------------------------------------------------------
-# Bootstrap
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Bootstrap
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays: ArrayLike,
@@ -401,28 +278,11 @@ def bootstrap_ci(
     groups: ArrayLike | None = None,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval ``(low, high)`` of a metric.
+    """Percentile bootstrap interval ``(low, high)`` of ``metric_fn(*arrays)`` (95 % for ``alpha=0.05``).
 
-    ``metric_fn(*arrays)`` must return one number. Each of ``n_boot`` rounds
-    draws ``n`` items with replacement (the same items from every array, along
-    the first axis), recomputes the metric, and the interval is the
-    ``alpha/2`` and ``1 - alpha/2`` percentiles of these values (95 % for
-    ``alpha=0.05``).
-
-    ``groups`` (shape (n,), e.g. patient ids or duplicate groups): resample whole
-    groups instead of items, so a group's items always come or go together. Use
-    it whenever items of a group are correlated; a resample then holds as many
-    groups as the data (its number of items may vary).
-
-    Rounds where the metric is NaN (e.g. ROC AUC of a resample with one class)
-    are dropped; ``(nan, nan)`` if all are. The same ``seed`` gives the same
-    interval.
-
-    Example, ROC AUC by patient and pooled Dice by image::
-
-        bootstrap_ci(lambda y, p: classification_metrics(y, p)["roc_auc"], y, p, groups=patient)
-        tp, fp, fn = segmentation_counts(true_masks, pred_masks)
-        bootstrap_ci(lambda *c: scores_from_counts(*c)["dice"], tp, fp, fn)
+    Every round resamples the same items from each array along the first axis. ``groups`` (e.g. patient or
+    duplicate group per item) resamples whole groups, so correlated copies never narrow the interval. NaN rounds
+    are dropped (``(nan, nan)`` if all are); the same ``seed`` gives the same interval.
     """
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array")
@@ -456,12 +316,9 @@ def bootstrap_ci(
 
 def bootstrap_many(fn: Callable[..., dict], *arrays: ArrayLike, n_boot: int, seed: int, groups: ArrayLike | None = None,
                    alpha: float = 0.05) -> dict[str, list[float]]:
-    """Bootstrap intervals of *every* number ``fn`` returns (a dict), from one set of resamples.
+    """Bootstrap intervals ``{key: [low, high]}`` of every number in ``fn``'s dict, from one set of resamples.
 
-    :func:`bootstrap_ci` gives the interval of one number; calling it once per
-    metric would redo the same (slow, scikit-learn) work ten times. So ``fn``'s
-    dict of every round is recorded and each key gets the same percentile
-    interval bootstrap_ci computes (NaN rounds dropped). Returns ``{key: [low, high]}``.
+    One call instead of one :func:`bootstrap_ci` per metric, which would redo the same work for every key.
     """
     rounds: list[dict] = []
 
@@ -479,16 +336,12 @@ def bootstrap_many(fn: Callable[..., dict], *arrays: ArrayLike, n_boot: int, see
     return out
 
 
-# ----------------------------------------------------------------------------
-# fastai metrics
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- fastai metrics
 def _unpack(learn):
     """Split ``learn.pred``/``learn.yb`` into ``(class_logit, y_cls, mask_logits, y_mask)``; missing parts are None.
 
-    * a tuple prediction is the multitask model: ``(class_logit, mask_logits)``
-      with targets ``learn.yb = (y_cls, y_mask)``;
-    * a 4-D prediction (B, 1, H, W) is a segmentation model's mask logits;
-    * anything else ((B,) or (B, 1)) is a classification model's logit.
+    A tuple is the multitask model's ``(class_logit, mask_logits)``, a 4-D tensor is mask logits, anything else a
+    class logit.
     """
     pred, yb = learn.pred, tuple(learn.yb)
     if len(yb) == 1 and isinstance(yb[0], (tuple, list)):
@@ -508,15 +361,10 @@ def _detach(learn, t: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationMetric(Metric):
-    """A fastai metric computed by :func:`classification_metrics` over a whole epoch.
+    """A fastai metric computed by :func:`classification_metrics` once over a whole epoch.
 
-    ``name`` is one of ``accuracy``, ``precision``, ``recall``, ``sensitivity``,
-    ``specificity``, ``f1``, ``roc_auc``. Every batch, the class logit is found in
-    ``learn.pred`` (the logit itself, or element 0 of a multitask tuple), turned
-    into a probability with a sigmoid and stored with its target; at the end of
-    the epoch the metric is computed once on all of them. (Averaging ROC AUC or
-    F1 over batches, as fastai does for plain functions, would give a different
-    and batch-size dependent number.)
+    Probabilities are stored per batch and scored at the end: fastai's batch averaging would make ROC AUC and F1
+    depend on the batch size.
     """
 
     def __init__(self, name: str = "roc_auc", threshold: float = 0.5):
@@ -552,16 +400,10 @@ class ClassificationMetric(Metric):
 
 
 class SegmentationMetric(Metric):
-    """A fastai metric computed by :func:`scores_from_counts` over a whole epoch.
+    """A fastai metric computed by :func:`scores_from_counts` over a whole epoch, pooled or per image.
 
-    ``name`` is one of ``dice``, ``iou``, ``precision``, ``recall``, ``f1``. Every
-    batch, the mask logits are found in ``learn.pred`` (a (B, 1, H, W) tensor, or
-    element 1 of a multitask tuple), turned into lesion pixels with
-    ``sigmoid(logit) >= threshold``, and only the per-image counts TP, FP, FN are
-    kept (no masks are stored). The value is pooled over all pixels of the epoch
-    (``pooled=True``, name ``<name>_pooled``) or the mean of the per-image values
-    (``pooled=False``, name ``<name>_per_image``), exactly as
-    :func:`segmentation_metrics` computes them.
+    Only the per-image TP, FP, FN are kept (no masks). The metric is named ``<name>_pooled`` or
+    ``<name>_per_image``, as in :func:`segmentation_metrics`.
     """
 
     def __init__(self, name: str = "dice", pooled: bool = True, threshold: float = 0.5):
@@ -609,10 +451,7 @@ def classification_fastai_metrics(
 def segmentation_fastai_metrics(
     names: Sequence[str] = ("dice", "iou"), pooled: bool = True, threshold: float = 0.5
 ) -> list[SegmentationMetric]:
-    """The segmentation metrics shown while training (default ``dice_pooled``, ``iou_pooled``).
-
-    Monitor one of them with e.g. ``SaveModelCallback(monitor="dice_pooled")``.
-    """
+    """The segmentation metrics shown while training (default ``dice_pooled``, ``iou_pooled``)."""
     return [SegmentationMetric(n, pooled, threshold) for n in names]
 
 
@@ -620,10 +459,8 @@ def segmentation_fastai_metrics(
 def score_table(t: pd.DataFrame, suffix: str = "", fast: bool = False) -> dict:
     """Classification and segmentation metrics of a per-scan prediction table.
 
-    Each row is called malignant at its own fold's threshold, so pooled tables
-    of several folds are scored exactly as each fold was. ``fast``: the numpy twin
-    :func:`busi_lib.evaluation.metrics.classification_round` (the :data:`~busi_lib.evaluation.metrics.CI_KEYS`
-    only, no counts), for the bootstrap's thousands of rounds.
+    Each row is called at its own fold's threshold, so pooled folds score as each fold did. ``fast`` uses
+    :func:`classification_round` (the :data:`CI_KEYS` only, no counts), for the bootstrap.
     """
     out: dict = {}
     if "prob" + suffix in t:

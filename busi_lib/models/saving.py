@@ -1,24 +1,10 @@
 """A saved model is a folder anyone can inspect and load safely.
 
-::
-
-    model/
-      model.safetensors   the weights (safetensors: plain tensors, no pickled code)
-      config.json         everything needed to rebuild the network and its preprocessing,
-                          the decision threshold, the data fingerprint, the weights' sha256
-      metrics.json        the metrics measured when it was trained (optional)
-
-Loading rebuilds the architecture from ``config.json`` (never from pickled
-objects) and then loads the tensors. A missing file, a config of another
-format version, or weights that do not match the config (edited or swapped
-files: the sha256 or the tensor names and shapes disagree) raise
+``model.safetensors`` holds the weights (plain tensors, no pickled code), ``config.json`` everything to rebuild
+the network and its preprocessing (threshold, data fingerprint, the weights' sha256), ``metrics.json`` the
+training metrics (optional). Loading rebuilds the architecture from the config, then loads the tensors; a missing
+file, another format version, or weights that disagree with the config raise
 :class:`~busi_lib.errors.BusiDataError` naming the folder.
-
-Some settings are learnt *after* training (a probability temperature fitted on
-the validation part, see :mod:`busi_lib.evaluation.calibration`). :func:`update_config`
-adds them to ``config.json`` in place: it checks the weights first (so a folder
-whose weights were swapped is never blessed with a new config), refuses to
-touch the fields that describe the weights, and replaces the file atomically.
 """
 
 from __future__ import annotations
@@ -45,11 +31,9 @@ METRICS = "metrics.json"
 def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics: dict | None = None) -> Path:
     """Write ``model``'s weights, its ``config`` and optional ``metrics`` into ``folder``.
 
-    ``config`` must hold at least ``arch`` (and ``encoder``, ``image_size`` where
-    they matter): :func:`busi_lib.models.networks.build_model` is called with them on load.
+    ``config`` needs ``arch`` (and ``encoder``, ``image_size`` where they matter): :func:`build_model` gets them on
+    load.
     """
-
-
     if "arch" not in config:
         raise ValueError("config needs an 'arch' entry to rebuild the model")
     folder = Path(folder)
@@ -120,10 +104,8 @@ def _check_weights_hash(folder: Path, config: dict) -> Path:
 def update_config(folder: str | Path, **changes: object) -> dict:
     """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config.
 
-    The weights are checked against the config first; the fields in
-    :data:`PROTECTED_FIELDS` cannot be changed (that would make the config lie
-    about its weights); values must be JSON-serialisable. The new file replaces
-    the old one atomically, so a reader sees either the old or the new config.
+    The weights are checked first, :data:`PROTECTED_FIELDS` cannot change (the config would lie about its weights),
+    and the file is replaced atomically.
     """
     folder = Path(folder)
     config = read_config(folder)
@@ -152,15 +134,7 @@ def use_operating_point(config: dict, name: str | None) -> dict:
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild and load a saved model: ``(model in eval mode, config)``.
-
-    ``config["temperature"]`` is the probability temperature fitted after
-    training (:func:`busi_lib.evaluation.calibration.fit_temperature`), 1.0 (none) when the
-    folder has none; ``config["threshold"]`` the decision threshold chosen on
-    validation data.
-    """
-
-
+    """Rebuild and load a saved model: ``(model in eval mode, config)``; ``config["temperature"]`` defaults to 1.0."""
     folder = Path(folder)
     config = read_config(folder)
     wpath = _check_weights_hash(folder, config)

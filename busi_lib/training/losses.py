@@ -1,20 +1,10 @@
 """Losses for the three tasks, as fastai-ready callables.
 
-* Classification: ``BCEWithLogitsLoss`` with ``pos_weight`` = n_benign / n_malignant
-  of the *training* split, so each malignant scan weighs as much as all benign
-  scans together would per class: the network cannot win by saying "benign".
-* Segmentation: BCE on every pixel (with logits: one sigmoid channel, mask in
-  {0, 1}), optionally plus the soft Dice loss, which looks at the overlap of the
-  whole lesion and so is not swamped by the many background pixels.
-* Multitask: ``w_cls * L_cls + w_seg * L_seg``. The two parts have different
-  scales and speeds; the weights are parameters, and by default segmentation
-  weighs more (as in the study): the decoder's dense gradient also shapes the
-  shared encoder, which helps the classifier on few images. The parts of the
-  last batch are kept in ``last_parts`` so they can be logged separately.
-
-Every loss has ``activation`` (sigmoid on each output) and ``decodes``
-(threshold 0.5), which fastai's ``get_preds`` uses; both understand the
-multitask tuple ``(class_logit, mask_logits)``.
+Classification: ``BCEWithLogitsLoss`` with ``pos_weight`` = n_benign / n_malignant of the *training* split, so
+the network cannot win by saying "benign". Segmentation: per-pixel BCE plus optionally soft Dice, which sees the
+whole lesion's overlap and is not swamped by background pixels. Multitask: ``w_cls * L_cls + w_seg * L_seg``;
+segmentation weighs more by default (as in the study), as its dense gradient also shapes the shared encoder. Every
+loss has fastai's ``activation`` (sigmoid) and ``decodes`` (at 0.5), multitask tuple included.
 """
 
 from __future__ import annotations
@@ -25,11 +15,7 @@ import torch.nn.functional as F
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over the whole batch (pooled), on sigmoid probabilities.
-
-    Pooled over the batch so that an empty (normal) mask does not make the loss
-    undefined; ``eps`` smooths the ratio.
-    """
+    """1 - soft Dice over the whole batch (pooled, so an empty mask leaves it defined), on sigmoid probabilities."""
     prob = torch.sigmoid(logits).flatten()
     target = target.float().flatten()
     inter = (prob * target).sum()

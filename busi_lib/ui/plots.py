@@ -1,8 +1,4 @@
-"""Figures with matplotlib and seaborn: scans with masks, data overview, results.
-
-Every function returns the matplotlib ``Figure`` (so a notebook can save it) and
-gives each axis a title and labels.
-"""
+"""Figures with matplotlib and seaborn: scans with masks, data overview, results. Each returns its ``Figure``."""
 
 from __future__ import annotations
 
@@ -64,9 +60,9 @@ def show_samples(
     classes: Sequence[str] | None = LESION_CLASSES,
     norm: Normalization = IMAGENET,
 ) -> Figure:
-    """A grid of scans with the true mask outlined (and a predicted one, if given).
-
-    ``images``: uint8 (H, W) arrays, or model inputs (3, H, W) normalised with ``norm``."""
+    """A grid of scans (uint8 (H, W), or model inputs normalised with ``norm``) with the true mask outlined (and a
+    predicted one, if given).
+    """
     n = len(images)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
@@ -92,8 +88,9 @@ def show_samples(
 
 
 def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: int = 4, **kwargs) -> Figure:
-    """One batch of ``dls`` exactly as the network receives it (augmented, normalised), masks outlined; for all three
-    shapes of batch (fastai's typed ``show_batch`` does not know the multitask tuple)."""
+    """One batch of ``dls`` exactly as the network receives it (augmented, normalised), masks outlined; unlike fastai's
+    ``show_batch``, it knows the multitask tuple.
+    """
     dl = {"train": dls.train, "valid": dls.valid, "test": dls[2] if len(dls.loaders) > 2 else None}[split]
     b = dl.one_batch()
     y = b[1][:n] if dls.kind in ("classify", "multitask") else None
@@ -102,9 +99,9 @@ def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: in
 
 
 def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: Normalization = IMAGENET) -> Figure:
-    """One training scan and its mask as augmentation draws them in epochs 0 .. ``n - 1`` (one albumentations call
-    moves both); ``dataset``: a :class:`~busi_lib.data.loaders.BusiDataset` with masks (``segment`` or
-    ``multitask``)."""
+    """One training scan and its mask as augmentation draws them in epochs 0 .. ``n - 1``: the mask moves with the scan.
+    ``dataset`` must hold masks (``segment`` or ``multitask``).
+    """
     if dataset.kind == "classify":
         raise ValueError("a classification dataset holds no masks: build it with kind 'segment' or 'multitask'")
     saved, items = dataset.epoch, []
@@ -122,8 +119,9 @@ def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: N
 
 def plot_cam_gallery(gallery: dict, classes: Sequence[str] = LESION_CLASSES, size: float = 2.6,
                      title: str = "Grad-CAM: where the evidence for the model's call lies") -> Figure:
-    """Scans with their Grad-CAM heat overlaid and one colour bar; each titled with the true label, p(malignant)
-    and the call. ``gallery``: what :func:`busi_lib.apps.cam.cam_gallery` returns."""
+    """Scans with their Grad-CAM heat overlaid, titled with truth, p(malignant) and call; ``gallery`` is
+    :func:`busi_lib.apps.cam.cam_gallery`'s.
+    """
     n = len(gallery["images"])
     ncols = min(n, 6)
     nrows = int(np.ceil(n / ncols))
@@ -185,10 +183,7 @@ def plot_data_overview(df: pd.DataFrame) -> Figure:
 def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax: Axes | None = None,
                    classes: Sequence[str] = LESION_CLASSES, title: str | None = None,
                    threshold: float | None = None) -> Figure:
-    """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction), titled with the rates it implies.
-
-    With ``threshold``, the title says at which p(malignant) a scan was called malignant.
-    """
+    """A 2x2 confusion matrix heatmap (rows: truth, columns: prediction), titled with its rates (and ``threshold``)."""
     ax = ax or plt.subplots(figsize=(3.8, 3.3))[1]
     cm = np.array([[tn, fp], [fn, tp]])
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=classes, yticklabels=classes, ax=ax)
@@ -204,7 +199,6 @@ def plot_confusion(tp: int, fp: int, tn: int, fn: int, ax: Axes | None = None,
 def plot_roc(y_true: ArrayLike, prob: ArrayLike, ax: Axes | None = None, label: str | None = None,
              point: tuple[float, float] | None = None) -> Figure:
     """ROC curve with its AUC; ``point`` = (fpr, tpr) marks the operating point."""
-
     ax = ax or plt.subplots(figsize=(3.6, 3.4))[1]
     if len(np.unique(np.asarray(y_true))) < 2:
         # a tiny test part (smoke runs) can hold one class only: the curve is undefined, say so
@@ -226,12 +220,10 @@ CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"), ("acc
 
 
 def plot_training_curves(log: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Losses per epoch (left) and a validation metric per epoch (right), from an epoch-log DataFrame.
+    """Losses (left) and a validation metric (right) per epoch, from an epoch log.
 
-    The loss axis stops at 1.5 times the largest loss after the first epoch, so one
-    huge first-epoch validation loss (common when batch norm statistics are still
-    settling) does not squash the rest; a point above it is drawn on the edge and
-    said in the title.
+    The loss axis stops at 1.5 times the largest loss after epoch 0, so a huge first validation loss (batch norm
+    statistics still settling) does not squash the rest; the title says so.
     """
     metric = next(((c, name) for c, name in CURVE_METRICS if c in log.columns), None)
     if ax is None:
@@ -271,14 +263,9 @@ METRIC_LABELS = {
 def plot_metric_bars(table: pd.DataFrame,
                      metrics: Sequence[str] = ("accuracy", "sensitivity", "specificity", "f1", "auc"),
                      ax: Axes | None = None, title: str | None = None, ci: dict | None = None) -> Figure:
-    """Grouped bars: one group per metric, one bar per model (like the study's Figure 2).
-
-    ``table`` has a ``model`` column and one column per metric (a
-    :func:`busi_lib.evaluation.study.collect_models` table); models without a metric get no bar.
-    ``ci``: ``{model: {metric: (low, high)}}`` draws those intervals as error bars
-    (e.g. :func:`busi_lib.evaluation.study.test_intervals`); the caller's title should say what they are.
+    """Grouped bars: one group per metric, one bar per model (a :func:`~busi_lib.evaluation.study.collect_models`
+    table). ``ci`` (``{model: {metric: (low, high)}}``) draws error bars; the title should say what they are.
     """
-
     metrics = [m for m in metrics if m in table.columns]
     long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value").dropna()
     long["metric"] = pd.Categorical(long["metric"].map(METRIC_LABELS), [METRIC_LABELS[m] for m in metrics])
@@ -301,10 +288,8 @@ def plot_metric_bars(table: pd.DataFrame,
 
 def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Sequence | None = None,
                    size: float = 2.2) -> Figure:
-    """Rows of scans: the scan with its true mask, then each model's predicted mask (like the study's Figure 3).
-
-    ``preds``: ``{model name: list of (H, W) masks}``, in the order of ``images``.
-    True masks are outlined in orange, predictions in cyan.
+    """Rows of scans: the true mask (orange), then each model's predicted mask (cyan); ``preds`` is
+    ``{model name: list of (H, W) masks}``.
     """
     names = list(preds)
     n, ncols = len(images), 1 + len(names)
@@ -331,9 +316,9 @@ def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Seque
 
 
 def plot_study_comparison(comparison: pd.DataFrame, ax: Axes | None = None, source: str | None = None) -> Figure:
-    """This run's multitask metrics beside the study's (a :func:`busi_lib.evaluation.study.multitask_vs_study` table);
-    ``source`` (e.g. :data:`busi_lib.evaluation.study.STUDY_SOURCE`) is written under the chart as the study's
-    citation."""
+    """This run's multitask metrics beside the study's (a :func:`~busi_lib.evaluation.study.multitask_vs_study`
+    table); ``source`` is printed under the chart as the study's citation.
+    """
     long = comparison.assign(label=comparison["task"].str[:3] + ". " + comparison["metric"]).melt(
         id_vars="label", value_vars=["this run", "study"], var_name="source", value_name="value"
     )
@@ -354,14 +339,9 @@ def _shape_text(shape) -> str:
 
 
 def plot_multitask_diagram(shapes: dict, ax: Axes | None = None) -> Figure:
-    """A block diagram of the multitask UResNet from :func:`busi_lib.evaluation.study.layer_shapes`.
-
-    Encoder stages go down the left column (resolution halves, channels grow),
-    decoder blocks come up the right column, dashed arrows are the skip
-    connections, and the classification head leaves from the deepest stage.
-    Every box shows the measured output shape (channels x height x width).
+    """A block diagram of the multitask UResNet, every box showing its measured shape from
+    :func:`~busi_lib.evaluation.study.layer_shapes`: encoder down the left, decoder up the right, skips dashed.
     """
-
     enc, dec = shapes["encoder"][1:], shapes["decoder"]  # encoder[0] is the input itself
     n = len(enc)
     ax = ax or plt.subplots(figsize=(9, 1.5 + 0.9 * n))[1]

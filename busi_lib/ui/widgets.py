@@ -1,30 +1,10 @@
 """Interactive widgets for the notebooks: browse the data, move a threshold, pick a mask.
 
-Each builder returns a :class:`LiveFigure`, an ``ipywidgets.VBox`` holding its
-controls, a text summary and a figure. Moving a control redraws the figure and
-the summary at once. Notebooks show one with :func:`show`::
-
-    from busi_lib.ui.widgets import threshold_explorer, show
-    show(threshold_explorer(pred["y"], pred["prob"], threshold=0.5))
-
-* :func:`dataset_browser` - a scan of a chosen class with its lesion outline and
-  the other members of its near-duplicate group side by side.
-* :func:`threshold_explorer` - a probability threshold slider that updates the
-  confusion matrix, sensitivity, specificity and the point on the ROC curve.
-* :func:`mask_picker` - a scan with its true and predicted lesion masks and the
-  model's probabilities.
-
-Why the figure is a PNG in an ``ipywidgets.Image`` (and not ``%matplotlib widget``
-or an ``Output`` widget that re-displays a pyplot figure): the PNG needs no
-extra front-end extension, works the same in JupyterLab, classic Notebook,
-VS Code and Colab, never leaks pyplot figures, and a test can read exactly
-what the student sees (``widget.figure``, ``widget.png``, ``widget.summary``)
-without a browser.
-
-Static runs (papermill, nbval, the docs) cannot move a slider; with the
-environment variable ``BUSI_STATIC_WIDGETS=1``, :func:`show` displays the
-widget's current figure and summary as a plain image and HTML instead, so the
-executed notebook keeps a picture of it.
+Each builder returns a :class:`LiveFigure` (controls, a text summary, a figure redrawn when a control moves);
+notebooks show it with :func:`show`. The figure is a PNG in an ``ipywidgets.Image``: no front-end extension,
+the same in JupyterLab, Notebook, VS Code and Colab, no leaked pyplot figures, and tests can read exactly what
+the student sees. With ``BUSI_STATIC_WIDGETS=1`` (papermill, nbval), :func:`show` displays the current figure
+and summary statically, so the executed notebook keeps a picture.
 """
 
 from __future__ import annotations
@@ -59,14 +39,8 @@ def static_mode() -> bool:
 class LiveFigure(widgets.VBox):
     """Controls, a text summary and a matplotlib figure that is redrawn when a control moves.
 
-    ``draw(fig, values)`` receives a cleared :class:`~matplotlib.figure.Figure`
-    and a dict ``{name: value}`` of the controls, draws on the figure and
-    returns ``(summary_html, state)``: the text shown above the figure and a
-    dict of the numbers it shows (kept in ``self.state`` for code and tests).
-
-    Attributes: ``controls`` (dict name -> widget), ``figure`` (the current
-    figure), ``png`` (its rendering), ``summary`` (the current HTML text),
-    ``state`` (the numbers behind it).
+    ``draw(fig, values)`` draws on a cleared figure and returns ``(summary_html, state)``: the text above the figure
+    and the numbers behind it (``self.state``, for code and tests); ``png`` is the current rendering.
     """
 
     def __init__(self, controls: dict[str, widgets.Widget], draw: Callable, figsize=(9.0, 3.6)):
@@ -114,8 +88,7 @@ class LiveFigure(widgets.VBox):
 def show(widget: LiveFigure) -> None:
     """Display a widget: live in a notebook front end, as its static figure when ``BUSI_STATIC_WIDGETS=1``.
 
-    Returns None on purpose: a cell ending in ``show(...)`` would otherwise display
-    its return value a second time. Keep a handle with ``w = threshold_explorer(...); show(w)``.
+    Returns None so that a cell ending in ``show(...)`` does not display the widget twice.
     """
     if static_mode():
         IPython.display.display(IPython.display.HTML(widget.summary))
@@ -140,18 +113,13 @@ def _legend_line(color, text: str) -> str:
     return f'<span style="color: rgb({rgb}); font-weight: bold">&#9644;</span> {html.escape(text)}'
 
 
-# ----------------------------------------------------------------------------
-# Data set browser
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Data set browser
 def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
     """Browse the scans of each class, with the lesion outline and the scan's near-duplicates.
 
-    ``df`` is :func:`busi_lib.data.table.load_dataset`'s table (with ``dup_group`` and
-    ``group_size``; without them every scan stands alone). Controls: a class
-    dropdown, an index slider over the scans of that class, and a checkbox that
-    toggles the mask outline. The other members of the scan's duplicate group
-    (at most ``max_panels - 1``) are drawn beside it, each with its own label,
-    so a group with two labels stands out.
+    ``df`` is :func:`~busi_lib.data.table.load_dataset`'s table (``dup_group``/``group_size`` optional). Up to
+    ``max_panels - 1`` members of the scan's duplicate group are drawn beside it with their labels, so a group
+    with two labels stands out.
     """
     if len(df) == 0:
         raise ValueError("dataset_browser needs a non-empty table")
@@ -225,19 +193,13 @@ def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
     return LiveFigure({"label": label, "index": index, "outline": outline}, draw, figsize=(5.0, 4.0))
 
 
-# ----------------------------------------------------------------------------
-# Threshold explorer
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Threshold explorer
 def threshold_explorer(y: ArrayLike, prob: ArrayLike, threshold: float = 0.5,
                        classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
     """Move the decision threshold over held-out predictions and watch the trade-off.
 
-    ``y`` (0 benign / 1 malignant) and ``prob`` (predicted probability of
-    malignant) come from a validation or test set. A scan is called malignant
-    when ``prob >= threshold``. The summary shows sensitivity, specificity,
-    precision and accuracy from :func:`busi_lib.evaluation.metrics.classification_metrics`;
-    the figure shows the confusion matrix and the ROC curve with the current
-    operating point. ``widget.state`` is that metrics dict.
+    A scan is malignant when ``prob >= threshold``; the summary shows the rates, the figure the confusion matrix and
+    the ROC operating point. ``widget.state`` is :func:`~busi_lib.evaluation.metrics.classification_metrics`'s dict.
     """
     y = np.asarray(y).reshape(-1)
     prob = np.asarray(prob, dtype=np.float64).reshape(-1)
@@ -288,9 +250,7 @@ def threshold_explorer(y: ArrayLike, prob: ArrayLike, threshold: float = 0.5,
     return LiveFigure({"threshold": slider}, draw, figsize=(8.5, 3.6))
 
 
-# ----------------------------------------------------------------------------
-# Mask picker
-# ----------------------------------------------------------------------------
+# ---------------------------------------------------------------- Mask picker
 def _squeeze_stack(a, name: str) -> np.ndarray:
     """(N, H, W) from (N, H, W) or (N, 1, H, W) (numpy or torch)."""
     a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
@@ -305,14 +265,8 @@ def mask_picker(images: np.ndarray, masks: np.ndarray, mask_probs: np.ndarray, y
                 prob: ArrayLike | None = None, classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
     """Pick a scan and compare its true lesion mask with the model's predicted one.
 
-    ``images``: (N, H, W) uint8 scans or the loader's normalised tensors
-    (N, 3, H, W); ``masks``: (N, H, W) true masks {0, 1}; ``mask_probs``:
-    (N, H, W) predicted lesion probabilities (``predict_loader``'s ``mask_prob``).
-    ``y``/``prob`` (optional): true class and predicted p(malignant) of each scan,
-    from a multitask model. Controls: the scan index and the mask threshold.
-    Panels: the scan with the true outline, the scan with the predicted outline,
-    and the probability map. ``widget.state`` holds this scan's Dice and IoU
-    (from :func:`busi_lib.evaluation.metrics.segmentation_metrics`) and probabilities.
+    ``images`` are (N, H, W) uint8 scans or the loader's (N, 3, H, W) tensors; ``masks`` and ``mask_probs`` are
+    (N, H, W); ``y``/``prob`` (optional) add the class and p(malignant). ``widget.state`` holds the scan's Dice and IoU.
     """
     masks = _squeeze_stack(masks, "masks")
     mask_probs = _squeeze_stack(mask_probs, "mask_probs").astype(np.float32)

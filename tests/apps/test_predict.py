@@ -163,6 +163,26 @@ def test_cam_equals_the_class_activation_map_of_a_pooled_linear_head(models):
             assert np.corrcoef(p.cam.ravel(), expected.ravel())[0, 1] > 0.99, arch
 
 
+def test_hand_written_grad_cam_equals_pytorch_grad_cam(models):
+    """The lesson's two-hook Grad-CAM against the maintained package, on the same layer and signed logit."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+    from busi_lib.apps.cam import ClassLogit, cam_target_layer, grad_cam
+
+    imgs = list(np.random.default_rng(5).integers(0, 256, (4, 80, 80), dtype=np.uint8))
+    labels = [1, 0, 1, 0]
+    for arch in ("custom_cnn", "multitask"):
+        model, config = models[arch]
+        x = preprocess(imgs, 64)
+        ours = grad_cam(model, config, x, labels)
+        net = ClassLogit(model) if arch == "multitask" else model
+        with GradCAM(model=net, target_layers=[cam_target_layer(model, config)]) as cam:
+            theirs = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(lab) for lab in labels])
+        assert ours.shape == theirs.shape == (4, 64, 64)
+        assert theirs.std() > 0 and np.abs(ours - theirs).max() < 1e-5, arch
+
+
 def test_predict_files_writes_masks_overlays_cams_and_the_table(models, scans, tmp_path, checksums):
     model, config = models["multitask"]
     before = checksums(scans[0].parent.parent)
