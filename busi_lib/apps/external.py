@@ -80,7 +80,7 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.files import atomic_write_bytes, new_folder, write_json
 from busi_lib.models.saving import config_normalization, load_model, update_config, use_operating_point
-from busi_lib.ui.report import write_report
+from busi_lib.ui.report import Evaluation, write_report
 
 if TYPE_CHECKING:  # names for the type hints only
     import torch
@@ -498,22 +498,6 @@ def save_site_model(members: list, site: dict, root: Path, dest: str | Path, ada
 
 
 # ----------------------------------------------------------------------------- the whole evaluation
-@dataclass
-class Evaluation:
-    """What :func:`evaluate_model` returns: the numbers and the per-image predictions.
-
-    ``metrics`` is the content of ``evaluation.json``; ``predictions`` one row
-    per image (``predictions.csv``); ``pred`` and ``images`` the raw arrays
-    (probabilities, masks, the scans at the model's size) for further figures.
-    """
-
-    metrics: dict
-    predictions: pd.DataFrame
-    pred: dict
-    images: np.ndarray
-    out: Path | None = None
-
-
 def predictions_frame(table: pd.DataFrame, pred: dict, threshold: float, temperature: float = 1.0) -> pd.DataFrame:
     """One row per image: ids, truth, probability (and calibrated), the call, and the image's Dice if scored."""
     df = table[["image_id", "patient_id", "label", "target", "has_mask"]].copy()

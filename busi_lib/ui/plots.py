@@ -87,7 +87,7 @@ def show_samples(
     return fig
 
 
-def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: int = 4, **kwargs) -> Figure:
+def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: int = 4, **kwargs: object) -> Figure:
     """One batch of ``dls`` exactly as the network receives it (augmented, normalised), masks outlined; unlike fastai's
     ``show_batch``, it knows the multitask tuple.
     """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,22 @@ __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_f
 
 
 # ----------------------------------------------------------------------------- figures
+@dataclass
+class Evaluation:
+    """What :func:`busi_lib.apps.external.evaluate_model` returns: the numbers and the per-image predictions.
+
+    ``metrics`` is the content of ``evaluation.json``; ``predictions`` one row
+    per image (``predictions.csv``); ``pred`` and ``images`` the raw arrays
+    (probabilities, masks, the scans at the model's size) for further figures.
+    """
+
+    metrics: dict
+    predictions: pd.DataFrame
+    pred: dict
+    images: np.ndarray
+    out: Path | None = None
+
+
 def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Reliability diagram") -> Figure:
     """Reliability diagram of one or more prediction sets: ``{name: (y, prob)}``.
 
@@ -114,7 +131,7 @@ def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray,
     return fig
 
 
-def report_figures(evaluation, n_worst: int = 8) -> dict:
+def report_figures(evaluation: Evaluation, n_worst: int = 8) -> dict:
     """The report's figures ``{file stem: Figure}`` for an :class:`~busi_lib.apps.external.Evaluation`."""
 
     m, df, pred = evaluation.metrics, evaluation.predictions, evaluation.pred
@@ -259,7 +276,7 @@ def markdown_report(m: dict, figures: Sequence[str] = ()) -> str:
     return "\n".join(L)
 
 
-def write_report(evaluation, out: str | Path, n_worst: int = 8) -> Path:
+def write_report(evaluation: Evaluation, out: str | Path, n_worst: int = 8) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
     figs = report_figures(evaluation, n_worst)
