@@ -66,7 +66,8 @@ SEGMENTATION_METRIC_NAMES = ("precision", "recall", "f1", "iou", "dice")
 
 
 # ---------------------------------------------------------------- Classification
-def _labels_and_probs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
+def labels_and_probs(y_true: ArrayLike, prob: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (0 benign, 1 malignant) and probabilities as flat arrays, or a clear error."""
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(prob, dtype=np.float64).reshape(-1)
     if y.shape != p.shape:
@@ -85,7 +86,7 @@ def classification_metrics(y_true: ArrayLike, prob: ArrayLike, threshold: float 
     counts ``tp``, ``fp``, ``tn``, ``fn``, ``n`` and ``threshold``. A ratio with a zero denominator is 0; ROC AUC
     is threshold-free and NaN when ``y_true`` holds one class.
     """
-    y, p = _labels_and_probs(y_true, prob)
+    y, p = labels_and_probs(y_true, prob)
     pred = (p >= threshold).astype(np.int64)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     recall = recall_score(y, pred, zero_division=0)
@@ -143,16 +144,13 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
     ``criterion``: ``"youden"`` (max sensitivity + specificity - 1), ``"f1"``, or ``"sensitivity_NN"``
     (:func:`sensitivity_threshold` at 0.NN). Choose it on validation data only, never on the test set.
     """
-    y, p = _labels_and_probs(y_true, prob)
+    y, p = labels_and_probs(y_true, prob)
     if len(np.unique(y)) < 2:
         raise ValueError("best_threshold needs both benign and malignant examples")
     if criterion.startswith("sensitivity_") and criterion[12:].isdigit():
         return sensitivity_threshold(y, p, int(criterion[12:]) / 100)
     if criterion == "youden":
-        fpr, tpr, thr = roc_curve(y, p)
-        finite = np.isfinite(thr)  # the first ROC point uses threshold +inf (nothing positive)
-        j = (tpr - fpr)[finite]
-        return float(thr[finite][int(np.argmax(j))])
+        return youden_threshold(y, p)
     if criterion == "f1":
         prec, rec, thr = precision_recall_curve(y, p)
         prec, rec = prec[:-1], rec[:-1]  # the last point has no threshold
@@ -162,12 +160,30 @@ def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden"
     raise ValueError(f"criterion must be 'youden', 'f1' or 'sensitivity_NN', not {criterion!r}")
 
 
+def youden_threshold(y_true: ArrayLike, prob: ArrayLike) -> float:
+    """The threshold with the largest sensitivity + specificity - 1 (Youden's J) on ``(y_true, prob)``."""
+    fpr, tpr, thresholds = roc_curve(y_true, prob)  # one point for every distinct probability
+    finite = np.isfinite(thresholds)  # the first point has threshold +inf: nothing called malignant
+    j = tpr[finite] - fpr[finite]  # sensitivity - (1 - specificity)
+    return float(thresholds[finite][np.argmax(j)])
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """(PPV, NPV) at a prevalence of malignancy: of the scans called malignant, the fraction that are; of those
+    called benign, the fraction that are (Bayes' rule: they depend on how common cancer is, unlike sensitivity)."""
+    true_pos, false_pos = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    true_neg, false_neg = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    ppv = true_pos / (true_pos + false_pos) if true_pos + false_pos > 0 else float("nan")
+    npv = true_neg / (true_neg + false_neg) if true_neg + false_neg > 0 else float("nan")
+    return ppv, npv
+
+
 def sensitivity_threshold(y_true: ArrayLike, prob: ArrayLike, target: float = 0.9) -> float:
     """The highest threshold whose sensitivity on ``(y_true, prob)`` is at least ``target`` (a screening point).
 
     Of ``k`` malignant scans it misses at most ``floor((1 - target) * k)``. Choose it on validation data only.
     """
-    y, p = _labels_and_probs(y_true, prob)
+    y, p = labels_and_probs(y_true, prob)
     if not 0 < target <= 1:
         raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
     pos = np.sort(p[y == 1])[::-1]

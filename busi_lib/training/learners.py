@@ -249,6 +249,29 @@ def transfer_learner(dls: BusiDataLoaders, cfg: TrainConfig, loss_func: nn.Modul
     return learn
 
 
+def plain_fit(model: nn.Module, dls: BusiDataLoaders, loss_func: nn.Module, opt: torch.optim.Optimizer,
+              epochs: int) -> pd.DataFrame:
+    """The loop a fastai ``Learner`` runs, written out in plain PyTorch: for every training batch, forward, loss,
+    backward, step; then the mean loss on the validation part. One row per epoch."""
+    rows = []
+    for epoch in range(epochs):
+        dls.train.dataset.set_epoch(epoch)  # a new augmentation of every scan each epoch (AugmentEpoch's job)
+        model.train()  # dropout on, batch norm learns the batch statistics
+        train_loss, n = 0.0, 0
+        for x, y in dls.train:
+            loss = loss_func(model(x), y)  # forward, then how wrong the logits are
+            loss.backward()  # the gradient of the loss with respect to every weight
+            opt.step()  # move every weight a small step against its gradient
+            opt.zero_grad()  # gradients add up in PyTorch: clear them for the next batch
+            train_loss, n = train_loss + loss.item() * len(y), n + len(y)
+        model.eval()  # dropout off, batch norm uses its running statistics
+        with torch.no_grad():  # no gradients needed to measure
+            valid = [(loss_func(model(x), y).item() * len(y), len(y)) for x, y in dls.valid]
+        rows.append(dict(epoch=epoch, train_loss=train_loss / n,
+                         valid_loss=sum(v for v, _ in valid) / sum(k for _, k in valid)))
+    return pd.DataFrame(rows)
+
+
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 

@@ -29,10 +29,12 @@ from busi_lib.evaluation.metrics import (
     classification_metrics,
     dice_from_iou,
     iou_from_dice,
+    predictive_values,
     scores_from_counts,
     segmentation_counts,
     segmentation_fastai_metrics,
     segmentation_metrics,
+    youden_threshold,
 )
 
 
@@ -457,3 +459,24 @@ def test_metrics_inside_a_fastai_learner():
     for name, value in values.items():
         expected = seg_plain[name] if name in seg_plain else cls_plain[name]
         assert value == pytest.approx(expected, abs=1e-6), name
+
+
+def test_predictive_values_are_the_precision_and_npv_of_a_population_with_that_prevalence():
+    rng = np.random.default_rng(7)
+    y = (rng.random(2000) < 0.3).astype(int)
+    prob = np.clip(0.35 * y + rng.random(2000) * 0.65, 0, 1)
+    m = classification_metrics(y, prob, threshold=0.5)
+    ppv, npv = predictive_values(m["sensitivity"], m["specificity"], prevalence=y.mean())
+    assert ppv == pytest.approx(m["precision"]) and npv == pytest.approx(m["tn"] / (m["tn"] + m["fn"]))
+    # at a screening prevalence of 1 % the same test calls far more benign scans malignant than it finds cancers
+    assert predictive_values(m["sensitivity"], m["specificity"], 0.01)[0] < 0.1 < ppv
+
+
+def test_youden_threshold_maximises_sensitivity_plus_specificity():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 300)
+    prob = np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1)
+    t = youden_threshold(y, prob)
+    j = {c: classification_metrics(y, prob, c)["sensitivity"] + classification_metrics(y, prob, c)["specificity"]
+         for c in np.unique(prob)}
+    assert j[t] == pytest.approx(max(j.values())) and t == best_threshold(y, prob, "youden")
