@@ -177,12 +177,13 @@ def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 100
     """95 % bootstrap intervals of a saved model's test metrics, keyed like :func:`flat_metrics`'s columns.
 
     Duplicate groups are resampled whole and scored as :func:`~busi_lib.evaluation.metrics.score_table` scores them,
-    at the model's saved threshold.
+    at the threshold of the model's metrics (Youden's on validation).
     """
     p = predict_part(model_folder, data, cache_dir=cache_dir)
     t = p["table"][["image_id", "target", "dup_group"]].copy()
     if "prob" in p:
-        t["prob"], t["threshold"] = p["prob"], float(p["config"].get("threshold", 0.5))
+        points = p["config"].get("operating_points") or {}  # the metrics' threshold: Youden's, where saved
+        t["prob"], t["threshold"] = p["prob"], float(points.get("youden", p["config"].get("threshold", 0.5)))
     if "mask_prob" in p:
         t["tp"], t["fp"], t["fn"] = segmentation_counts(p["mask"], p["mask_prob"].astype(np.float32))
     names = {v: k for k, v in CLASSIFICATION_KEYS.items()}
