@@ -1,7 +1,6 @@
 """busi_lib: the library behind the BUSI deep-learning notebooks.
 
-The folders import only downward, in this order (smp's concept folders; one job per file, as going_modular
-does it); ``tests/test_layout.py`` keeps it so:
+The folders import only downward, in this order (``tests/test_layout.py`` checks it); one job per file:
 
 ==============  ===================================================================================
 top level       ``names`` (the architectures and their task, augmentations, precisions), ``config`` (every
@@ -19,7 +18,7 @@ top level       ``names`` (the architectures and their task, augmentations, prec
 ``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``report``, ``widgets``,
                 ``quiet``
 ``apps/``       what a user runs: ``cli`` (``busi``), ``runner`` (``busi notebooks``), ``predict``, ``cam``,
-                ``external`` (``busi evaluate``), ``bench`` (``busi bench``), ``speed``
+                ``external`` (``busi evaluate``), ``bench`` (``busi bench``)
 ==============  ===================================================================================
 
 The lessons import each name from its module (``from busi_lib.models.networks import CustomCNN``), so a

@@ -1,36 +1,14 @@
-"""Google Colab in one call: the second line of every notebook's setup cell.
-
-Each lesson notebook starts with this cell (``tools/repo_url.py`` writes the address)::
+"""Google Colab in one call: the second line of every notebook's setup cell (``tools/repo_url.py`` writes the URL)::
 
     if "google.colab" in str(get_ipython()):  # in Colab only
         %pip install -q "busi-lib @ git+https://github.com/OWNER/REPO"
     import busi_lib.colab
     colab = busi_lib.colab.setup(drive=True)
 
-``%pip`` keeps Colab's own torch: busi_lib's torch range admits it, so pip
-installs only what Colab lacks. Outside Colab (JupyterLab, papermill, nbval)
-the ``if`` skips the install and :func:`setup` does nothing and prints nothing.
-In Colab, :func:`setup` does, printing one line for each thing it did:
-
-1. **Drive** (``drive=True``): calls ``google.colab.drive.mount``, which asks
-   you in a Colab dialog whether this notebook may read and write your Drive.
-   If you agree, every notebook writes into ``MyDrive/busi/runs``
-   (``$BUSI_RUNS_DIR``), so notebook 06 finds what 02-05 saved even in a later
-   session. If you decline (or pass ``drive=False``, which asks nothing), the
-   outputs stay on the session's disk and are lost when it ends.
-2. **Data**: unless ``$BUSI_DATA_DIR`` names an existing folder, downloads and
-   verifies BUSI into ``/content/data`` with :func:`busi_lib.data.download.download_busi`
-   and sets ``$BUSI_DATA_DIR``. Kaggle is used when the Colab secrets
-   ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` exist (the key icon in Colab's left
-   bar; give the notebook access): they become the environment variables
-   the Kaggle client reads. Without them, the authors' public archive.
-3. **Profile**: with a GPU runtime (``torch.cuda.is_available()``) sets
-   ``$BUSI_PROFILE=gpu``, which the parameters cell below reads; a
-   ``BUSI_PROFILE`` you set yourself, or a ``profile = ...`` you write in the
-   parameters cell, wins.
-
-The cell comes before the parameters cell so that the parameters cell reads
-these variables; papermill still injects its values after the parameters cell.
+``%pip`` keeps Colab's own torch (busi_lib's range admits it). Outside Colab :func:`setup` does nothing. In Colab
+it mounts Drive (Colab asks first) so outputs persist in ``MyDrive/busi/runs``, downloads and verifies BUSI (via
+Kaggle when the Colab secrets ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` exist), and sets ``$BUSI_PROFILE=gpu`` on a GPU
+runtime; a variable you set yourself wins. The cell comes before the parameters cell, which reads these variables.
 """
 
 from __future__ import annotations
@@ -79,16 +57,10 @@ def setup(
     reference: str | Path | dict | None = None,
     verbose: bool = True,
 ) -> ColabSetup:
-    """Set up a Colab session for the notebooks (see the module's docstring); outside Colab, do nothing.
+    """Set up a Colab session for the notebooks (see the module docstring); outside Colab, do nothing.
 
-    Parameters
-    ----------
-    drive : mount Google Drive (Colab asks you first) and keep the outputs there.
-    data : download BUSI when ``$BUSI_DATA_DIR`` is not an existing folder; ``False``: the synthetic set.
-    data_root : where BUSI is downloaded to (``<data_root>/Dataset_BUSI_with_GT``).
-    drive_root : where Drive is mounted.
-    data_url, reference : passed to :func:`~busi_lib.data.download.download_busi` (a mirror; tests).
-    verbose : print one line per step.
+    ``data=False``: no download (the synthetic set); ``data_url``, ``reference``: passed to
+    :func:`~busi_lib.data.download.download_busi` (a mirror; tests).
     """
     result = ColabSetup(in_colab=in_colab())
     if not result.in_colab:

@@ -1,9 +1,8 @@
 """Every setting of one training run, without importing torch.
 
-``TrainConfig``'s fields have the names of ``busi train``'s options and of the notebooks' parameters
-(the values some of them take are in :mod:`busi_lib.names`); :func:`busi_lib.training.learners.train`
-runs one. The module is light (no torch, no fastai), so that the ``busi`` command builds its options
-and ``busi --help`` answers at once.
+``TrainConfig``'s fields are named as ``busi train``'s options and the notebooks' parameters (their values:
+:mod:`busi_lib.names`); :func:`busi_lib.training.learners.train` runs one. No torch or fastai here, so that
+``busi --help`` answers at once.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
-"""The library's exception family: every error a user can cause derives from :class:`BusiError`.
+"""The library's exceptions: every error a user can cause derives from :class:`BusiError`.
 
-=========================  ======================================================================
-``BusiError``              the base: ``except BusiError`` catches every error below
-``BusiDataError``          bad input: a missing folder, an unreadable image, a mask of the wrong
-                           size... It names the file (``path``) and the reason (``reason``), so a
-                           student who meets it knows which file to look at and what is wrong.
-                           Also a ``ValueError``.
-``WeightsNotFoundError``   pretrained weights that are neither packaged nor cached; the message
-                           names the file and the folder to put it in. Also a ``FileNotFoundError``.
-``NotebookFailed``         a lesson notebook of ``busi notebooks`` failed; names it and the cell.
-                           Also a ``RuntimeError``.
-=========================  ======================================================================
-
-The ``busi`` command prints any of them as one ``busi: error: ...`` line and exits with 2. A function
-given an argument it cannot use (a negative size, an unknown metric name) raises Python's own
-``ValueError``, as numpy and scikit-learn do: that is a bug in the calling code, not bad input.
+:class:`BusiDataError` (bad input; also a ``ValueError``), :class:`WeightsNotFoundError` (also a
+``FileNotFoundError``) and :class:`NotebookFailed` (also a ``RuntimeError``) name the file, folder or cell at fault;
+``busi`` prints any of them as one ``busi: error: ...`` line and exits 2. An argument a function cannot use (a
+negative size, an unknown metric name) raises a plain ``ValueError``, as numpy does: a bug in the calling code.
 """
 
 from __future__ import annotations
@@ -29,10 +18,7 @@ class BusiError(Exception):
 class BusiDataError(BusiError, ValueError):
     """Bad input: a missing folder, an unreadable image, a mask of the wrong size...
 
-    Attributes
-    ----------
-    path : the offending file or folder (``None`` when there is no single one)
-    reason : a short human-readable reason
+    ``path``: the offending file or folder (``None`` when there is no single one); ``reason``: what is wrong.
     """
 
     def __init__(self, path: str | Path | None, reason: str):
@@ -43,7 +29,7 @@ class BusiDataError(BusiError, ValueError):
 
 
 class WeightsNotFoundError(BusiError, FileNotFoundError):
-    """Pretrained weights are neither packaged, nor in the cache, nor downloadable."""
+    """Pretrained weights are neither packaged, nor in the cache, nor downloadable; names where to put them."""
 
 
 class NotebookFailed(BusiError, RuntimeError):

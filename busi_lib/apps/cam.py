@@ -1,24 +1,10 @@
-"""Grad-CAM: where in the scan did the classifier find its evidence?
+"""Grad-CAM (Selvaraju et al., 2017): where in the scan did the classifier find its evidence?
 
-Grad-CAM (Selvaraju et al., 2017) takes the feature maps of a late
-convolutional stage, weighs each map by the average gradient of the class
-score with respect to it, sums them and keeps the positive part: a coarse
-heatmap (one cell per 32 x 32 pixels at the last ResNet stage) of the regions
-that raised the score. :func:`grad_cam` writes it out with two hooks (notebook 05 shows it; the
-maintained ``pytorch-grad-cam`` package gives the same maps and checks it in the tests). Which layer and which score:
-
-* layer: the last encoder stage (``layer4`` of a ResNet, the last block stage of
-  EfficientNet-Lite, the features of the custom CNN), the deepest maps that still have a spatial layout;
-* score: the malignancy logit (the multitask model is wrapped so that Grad-CAM
-  sees only that output), with its sign flipped for a scan called benign, so
-  the map always shows the evidence *for the label the model gave*.
-
-What to look for: many BUSI scans carry caliper marks ("+" and dotted lines)
-and text burnt in by the scanner. Where such marks are more frequent in one
-class, a classifier can learn the marks instead of the tissue. Heat on the
-marks, on the text or on the image border is that shortcut; heat on and around
-the lesion is what we hope for. Grad-CAM is a hint, not a proof: it is
-coarse, and the same prediction can have several explanations.
+The last encoder stage's feature maps (the deepest with a spatial layout), each weighted by the mean gradient of the
+malignancy logit (sign flipped for a scan called benign: the evidence *for the label given*), summed, positive part
+kept: a coarse heatmap. :func:`grad_cam` writes it out with two hooks (notebook 05; pytorch-grad-cam gives the same
+maps, tested). Heat on caliper marks, burnt-in text or the border is a shortcut; heat on and around the lesion is
+what we hope for. Grad-CAM is a hint, not a proof.
 """
 
 from __future__ import annotations
@@ -66,9 +52,8 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
     """Grad-CAM maps (N, H, W) in [0, 1] of the evidence for each scan's label (1 malignant, 0 benign).
 
     ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``x`` the normalised batch
-    (:func:`busi_lib.apps.predict.preprocess`). Written out with two hooks (pytorch-grad-cam's ``GradCAM`` gives
-    the same maps, ``tests/apps/test_predict.py``). Each map is scaled to [0, 1] on its own: compare where the heat
-    is, not how much.
+    (:func:`busi_lib.evaluation.inference.preprocess`). pytorch-grad-cam's ``GradCAM`` gives the same maps (tested).
+    Each map is scaled to [0, 1] on its own: compare where the heat is, not how much.
     """
     task = task_of_config(config)
     if task == "segment":
@@ -100,16 +85,12 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
 
 
 def cam_gallery(model_folder: str | Path, part: dict, n_per_class: int = 3) -> dict:
-    """Grad-CAM maps of the first ``n_per_class`` benign and ``n_per_class`` malignant scans of a part.
+    """Grad-CAM maps of the first ``n_per_class`` benign, then malignant, scans of a part.
 
-    ``model_folder``: a run folder (``model/`` inside) or the model folder; ``part``: what
-    :func:`busi_lib.evaluation.study.predict_part` returns for that model. The scans keep the part's order, benign
-    first. Returns ``images`` (uint8, the model's input size), ``maps`` (N, S, S) in [0, 1], ``y``,
-    ``prob``, ``called`` (1 malignant, 0 benign, at the model's saved threshold), ``threshold`` and
-    ``image_ids``.
+    ``model_folder``: a run or model folder; ``part``: :func:`busi_lib.evaluation.study.predict_part`'s result.
+    Returns ``images``, ``maps`` (N, S, S) in [0, 1], ``y``, ``prob``, ``called`` (at the saved threshold),
+    ``threshold``, ``image_ids``.
     """
-
-
     folder = Path(model_folder)
     model, config = load_model(folder if folder.name == "model" else folder / "model")
     y = np.asarray(part["y"]).astype(int)

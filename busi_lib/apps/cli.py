@@ -17,13 +17,9 @@
     busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,holdout}]
     busi notebooks      [--profile {smoke,cpu,gpu}] [--data DIR] [--out DIR] [-p NAME VALUE] [--only NN...]
 
-``--model`` takes a model folder, a run folder holding ``model/`` (a ``busi
-train`` or bench fold folder), or a folder of such runs (all folds); several
-are averaged as an ensemble (:mod:`busi_lib.evaluation.ensemble`).
-
-``--data`` defaults to ``$BUSI_DATA_DIR``, and without it to a synthetic BUSI
-generated once into the cache folder (so every command runs on a fresh machine). Bad input ends with one line naming
-the file and the reason, and exit status 2.
+``--model``: a model folder, a run folder holding ``model/``, or a folder of fold runs; several form an ensemble.
+``--data`` defaults to ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache (so every command runs on a
+fresh machine). Bad input ends with one line naming the file and the reason, and exit status 2.
 """
 
 from __future__ import annotations
@@ -243,8 +239,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The ``TrainConfig`` of ``busi train``'s options: the profile's settings for ``--arch`` (or the dataclass's
-    defaults without ``--profile``), then every option given explicitly."""
+    """``busi train``'s ``TrainConfig``: the profile's settings for ``--arch`` (without ``--profile``: the
+    dataclass's defaults), overridden by every option given explicitly."""
     from dataclasses import fields
 
     from busi_lib.names import MODEL_ALIASES

@@ -1,38 +1,11 @@
-"""External validation: score a saved model on scans from somewhere it has never seen.
+"""External validation (``busi evaluate``): score a saved model on scans from a site it has never seen.
 
-A model tested only on held-out scans of its own hospital has seen that
-hospital's scanners, settings, sonographers and patients during training. At
-another hospital all of these change (a *domain shift*), and accuracy usually
-drops, sometimes a lot. External validation measures that drop before anyone
-relies on the model.
-
-:func:`evaluate_model` does the whole job (``busi evaluate`` calls it):
-
-1. **Read the folder** (:func:`load_external`): the BUSI layout (``benign/``,
-   ``malignant/``, optional ``normal/``, masks ``<name>_mask*.png``), or any
-   folder of images with a *labels CSV* (:func:`read_labels_csv`). Masks are
-   optional: without them only classification is scored. A file that cannot be
-   decoded is reported by name and skipped; the rest is scored. Normal scans
-   are left out: the model is a benign-vs-malignant classifier.
-2. **Predict** with the saved model (:func:`predict_table`, the same
-   :func:`busi_lib.evaluation.inference.predict_loader` as training used), at the model's
-   input size, optionally with flip test-time augmentation.
-3. **Score** (:func:`score_external`) at the threshold saved with the model
-   (chosen on BUSI's validation part, never on this data): every metric of
-   :func:`busi_lib.evaluation.metrics.classification_metrics` and
-   :func:`~busi_lib.evaluation.metrics.segmentation_metrics` with a bootstrap 95 %
-   confidence interval, calibration (:mod:`busi_lib.evaluation.calibration`) before and
-   after the model's temperature, and, for comparison only, what the best
-   threshold *on this data* would give (optimistic: it peeks at the answers).
-4. **Per patient**, when the labels CSV gives patient ids: a patient's
-   probability is the highest over their images and they are malignant if any
-   image is. Images of one patient are not independent evidence (same lesion,
-   same body), so every interval is then computed by resampling *patients*.
-5. **Write** ``evaluation.json`` (every number), ``predictions.csv`` (one row
-   per image) and ``report.md`` with its figures (:mod:`busi_lib.ui.report`).
-
-The labels CSV (its columns and rules) is :mod:`busi_lib.data.sites`'s; a synthetic folder's
-``synthetic_manifest.csv`` is such a file.
+At another hospital the scanners, settings and patients change (a *domain shift*) and accuracy usually drops;
+:func:`evaluate_model` measures the drop. It reads the BUSI layout or any folder with a labels CSV
+(:mod:`busi_lib.data.sites`; masks optional, unreadable files skipped, normal scans left out), scores at the
+threshold saved with the model (never one chosen on this data) with bootstrap 95 % intervals, and writes
+``evaluation.json``, ``predictions.csv`` and ``report.md``. With patient ids, a patient's probability is the highest
+of their images' and the intervals resample patients (one patient's images are not independent evidence).
 """
 
 from __future__ import annotations
@@ -107,9 +80,8 @@ PATIENT_RULE = "a patient's probability is the highest of their images'; maligna
 class ExternalData:
     """A folder read for evaluation: one row per scored image, and what was left out.
 
-    ``table`` columns: ``image_id``, ``label``, ``target`` (1 malignant),
-    ``path``, ``mask_paths`` (``|``-joined, ``""`` when none), ``has_mask``,
-    ``patient_id`` (``None`` when unknown).
+    ``table``: ``image_id``, ``label``, ``target`` (1 malignant), ``path``, ``mask_paths`` (``|``-joined, ``""``
+    when none), ``has_mask``, ``patient_id`` (``None`` when unknown).
     """
 
     table: pd.DataFrame
@@ -138,7 +110,6 @@ def _progress(items, show: bool, comment: str = ""):
 
 def _decode_check(table: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[dict]]:
     """Decode every image and mask once; rows whose files are unreadable are dropped and reported."""
-
     keep, skipped = [], []
     for i, row in _progress(list(table.iterrows()), progress, "checking files"):
         try:
@@ -156,10 +127,8 @@ def load_external(
 ) -> ExternalData:
     """Read a folder to evaluate on: the BUSI layout, or any folder with a labels CSV (``labels``).
 
-    Unreadable files are skipped and listed in ``.skipped``; normal scans are
-    left out and counted in ``.excluded``. See the module docstring for the CSV.
+    Unreadable files are listed in ``.skipped``; normal scans are left out and counted in ``.excluded``.
     """
-
     root = check_data_folder(data)
     if labels is not None:
         table, excluded = read_labels_csv(root, labels, columns)
@@ -197,10 +166,8 @@ def load_external(
 def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> ExternalData:
     """Keep the images of one part (``test``, ``valid``...) of a saved split (matched on ``image_id``).
 
-    Every image the split names must be in the folder (or among its skipped
-    files): a split of another data set is an error, not an empty result.
+    Every image the split names must be in the folder (or skipped): a split of another data set is an error.
     """
-
     split = load_split(split_csv)
     known = set(ext.table["image_id"])
     for s in ext.skipped:  # a skipped file is known under its BUSI id and its path relative to the folder
@@ -225,16 +192,10 @@ def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, 
                   adapt_bn: bool = False, return_adaptation: bool = False) -> tuple:
     """Predictions of a saved model on the rows of ``table``: ``(pred, images)``.
 
-    ``pred`` is :func:`busi_lib.evaluation.inference.predict_loader`'s dict (``y``, ``prob``;
-    ``mask``, ``mask_prob`` for the segmenting models), ``images`` the uint8
-    (N, S, S) scans at the model's input size (for figures). Masks are compared
-    at that size too. ``adapt_bn``: first re-estimate the model's BatchNorm
-    statistics (in memory) on these scans, images only
-    (:func:`busi_lib.evaluation.ensemble.adapt_batchnorm`); ``return_adaptation``: also
-    return its summary (None without it).
+    ``pred`` is :func:`busi_lib.evaluation.inference.predict_loader`'s dict; ``images`` the uint8 (N, S, S) scans at
+    the model's input size, where masks are compared too. ``adapt_bn``: first re-estimate BatchNorm statistics on
+    these scans (in memory, no labels); ``return_adaptation`` adds its summary as a third item.
     """
-
-
     ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
                       norm=config_normalization(config))
 
@@ -282,11 +243,9 @@ def score_external(
     alpha: float = 0.05,
     n_bins: int = DEFAULT_BINS,
 ) -> dict:
-    """Every number of the evaluation, from a table (:class:`ExternalData`.table) and its predictions.
+    """Every number of ``evaluation.json``, from :class:`ExternalData`'s table and its predictions.
 
-    ``threshold`` must come from elsewhere (the model's validation data);
-    ``temperature`` is the model's (1.0: none). See the module docstring for
-    what is computed; the returned dict is what ``evaluation.json`` holds.
+    ``threshold`` must come from elsewhere (the model's validation data); ``temperature``: the model's (1.0: none).
     """
     patients = table["patient_id"].notna().all()
     groups = table["patient_id"].to_numpy() if patients else None
@@ -365,11 +324,8 @@ def score_external(
 def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.ndarray:
     """Which rows of ``table`` form the labelled *calibration part* of a new site (a boolean array).
 
-    The unit is the patient when every row has a patient id (a patient's images
-    are all in or all out), else the image. ``size`` below 1 is a fraction of
-    the units, 1 or more a number of units. The draw is seeded and stratified by
-    the unit's label (a patient is malignant if any image is), so both parts
-    keep both classes whenever there are at least two units of each.
+    The unit is the patient when every row has a patient id, else the image; ``size`` below 1 is a fraction of the
+    units, else a count. Seeded and stratified, so both parts keep both classes when each has two units or more.
     """
     patients = table["patient_id"].notna().all()
     units = table["patient_id"].astype(str).to_numpy() if patients else np.arange(len(table)).astype(str)
@@ -403,14 +359,8 @@ def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.nda
 def site_threshold(table: pd.DataFrame, pred: dict, saved_threshold: float, size: float, *, seed: int = 0,
                    n_boot: int = 1000, alpha: float = 0.05, n_bins: int = DEFAULT_BINS,
                    criterion: str = "youden") -> dict:
-    """The honest re-tuned threshold: chosen on a labelled calibration part of the new site, scored on the rest.
-
-    The calibration part is :func:`calibration_split` (patient-grouped when
-    patient ids exist, seeded); the threshold is :func:`best_threshold`
-    (``criterion``: Youden's J, or the model's screening point) on it; the other scans are scored with it,
-    and with the saved threshold for comparison on exactly the same scans. Unlike the optimistic
-    threshold, no scored scan took part in choosing it.
-    """
+    """The honest re-tuned threshold: chosen (``criterion``) on a :func:`calibration_split` of the new site, scored
+    on the other scans, with the saved threshold's scores on the same scans for comparison."""
     cal = calibration_split(table, size, seed)
     y, p = pred["y"].round().astype(np.int64), pred["prob"].astype(np.float64)
     patients = table["patient_id"].notna().all()
@@ -462,9 +412,9 @@ MIN_ADAPT_SCANS = 32
 
 
 def adapt_by_default(model: torch.nn.Module, config: dict, root: Path, n_scans: int) -> bool:
-    """Whether ``busi evaluate`` re-estimates BatchNorm statistics when not told: at a site the model's threshold
-    was not chosen on (:func:`site_note`), with at least :data:`MIN_ADAPT_SCANS` scans and BatchNorm layers.
-    Measured at a second hospital it raised ROC AUC by about 0.1; at home it cost about 0.01 (RESULTS.md)."""
+    """Whether ``busi evaluate`` applies AdaBN when not told: at a site the model was not calibrated on
+    (:func:`site_note`), with at least :data:`MIN_ADAPT_SCANS` scans and BatchNorm layers (RESULTS.md: it helps
+    at a second hospital, costs little at home)."""
     return (site_note(config, root) is not None and n_scans >= MIN_ADAPT_SCANS
             and bool(batchnorm_layers(model)))
 
@@ -480,10 +430,9 @@ def site_note(config: dict, root: Path) -> str | None:
 
 
 def save_site_model(members: list, site: dict, root: Path, dest: str | Path, adapt_bn: bool = False) -> Path:
-    """A copy of the model (each member of an ensemble, as ``dest/memberK/model``) whose threshold is the one
-    re-tuned at this site, so that ``busi predict --model dest`` uses it there (with ``adapt_bn``: the threshold
-    was chosen on BatchNorm-adapted probabilities, so ``busi predict`` adapts too). The input folders are only
-    read; ``dest`` must not exist yet."""
+    """A copy of the model (ensemble members as ``dest/memberK/model``) with the threshold re-tuned at this site,
+    for ``busi predict --model dest``; ``adapt_bn`` marks it to adapt BatchNorm too, as when the threshold was
+    chosen. ``dest`` must not exist yet."""
     if site.get("threshold") is None:
         raise BusiDataError(root, f"no threshold could be re-tuned on this site: {site.get('note')}")
     with new_folder(dest) as tmp:
@@ -535,22 +484,12 @@ def evaluate_model(
     save_model_to: str | Path | None = None,
     operating_point: str | None = None,
 ) -> Evaluation:
-    """Score the saved model in ``model_dir`` on the folder ``data`` and (with ``out``) write the report.
+    """Score the saved model(s) in ``model_dir`` on the folder ``data``; with ``out``, write the report there.
 
-    ``model_dir``: a model folder, a run folder holding ``model/``, or several
-    (a list): their probabilities are averaged (:mod:`busi_lib.evaluation.ensemble`).
-    ``labels``: a labels CSV (else the BUSI layout is expected); ``split`` and
-    ``part``: score only one part of a saved split (e.g. BUSI's own held-out
-    ``test`` part, for the comparison); ``tta``: average the scan and its
-    mirror image; ``adapt_bn`` (``None``: :func:`adapt_by_default`): re-estimate the BatchNorm statistics on the
-    scored scans first (AdaBN, images only, see :func:`busi_lib.evaluation.ensemble.adapt_batchnorm`);
-    ``calibration_size``: also re-tune the threshold on that part of the scans
-    (a fraction, or a number of patients) and score the rest (:func:`site_threshold`); ``save_model_to``:
-    then write a copy of the model(s) that uses that threshold at this site (:func:`save_site_model`);
-    ``operating_point``: score at this saved operating point instead of the model's own.
-    Writes ``evaluation.json``, ``predictions.csv``, ``report.md`` and the figures into ``out``.
+    A list of models is an ensemble (probabilities averaged). ``adapt_bn=None``: :func:`adapt_by_default`.
+    ``calibration_size``: also re-tune the threshold on that part of the site (:func:`site_threshold`);
+    ``save_model_to``: then save a copy that uses it (:func:`save_site_model`).
     """
-
     t0 = time.time()
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
     config = use_operating_point(config, operating_point)
@@ -626,10 +565,8 @@ def fit_model_temperature(
 ) -> dict:
     """Fit the model's temperature on the ``valid`` part of its training split and save it in ``config.json``.
 
-    Returns the fit (``temperature``, NLL and ECE before and after on that
-    part). Later evaluations report calibration before and after it.
+    Returns the fit: ``temperature``, and NLL, ECE and Brier before and after on that part.
     """
-
     model, config = load_model(model_dir)
     if "prob" not in _task_outputs(config["task"]):
         raise ValueError(f"a {config['task']} model gives no class probability: nothing to calibrate")
@@ -672,12 +609,8 @@ def _lookup(m: dict, section: str, key: str) -> float:
 
 
 def compare(results: dict[str, dict], reference: str | None = None) -> pd.DataFrame:
-    """A table of the main numbers of several evaluations (``{name: metrics}``), one column each.
-
-    With ``reference`` (default: the first), a ``<name> - <reference>`` column
-    per other evaluation shows the change (negative ROC AUC change: a drop;
-    positive ECE change: worse calibration). Rows no evaluation has are dropped.
-    """
+    """The main numbers of several evaluations (``{name: metrics}``), one column each, plus a
+    ``<name> - <reference>`` change column per other one (``reference``: default the first)."""
     names = list(results)
     reference = reference or names[0]
     rows = {f"{s}: {k}" if s in ("patient", "calibration") else k: [_lookup(results[n], s, k) for n in names]

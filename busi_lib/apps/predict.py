@@ -1,7 +1,5 @@
-"""Using a trained model on new scans: ``busi predict`` and :func:`predict_arrays`.
-
-Main functions: :func:`predict_folder` (``busi predict``), :func:`predict_files`, :func:`predict_arrays`.
-Manual (the outputs, the preprocessing, the safety rules, the exit status): docs/predict.md.
+"""Using a trained model on new scans: :func:`predict_folder` (``busi predict``), :func:`predict_files`,
+:func:`predict_arrays`. The outputs, preprocessing, safety rules and exit status: docs/predict.md.
 """
 
 from __future__ import annotations
@@ -57,11 +55,9 @@ class Prediction:
 def decision_threshold(config: dict, threshold: float | None = None) -> tuple[float, float]:
     """``(temperature, threshold on the reported probability scale)``.
 
-    A given ``threshold`` is on the scale of the reported probability; the saved
-    one was chosen on the model's raw probabilities and is mapped with the
-    model's temperature.
+    A given ``threshold`` is on that scale already; the saved one was chosen on raw probabilities, so it is mapped
+    with the model's temperature.
     """
-
     temperature = float(config.get("temperature", 1.0))
     if threshold is None:
         threshold = apply_temperature(float(config.get("threshold", 0.5)), temperature)
@@ -81,11 +77,9 @@ def predict_arrays(
 ) -> list[Prediction]:
     """Predict scans given as arrays: (H, W), (H, W, 3) or (H, W, 4), uint8 or 16-bit, any size.
 
-    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them.
-    ``threshold``: the decision threshold (default: the model's, see module doc).
-    ``cam``: also compute the Grad-CAM map of each classification.
+    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``threshold`` default: the model's
+    (:func:`decision_threshold`); ``cam``: also the Grad-CAM map of each classification.
     """
-
     task = task_of_config(config)
     size = int(config["image_size"])
     temperature, thr = decision_threshold(config, threshold)
@@ -202,7 +196,7 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def check_output_folder(out: str | Path, inputs: Iterable[str | Path]) -> Path:
-    """Refuse an output folder that would put outputs among the inputs (see the module doc)."""
+    """Refuse an output folder that would put outputs among the inputs."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BusiDataError(out, "--out is a file, not a folder")
@@ -314,15 +308,11 @@ def best_device() -> str:
 
 def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterable[str | Path], out: str | Path, *,
                    adapt_bn: bool | None = None, operating_point: str | None = None, **kwargs: Any) -> PredictReport:
-    """Load a saved model (on the GPU if there is one) and run :func:`predict_files`: what ``busi predict`` does.
+    """``busi predict``: load a saved model or ensemble (on the GPU if there is one) and run :func:`predict_files`.
 
-    ``model_dir``: one folder or several (an ensemble, :mod:`busi_lib.evaluation.ensemble`).
-    ``adapt_bn``: first re-estimate the BatchNorm statistics on the readable input
-    scans (AdaBN, in memory only: the model folder is not written); ``None``: as the saved model says (a site's
-    re-tuned copy that was adapted there adapts again). ``operating_point``: decide at this saved
-    operating point (``"youden"``, ``"sensitivity_95"``) instead of the model's own.
+    ``adapt_bn``: first re-estimate BatchNorm statistics on the readable inputs, in memory only (``None``: as the
+    saved model says); ``operating_point``: a saved one (``"youden"``, ``"sensitivity_95"``) instead of the model's.
     """
-
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],
                                 device=best_device())
     config = use_operating_point(config, operating_point)
@@ -364,12 +354,8 @@ def operating_point_text(config: dict, threshold: float | None = None) -> str:
 # --------------------------------------------------------------------- speed
 def measure_speed(model: torch.nn.Module, config: dict, batch_size: int = 16, n_images: int = 64,
                   seed: int = 0) -> dict:
-    """Images per second of :func:`predict_arrays` on scans of the model's image size, in batches and one by one.
-
-    This is the whole prediction (resizing, normalisation, the model, the mask
-    at the scan's size), without reading or writing files. The network alone is
-    measured by ``tools/speed.py``.
-    """
+    """Images per second of :func:`predict_arrays` on scans of the model's image size, in batches and one by one:
+    the whole prediction without file I/O (``tools/speed.py`` times the network alone)."""
     size = int(config["image_size"])
     images = list(np.random.default_rng(seed).integers(0, 256, (n_images, size, size), dtype=np.uint8))
     predict_arrays(model, config, images[:batch_size], batch_size=batch_size)  # warm-up

@@ -1,17 +1,9 @@
 """``busi notebooks``: run every numbered lesson notebook in order with papermill.
 
-Each notebook ``NN_name.ipynb`` of ``notebooks/`` is executed with the parameters
-``profile``, ``out_dir`` (and ``data_dir`` if given, plus any ``-p NAME VALUE``);
-the executed copy goes to ``<out>/NN_name.ipynb`` and the notebook itself writes
-its metrics and figures into ``<out>/NN_name/``. At the end
-:func:`busi_lib.evaluation.study.collect_models` gathers every model's test metrics into
-``<out>/summary.csv`` and ``<out>/summary.md``.
-
-The run stops at the first failing notebook and names it and the failing cell
-(papermill's ``PapermillExecutionError`` carries the cell; for a timeout or a
-dead kernel the cell is found from papermill's per-cell status in the saved copy).
-The kernels get ``BUSI_STATIC_WIDGETS=1`` (widgets draw static figures, so an
-unattended run still saves them) and, in the smoke profile, no progress bars.
+Each ``notebooks/NN_name.ipynb`` runs with ``profile``, ``out_dir`` (``data_dir`` if given, and any ``-p NAME
+VALUE``); the executed copy goes to ``<out>/``, its outputs to ``<out>/NN_name/``, and every model's test metrics are
+gathered into ``<out>/summary.csv`` and ``summary.md``. The run stops at the first failing notebook, naming it and
+the cell. Kernels get ``BUSI_STATIC_WIDGETS=1`` (widgets draw static figures, so an unattended run saves them).
 """
 
 from __future__ import annotations
@@ -67,7 +59,6 @@ def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only: Iterable[str] | 
 
 def parse_value(text: str) -> object:
     """A ``-p`` value: papermill's rules (True/False/None, int, float), then YAML for lists and mappings."""
-
     value = _resolve_type(text)
     if not isinstance(value, str):
         return value
@@ -98,7 +89,6 @@ def kernel_environment(profile: str) -> dict[str, str]:
 
 def failing_cell(executed: Path) -> tuple[int | None, str]:
     """Index and source of the cell papermill marked as failed or still running in an executed notebook."""
-
     try:
         nb = nbformat.read(executed, as_version=4)
     except Exception:  # the copy may be missing or half-written after a crash
@@ -112,7 +102,6 @@ def failing_cell(executed: Path) -> tuple[int | None, str]:
 
 def run_notebook(path: Path, out: Path, parameters: dict, cell_timeout: int) -> float:
     """Execute one notebook into ``out/<name>.ipynb``; seconds taken, or :class:`NotebookFailed`."""
-
     executed = out / path.name
     t0 = time.time()
     try:
@@ -124,9 +113,8 @@ def run_notebook(path: Path, out: Path, parameters: dict, cell_timeout: int) -> 
             progress_bar=False,
             cwd=str(path.parent),
             execution_timeout=cell_timeout,
-            # The kernel runs on this machine (127.0.0.1): ipykernel's warning that its local TCP link is not
-            # encrypted, and its "KeyboardInterrupt caught" at shutdown, would be printed for every notebook
-            # and say nothing about the lesson (a failing cell is reported by papermill, not by this log).
+            # ipykernel's warning that its local TCP link is not encrypted, and "KeyboardInterrupt caught" at
+            # shutdown, would be printed for every notebook; papermill, not this log, reports a failing cell.
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as e:
@@ -149,7 +137,6 @@ def run_notebooks(
     log: Callable[[str], None] = print,
 ) -> BatchResult:
     """Run the numbered notebooks in order, then write the summary table; stops at the first failure."""
-
     check_profile(profile)
     out = Path(out).expanduser().resolve() if out else default_runs_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +166,6 @@ def run_notebooks(
 
 def _append_times(result: BatchResult) -> None:
     """Add the notebooks' run times to ``summary.md``."""
-
     lines = ["", "## Notebook run times", "", "| notebook | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result.times.items()]
     text = result.summary_md.read_text() + "\n".join(lines) + "\n"

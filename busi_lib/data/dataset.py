@@ -1,8 +1,8 @@
 """A BUSI folder, ready to train on: :func:`load_dataset` (scan, cache, duplicate groups, a label set)
 and :func:`resolve_data_dir` (the folder given, ``$BUSI_DATA_DIR``, or a synthetic BUSI).
 
-These two sit above :mod:`busi_lib.data.table` (the table of one folder), :mod:`busi_lib.data.cache`
-(decoding once) and :mod:`busi_lib.data.synthetic`, which all three stay free of each other's imports.
+They sit above :mod:`busi_lib.data.table`, :mod:`~busi_lib.data.cache` and :mod:`~busi_lib.data.synthetic`, so
+those three stay free of each other's imports.
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ def load_dataset(
 ) -> pd.DataFrame:
     """Scan a BUSI folder, find near-duplicate groups, and keep the rows of the label set ``labels``.
 
-    ``root`` may also be a labels-CSV folder, or a list of folders (sites, see
-    :func:`busi_lib.data.sites.load_sites`); every table has a ``site`` column.
-
-    The table of the whole folder (all classes) is cached in ``cache_dir`` (see
-    :mod:`busi_lib.data.cache`), so the second call on the same folder is instant.
-    Duplicate groups are computed over all classes before the label set's rows are
-    kept, so a normal scan that duplicates a benign one is still known.
+    ``root`` may also be a labels-CSV folder or a list of folders (sites); every table has a ``site`` column. The
+    whole folder's table is cached, and duplicate groups span all classes, so a normal scan that duplicates a benign
+    one is still known.
     """
     if isinstance(root, (list, tuple)) and len(root) == 1:
         root = root[0]
@@ -51,9 +47,8 @@ def resolve_data_dir(
 ) -> tuple[Path, bool]:
     """Where the scans are: ``(folder, is_real)``.
 
-    ``data`` if given; else ``$BUSI_DATA_DIR`` if set; else a synthetic BUSI
-    (generated once from ``seed`` into the cache folder and reused). A given
-    folder that does not exist is an error, not a silent switch to synthetic data.
+    ``data``, else ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache folder. A given folder that
+    does not exist is an error, not a silent switch to synthetic data.
     """
     if data is None or str(data) == "":
         data = os.environ.get("BUSI_DATA_DIR") or None

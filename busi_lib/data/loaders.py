@@ -1,26 +1,10 @@
-"""fastai ``DataLoaders`` for the three problem shapes of the project.
+"""fastai ``DataLoaders`` for the three problem shapes: a batch is ``(x, y)`` for ``"classify"``, ``(x, mask)`` for
+``"segment"``, ``(x, y, mask)`` for ``"multitask"``; ``x`` is float (B, 3, S, S) normalised, ``y`` float (B,)
+(1 = malignant), ``mask`` float (B, 1, S, S) in {0, 1}.
 
-================  =====================  ==========================================
-``kind``          a batch is             used by
-================  =====================  ==========================================
-``"classify"``    ``(x, y)``             custom CNN, ResNet-50, VGG16, ViT, Swin
-``"segment"``     ``(x, mask)``          U-Net, UResNet, FCN
-``"multitask"``   ``(x, y, mask)``       the multitask UResNet
-================  =====================  ==========================================
-
-``x`` is a float tensor (B, 3, S, S) normalised for ImageNet, ``y`` a float
-tensor (B,) (1 = malignant) and ``mask`` a float tensor (B, 1, S, S) in {0, 1}.
-
-The scans are decoded and resized once (:mod:`busi_lib.data.cache`); each epoch only
-runs the albumentations pipeline (:mod:`busi_lib.data.transforms`) on small arrays.
-Augmentation is reproducible: while training, :class:`AugmentEpoch` tells the
-training set which epoch runs, and the augmentation of scan ``i`` in epoch ``e``
-is drawn from ``(seed, e, i)`` alone (:func:`busi_lib.data.transforms.seed_transforms`),
-whatever ran before, in which worker process, or whether the run was resumed.
-
-The data sets are plain PyTorch datasets wrapped in fastai's ``DataLoader``,
-which gives fastai's device handling, shuffling and ``Learner`` integration
-(:func:`busi_lib.ui.plots.show_batch` draws a batch of any of the three shapes).
+Scans are decoded and resized once (:mod:`busi_lib.data.cache`); each epoch only augments small arrays. The
+augmentation of scan ``i`` in epoch ``e`` is drawn from ``(seed, e, i)`` alone (:class:`AugmentEpoch` tells the
+training set the epoch), whatever the worker process or a resume.
 """
 
 from __future__ import annotations
@@ -96,10 +80,7 @@ class BusiDataLoaders(DataLoaders):
 
 
 class AugmentEpoch(Callback):
-    """fastai callback: before each training epoch, tell the training set which epoch it is (see the module doc).
-
-    :func:`busi_lib.training.learners.build_learner` adds it to every learner it makes.
-    """
+    """fastai callback: before each training epoch, tell the training set which epoch it is (see the module doc)."""
 
     def before_train(self):
         ds = getattr(self.dls.train, "dataset", None)
@@ -134,12 +115,9 @@ def make_dataloaders(
 ) -> BusiDataLoaders:
     """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
 
-    ``norm``: the (mean, std) of the network's pretrained weights (:func:`busi_lib.models.weights.normalization_for`).
-
-    ``num_workers`` defaults to 0: the work per item is small (arrays are cached),
-    and worker processes hang in Jupyter on Windows and macOS. A training run picks
-    workers and ``pin_memory`` for its machine (:func:`busi_lib.training.hardware.loader_options`:
-    both only with a GPU). A scan's augmentation does not depend on the worker that makes it.
+    ``norm``: the (mean, std) of the network's pretrained weights. ``num_workers`` defaults to 0 (cached items are
+    cheap, and workers hang in Jupyter on Windows and macOS); a training run picks workers and ``pin_memory`` with
+    :func:`busi_lib.training.hardware.loader_options`.
     """
     check_image_size(image_size)
     if kind not in KINDS:

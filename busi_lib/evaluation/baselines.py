@@ -1,13 +1,10 @@
-"""Two baselines without a network, the first rows of the bench's ladder.
+"""Two baselines without a network, the first rows of the bench's ladder, each fitted on a fold's training part
+with its threshold chosen on the validation part (Youden's J, as for every network).
 
-* ``prior``: every scan called benign, the majority class. It gives every scan the same score, 0, in every
-  fold, so it ranks nothing (AUC 0.5, pooled over folds too).
-* ``shape_oracle``: a logistic regression on five lesion-shape features measured on the radiologists' masks
-  (:func:`shape_features`). It is an *oracle*: it reads the true outline, which a deployed model never has,
-  so it says how much of the diagnosis the outline alone carries, not what a model can reach.
-
-Each is fitted on the training part of a fold, its threshold chosen on the validation part (Youden's J, as
-for every network) and scored on the test fold.
+* ``prior``: every scan called benign (the majority class), all with score 0: it ranks nothing (AUC 0.5).
+* ``shape_oracle``: a logistic regression on :func:`shape_features` of the radiologists' masks. An *oracle*: it
+  reads the true outline, which a deployed model never has, so it shows how much of the diagnosis the outline
+  alone carries, not what a model can reach.
 """
 
 from __future__ import annotations

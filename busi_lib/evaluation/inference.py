@@ -1,11 +1,7 @@
 """The one prediction path: scans in, probabilities out, for every kind of model.
 
-* :func:`preprocess`: arrays of any size and type -> the normalised input batch, as in training;
-* :func:`split_output`: the task dispatch, (class logits, mask logits) of a classify, segment or
-  multitask model's output;
-* :func:`predict_batch`: sigmoid probabilities of one batch, optionally with flip test-time augmentation;
-* :func:`predict_loader`: the same over a DataLoader (training's evaluation, the bench, ``busi evaluate``,
-  the notebooks); ``busi predict`` runs :func:`predict_batch` on :func:`preprocess`'s batches.
+Training's evaluation, the bench, ``busi evaluate``, ``busi predict`` and the notebooks all predict through
+:func:`predict_batch` (on a DataLoader's batches or :func:`preprocess`'s), so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -76,11 +72,8 @@ def predict_batch(
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, dl: Iterable, task: str, tta: bool = False) -> dict:
-    """Run a model over a (non-shuffled) loader: probabilities and targets as numpy arrays.
-
-    Returns ``y`` and ``prob`` (N,) for classification, ``mask`` and ``mask_prob``
-    (N, H, W) for segmentation, all four for multitask (:func:`predict_batch` on each batch).
-    """
+    """Run a model over a (non-shuffled) loader, as numpy arrays: ``y`` and ``prob`` (N,) for classification,
+    ``mask`` and ``mask_prob`` (N, H, W) for segmentation, all four for multitask."""
     model.eval()
     out = {"y": [], "prob": [], "mask": [], "mask_prob": []}
     for b in dl:

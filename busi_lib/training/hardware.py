@@ -1,12 +1,10 @@
 """What a run does differently on a GPU: mixed precision, data-loader workers, pinned memory, cuDNN autotuning.
 
-Every decision is a small function of "is CUDA here?" (:func:`cuda_available`), so the same ``TrainConfig`` runs
-on a laptop and on a GPU, and the tests check the GPU decisions on a CPU by patching that one function.
-Precision (``TrainConfig.precision``): ``fp32`` everywhere (the cpu and smoke profiles, every figure in
-RESULTS.md); ``bf16`` and ``fp16`` (with loss scaling) are fastai's ``MixedPrecision`` on a CUDA GPU; ``mixed``,
-the gpu profile's default, is ``bf16`` where the GPU has it, else ``fp16``, and ``fp32`` without a GPU. With
-cuDNN autotuning on, a seeded GPU run repeats its figures to a few decimals, not bit for bit; on a CPU it is
-bit-identical.
+Every decision asks :func:`cuda_available` alone, so one ``TrainConfig`` runs on a laptop and on a GPU, and tests
+check the GPU decisions on a CPU by patching it. Precision: ``fp32`` anywhere (the cpu and smoke profiles, every
+figure in RESULTS.md); ``bf16`` and ``fp16`` (loss-scaled) are fastai's ``MixedPrecision`` on a CUDA GPU; ``mixed``
+(the gpu profile's) is ``bf16`` where the GPU has it, else ``fp16``, and ``fp32`` without a GPU. With cuDNN
+autotuning a seeded GPU run repeats its figures to a few decimals, not bit for bit (a CPU run is bit-identical).
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ def cuda_available() -> bool:
 def resolve_precision(precision: str, cuda: bool | None = None) -> str:
     """The precision a run uses: ``fp32``, ``bf16`` or ``fp16`` (``mixed`` resolved for this machine).
 
-    A precision this machine cannot run is an error naming why (:class:`BusiDataError`: ``busi`` prints one
-    line and exits 2), never a silent float32 run.
+    A precision this machine cannot run is a :class:`BusiDataError` naming why, never a silent float32 run.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -61,10 +58,8 @@ def apply_precision(learn: Learner, precision: str) -> str:
 def default_num_workers(cuda: bool | None = None) -> int:
     """DataLoader worker processes when ``TrainConfig.num_workers`` is None.
 
-    0 without a GPU: the arrays are cached and augmenting a batch costs little next to a CPU's training step,
-    and worker processes would compete with training for the same cores. With a GPU the CPU only feeds it:
-    up to 4 workers (half the cores, at least 1), except on Windows and macOS, where DataLoader workers hang
-    in Jupyter (fastai also sets 0 there).
+    0 without a GPU (augmenting cached arrays is cheap, and workers would compete with training for the cores) and
+    on Windows and macOS (workers hang in Jupyter; fastai also sets 0); else up to 4, half the cores.
     """
     cuda = cuda_available() if cuda is None else cuda
     if not cuda or sys.platform in ("win32", "darwin"):
@@ -81,10 +76,8 @@ def loader_options(num_workers: int | None = None, cuda: bool | None = None) -> 
 
 
 def configure_backends(cuda: bool | None = None) -> dict:
-    """Switch on cuDNN autotuning on a GPU (call after ``set_seed``, which switches it off); returns the settings.
-
-    Not bit-reproducible: see the module doc.
-    """
+    """Switch on cuDNN autotuning on a GPU (call after ``set_seed``, which switches it off; not bit-reproducible);
+    returns the settings."""
     cuda = cuda_available() if cuda is None else cuda
     if cuda:
         torch.backends.cudnn.benchmark = True

@@ -1,34 +1,11 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
 
-:class:`busi_lib.config.TrainConfig` holds every setting of a run (the same names as
-``busi train``'s options and the notebooks' parameters). :func:`train` does the whole run:
-
-1. load the table, make or reload the split (saved as ``split.csv``);
-2. build the fastai ``DataLoaders`` and ``Learner`` (``vision_learner`` for the
-   transfer classifiers, ``Learner`` around the model otherwise);
-3. ``fit_one_cycle`` (``fine_tune`` when the body is pretrained) with an epoch
-   log (``epochs.csv``), best-model saving, optional early stopping and a
-   checkpoint after every epoch (``checkpoints/resume.pt``);
-4. predict the validation and test parts, choose the malignancy threshold on
-   *validation* only (Youden's J), compute every metric on both parts;
-5. write ``metrics.json`` and the model folder (:mod:`busi_lib.models.saving`).
-
-Interrupted runs (Ctrl-C, a Colab disconnect, a killed job) continue with
-``TrainConfig(resume=True)`` / ``busi train ... --resume``: the checkpoint of the
-last finished epoch holds the weights, the optimizer, every random number
-generator (Python, NumPy, torch, the data loaders' shuffling), the trackers'
-best values and the epoch log. With the same settings the resumed run ends with
-the same weights and metrics as an uninterrupted one (bit-identical on a CPU,
-``tests/training/test_resume.py``); how is in :mod:`busi_lib.training.checkpoints`. The checkpoint
-(weights plus optimizer state, about three times the model) is kept after the
-run so that ``resume`` on a finished run only re-evaluates it.
-
-Several GPUs or machines: start the same command with ``accelerate launch``
-(:mod:`busi_lib.training.distributed`). Each process trains on its shard of every epoch
-(DDP); the main process alone writes ``split.csv``, ``epochs.csv``, the
-checkpoints, ``metrics.json`` and the model, and it alone runs the final
-evaluation, on the whole validation and test parts, after the fit; the others
-wait for its metrics.
+:func:`train` runs one :class:`busi_lib.config.TrainConfig`: the split (``split.csv``), fastai's ``DataLoaders``
+and ``Learner``, ``fit_one_cycle`` (``fine_tune`` for a pretrained body) with an epoch log, the best model kept and a
+checkpoint per epoch, then the threshold chosen on the validation part only and every metric (``metrics.json``,
+``model/``). ``resume=True`` continues an interrupted run from its last finished epoch and ends with the same weights
+(:mod:`busi_lib.training.checkpoints`). Under ``accelerate launch`` every process trains its shard; the main process
+alone evaluates and writes (:mod:`busi_lib.training.distributed`).
 """
 
 from __future__ import annotations
@@ -99,11 +76,10 @@ from busi_lib.training.distributed import (
 from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from busi_lib.training.losses import loss_for
 
-#: The operating points saved with a model, both chosen on its validation part: Youden's J (the balanced point
-#: the bench scores), and the screening point that keeps sensitivity at SCREENING_SENSITIVITY: a rule-out tool
-#: misses at most 1 cancer in 20 (with the 25-30 cancers of a validation part, the strictest target that is not
-#: "the single lowest cancer probability", a one-scan estimate). OPERATING_POINT is the one `busi predict` and
-#: `busi evaluate` use (RESULTS.md, "A safe operating point at a new site", measures both at a second hospital).
+#: The operating points saved with a model, both chosen on its validation part: Youden's J (the bench's balanced
+#: point) and the screening point at SCREENING_SENSITIVITY, a rule-out tool that misses at most 1 cancer in 20 (a
+#: stricter target would rest on one scan of a validation part's 25-30 cancers). OPERATING_POINT is the one
+#: `busi predict` and `busi evaluate` use.
 SCREENING_SENSITIVITY = 0.95
 SCREENING = "sensitivity_95"
 OPERATING_POINT = SCREENING
@@ -298,8 +274,6 @@ def score_predictions(pred: dict, threshold: float = 0.5) -> dict:
 
 def environment() -> dict:
     """Library versions and machine, stored with every result."""
-
-
     return {
         "busi_lib": __version__,
         "torch": torch.__version__,
@@ -332,12 +306,10 @@ def fine_tunes(cfg: TrainConfig) -> bool:
 def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
     """The ``fit_one_cycle`` calls of a run, as ``(learner method to call first, epochs, arguments)``.
 
-    One call, or the two of fastai's ``Learner.fine_tune`` with its defaults (one
-    frozen epoch; then half the rate, discriminative rates down to 1/100,
-    ``pct_start=0.3``, ``div=5``), spelled out so that a resumed run can start in
-    the second. A transfer classifier with ``cfg.freeze_epochs`` or ``cfg.lr_mult`` set follows one schedule
-    whatever its starting weights: that many head-only epochs, then ``cfg.epochs`` of the whole network with the
-    body at ``lr / lr_mult``; so a pretrained body and its from-scratch twin differ in their weights only.
+    One call, or fastai's ``fine_tune`` spelled out with its defaults (one frozen epoch; then half the rate,
+    discriminative rates down to 1/100, ``pct_start=0.3``, ``div=5``) so that a resumed run can start in the second.
+    With ``cfg.freeze_epochs`` or ``cfg.lr_mult``, a transfer classifier's schedule (head-only epochs, then the whole
+    network with the body at ``lr / lr_mult``) is the same whatever its starting weights.
     """
     if arch_info(cfg.arch).fastai_head and (cfg.freeze_epochs is not None or cfg.lr_mult is not None):
         frozen = cfg.freeze_epochs or 0
@@ -354,11 +326,8 @@ def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
 def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     """Train with fastai's one-cycle schedule (``fine_tune`` for a pretrained body).
 
-    Logs every epoch to ``epochs.csv``, keeps the best model by ``cfg.monitor``,
-    stops early after ``cfg.patience`` epochs without improvement, and writes a
-    checkpoint after every epoch; with ``cfg.resume`` it continues from that
-    checkpoint. ``cbs`` are extra fastai callbacks for this run. Started by
-    ``accelerate launch``, every process trains its shard (:mod:`busi_lib.training.distributed`).
+    Logs ``epochs.csv``, keeps the best model by ``cfg.monitor``, stops after ``cfg.patience`` epochs without
+    improvement and checkpoints every epoch (``cfg.resume`` continues from it); ``cbs``: extra fastai callbacks.
     """
     path = checkpoint_path(learn)
     identity = run_identity(learn, asdict(cfg))
@@ -370,8 +339,7 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
         tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
-    # a bar in a terminal or a notebook; into a file or a pipe, a plain line per epoch (a bar's redraws would
-    # fill a log); nothing with progress off
+    # a bar in a terminal or a notebook; into a file or a pipe, a plain line per epoch (redraws would fill a log)
     bar = cfg.progress and (sys.stdout.isatty() or IN_NOTEBOOK)
     if cfg.progress and not bar:
         learn.logger = partial(_log_line, learn)
@@ -410,8 +378,7 @@ def _log_line(learn: Learner, values: list) -> None:
 def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
     """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``.
 
-    ``cbs``: extra fastai callbacks for the fit. ``cfg.resume``: continue an interrupted run (module doc).
-    With several processes, each returns the main process's metrics.
+    ``cbs``: extra fastai callbacks. With several processes, each returns the main process's metrics.
     """
     start_processes()
     out = Path(cfg.out)

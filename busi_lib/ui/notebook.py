@@ -1,18 +1,9 @@
 """The first line of every lesson notebook: ``run = start("02_custom_cnn", profile=..., ...)``.
 
-:func:`start` decides where the data and the outputs are, says so in one line,
-and returns a small :class:`Run` that the notebook uses for everything that
-touches the disk:
-
-* ``run.data`` / ``run.is_real``: the BUSI folder (the ``data_dir`` parameter,
-  else ``$BUSI_DATA_DIR``, else a synthetic BUSI-like set generated once);
-* ``run.out``: this notebook's output folder, ``<out_dir>/<name>``, where
-  ``out_dir`` is the parameter, else ``$BUSI_RUNS_DIR``, else ``runs/notebooks``
-  at the repository root (``runs/`` is git-ignored);
-* ``run.config(arch, **overrides)``: a :class:`~busi_lib.training.learners.TrainConfig`
-  from the profile (:mod:`busi_lib.profiles`), writing into ``run.out/<arch>``;
-* ``run.save_metrics`` / ``run.save_figure`` / ``run.read_metrics``: JSON and PNG
-  files, the only way one notebook passes results to a later one.
+:func:`start` picks the data folder (``data_dir``, else ``$BUSI_DATA_DIR``, else a synthetic BUSI made once) and the
+output folder ``<out_dir>/<name>`` (``out_dir``, else ``$BUSI_RUNS_DIR``, else ``runs/notebooks``), says so, and
+returns a :class:`Run`: ``run.config(arch)`` gives the profile's ``TrainConfig``; ``run.save_metrics``,
+``save_figure`` and ``read_metrics`` are the only way one notebook passes results to a later one.
 """
 
 from __future__ import annotations
@@ -38,9 +29,8 @@ from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
 from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
 from busi_lib.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
-# Whole-notebook run times measured on the development machine (2-core CPU), shown when a notebook starts:
-# smoke on the synthetic set (one thread), cpu on the real BUSI (02-04 while the machine was shared, so
-# slower than alone). No GPU was available, so there is no gpu figure.
+# Whole-notebook run times on the development machine (2-core CPU), shown when a notebook starts: smoke on the
+# synthetic set, cpu on the real BUSI (02-04 while the machine was shared). No GPU was available to measure.
 EXPECTED_TIME: dict[str, dict[str, str]] = {
     "01_data_exploration": {"smoke": "~15 s", "cpu": "~35 s", "gpu": "not measured (no GPU here)"},
     "02_custom_cnn": {"smoke": "~10 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
@@ -89,15 +79,11 @@ class Run:
         return self.out.parent
 
     def config(self, arch: str, *, folder: str | None = None, **overrides):
-        """The ``TrainConfig`` of ``arch`` under this run's profile; ``None`` overrides keep the profile's value,
-        except ``lr``: ``None`` (or 0, the CLI's switch) means fastai's ``lr_find`` picks the rate, as in
-        ``TrainConfig`` (where ``lr`` is given at all). The smoke profile keeps its fixed rate (it only checks that
-        everything runs, fast).
+        """The ``TrainConfig`` of ``arch`` under this run's profile, writing into ``run.out/<folder or arch>``.
 
-        The model's files go to ``run.out/<folder or arch>``. Progress bars are
-        off in the smoke profile (tests read the output).
+        ``None`` overrides keep the profile's value, except ``lr``: ``None`` or 0 asks fastai's ``lr_find`` (the
+        smoke profile keeps its fixed rate). Progress bars are off in the smoke profile (tests read the output).
         """
-
         has_lr, lr = "lr" in overrides, overrides.pop("lr", None)
         kw = settings_for(self.profile, arch, **overrides)
         if has_lr and (lr or self.profile != "smoke"):
@@ -114,7 +100,6 @@ class Run:
 
     def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
         """Save a matplotlib figure as ``run.out/<name>.png`` and return the path."""
-
         name = name if name.endswith(".png") else name + ".png"
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -132,7 +117,6 @@ class Run:
 
 def versions_line() -> str:
     """``busi_lib 0.1.0 · torch 2.14.1 · fastai 2.8.12 · ... · device cpu``, as MONAI's ``print_config`` does."""
-
     parts = []
     for name in ("busi-lib", "torch", "fastai", "timm", "segmentation-models-pytorch", "albumentations"):
         try:
@@ -162,7 +146,6 @@ def _seed_everything(seed: int) -> None:
 def start(name: str, profile: str = "cpu", data_dir: str | Path | None = None,
           out_dir: str | Path | None = None, seed: int = 42, *, verbose: bool = True) -> Run:
     """Set up a notebook run: data folder, output folder, seeds, quiet warnings; print what was chosen."""
-
     check_profile(profile)
     quiet_known_warnings()  # again: a kernel restarted by hand keeps the module but not the filters
     data, is_real = resolve_data_dir(data_dir or None)

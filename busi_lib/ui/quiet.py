@@ -1,24 +1,11 @@
 """The one place that silences library warnings a student cannot act on.
 
-A notebook shows every warning as a red box. A red box should mean "look at
-this": a warning about the student's own data or code. Warnings that come from
-inside the libraries this project pins (fastai, albumentations, ...) and that
-no change in a notebook can fix only teach students to ignore red boxes.
-
-:func:`quiet_known_warnings` (called by :func:`busi_lib.ui.notebook.start`) installs
-one **narrow** filter per known warning: its category, a regular expression for
-its message *and* the module that raises it. Anything else - the same text from
-another module, another warning from the same module, any warning we have not
-met - still shows. There is no blanket ``ignore``.
-
-Each entry of :data:`KNOWN_WARNINGS` says where the warning comes from and why
-hiding it is safe. When a library update removes a warning, delete its entry;
-``tests/ui/test_quiet.py`` checks that each entry is still narrow.
-
-Warnings that *can* be fixed at their source are fixed there instead: tqdm's
-"IProgress not found. Please update jupyter and ipywidgets" disappears because
-``ipywidgets`` is a declared dependency (progress bars render as widgets); it
-is deliberately *not* filtered, so a broken install still says so.
+A notebook shows every warning as a red box, which should mean "look at this"; warnings from inside the pinned
+libraries that no notebook change can fix only teach students to ignore red boxes. :func:`quiet_known_warnings`
+installs one **narrow** filter per entry of :data:`KNOWN_WARNINGS` (category, message *and* raising module), each
+saying where the warning comes from and why hiding it is safe; anything else still shows (no blanket ``ignore``).
+Delete an entry once its library stops warning. Warnings fixable at their source are fixed there instead: tqdm's
+"IProgress not found" is not filtered (``ipywidgets`` is a dependency), so a broken install still says so.
 """
 
 from __future__ import annotations
@@ -71,9 +58,7 @@ KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
 def quiet_known_warnings() -> tuple[KnownWarning, ...]:
     """Install a narrow ``ignore`` filter for each entry of :data:`KNOWN_WARNINGS`; return the entries.
 
-    Call it before the libraries are imported (``start()`` does, in the first
-    code cell). Calling it again changes nothing: ``warnings`` drops an
-    identical filter before adding it.
+    Call it before the libraries are imported (``start()`` does); calling it again changes nothing.
     """
     # albumentations' update check is a network request at import time (2 s when offline); its documented
     # switch turns it off. setdefault: a user who wants the check can still set the variable to 0.

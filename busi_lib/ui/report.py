@@ -1,17 +1,9 @@
-"""The evaluation report: ``report.md`` and its figures, from an :class:`busi_lib.apps.external.Evaluation`.
+"""The evaluation report: ``report.md`` and its figures, from an :class:`Evaluation`.
 
-:func:`write_report` writes, beside ``evaluation.json``:
-
-* ``roc.png``: the ROC curve, with the operating point of the saved threshold;
-* ``reliability.png``: the reliability diagram (before and after the model's
-  temperature), with the histogram of predicted probabilities under it;
-* ``confusion.png``: the confusion matrix at the saved threshold;
-* ``worst_errors.png``: the scans the model got most wrong (true mask in red,
-  predicted mask in cyan, the probability in the title);
-* ``report.md``: every number with its 95 % interval, in tables, and the figures.
-
-The figure functions return a matplotlib ``Figure`` (a notebook can show them),
-like :mod:`busi_lib.ui.plots`, whose ROC and confusion plots are reused.
+:func:`write_report` writes ``roc.png`` (with the saved threshold's point), ``reliability.png`` (before and after the
+model's temperature), ``confusion.png``, ``worst_errors.png`` (true mask red, predicted cyan) and ``report.md``
+(every number with its 95 % interval). The figure functions return a matplotlib ``Figure``, as
+:mod:`busi_lib.ui.plots`'s do.
 """
 
 from __future__ import annotations
@@ -48,9 +40,8 @@ __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_f
 class Evaluation:
     """What :func:`busi_lib.apps.external.evaluate_model` returns: the numbers and the per-image predictions.
 
-    ``metrics`` is the content of ``evaluation.json``; ``predictions`` one row
-    per image (``predictions.csv``); ``pred`` and ``images`` the raw arrays
-    (probabilities, masks, the scans at the model's size) for further figures.
+    ``metrics``: ``evaluation.json``; ``predictions``: ``predictions.csv``; ``pred`` and ``images``: the raw
+    arrays (probabilities, masks, scans at the model's size) for further figures.
     """
 
     metrics: dict
@@ -63,10 +54,8 @@ class Evaluation:
 def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Reliability diagram") -> Figure:
     """Reliability diagram of one or more prediction sets: ``{name: (y, prob)}``.
 
-    Top: observed fraction malignant against mean predicted probability per
-    equal-width bin (:func:`busi_lib.evaluation.calibration.reliability_bins`), the ECE in
-    the legend; the diagonal is perfect calibration. Bottom: how many scans fall
-    in each bin (a bin with three scans says little).
+    Top: observed fraction malignant against mean predicted probability per equal-width bin, ECE in the legend.
+    Bottom: how many scans fall in each bin (a bin with three scans says little).
     """
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", c="gray", lw=0.8, label="perfectly calibrated")
@@ -102,7 +91,6 @@ def worst_indices(predictions: pd.DataFrame, n: int = 8) -> np.ndarray:
 def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray, n: int = 8,
                       ncols: int = 4) -> Figure:
     """A grid of the worst errors: the scan (model input size), true mask (red), predicted mask (cyan)."""
-
     idx = worst_indices(predictions, n)
     if len(idx) == 0:
         return None
@@ -132,8 +120,7 @@ def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray,
 
 
 def report_figures(evaluation: Evaluation, n_worst: int = 8) -> dict:
-    """The report's figures ``{file stem: Figure}`` for an :class:`~busi_lib.apps.external.Evaluation`."""
-
+    """The report's figures ``{file stem: Figure}`` for an :class:`Evaluation`."""
     m, df, pred = evaluation.metrics, evaluation.predictions, evaluation.pred
     figs = {}
     if "prob" in df:
