@@ -51,7 +51,6 @@ class TrainConfig:
     channels_last: bool = False  # PyTorch's channels_last memory format (faster convolutions on CPU, see RESULTS.md)
     precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only) or mixed (bf16/fp16 on a GPU, fp32 on a CPU)
     cache_dir: str | None = None
-    resume: bool = False  # continue an interrupted run from <out>/checkpoints/resume.pt
     keep_checkpoints: bool = True  # False: delete checkpoints/ once model/ is saved (quick runs, tests)
     extra: dict = field(default_factory=dict)
 

@@ -234,8 +234,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=None, help="train on a stratified subset (quick runs)")
     p.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out from its last finished epoch (same options)")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

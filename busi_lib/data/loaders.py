@@ -4,7 +4,7 @@
 
 Scans are decoded and resized once (:mod:`busi_lib.data.cache`); each epoch only augments small arrays. The
 augmentation of scan ``i`` in epoch ``e`` is drawn from ``(seed, e, i)`` alone (:class:`AugmentEpoch` tells the
-training set the epoch), whatever the worker process or a resume.
+training set the epoch), whatever the worker process.
 """
 
 from __future__ import annotations

@@ -151,8 +151,8 @@ def build_transforms(augment: str = "default", seed: int | None = None, norm: No
 def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
     """Make the next random draws of ``tfms`` a function of the integers ``key`` only.
 
-    Called with ``(seed, epoch, index)`` before each training scan, so a resumed or multi-worker run sees exactly the
-    augmentations of an uninterrupted one. One shared generator: ``Compose.set_random_seed`` would give every
+    Called with ``(seed, epoch, index)`` before each training scan, so a multi-worker run sees exactly the
+    augmentations of a single-process one. One shared generator: ``Compose.set_random_seed`` would give every
     transform the *same* seed, so their draws would be correlated.
     """
     np_seq, py_seq = np.random.SeedSequence([int(k) for k in key]).spawn(2)  # independent streams

@@ -1,10 +1,9 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
 
 :func:`train` runs one :class:`busi_lib.config.TrainConfig`: the split (``split.csv``), fastai's ``DataLoaders``
-and ``Learner``, ``fit_one_cycle`` (``fine_tune`` for a pretrained body) with an epoch log, the best model kept and a
-checkpoint per epoch, then the threshold chosen on the validation part only and every metric (``metrics.json``,
-``model/``). ``resume=True`` continues an interrupted run from its last finished epoch and ends with the same weights
-(:mod:`busi_lib.training.checkpoints`). Under ``accelerate launch`` every process trains its shard; the main process
+and ``Learner``, ``fit_one_cycle`` (``fine_tune`` for a pretrained body) with an epoch log and the best model kept,
+then the threshold chosen on the validation part only and every metric (``metrics.json``, ``model/``). Under
+``accelerate launch`` every process trains its shard; the main process
 alone evaluates and writes (:mod:`busi_lib.training.distributed`).
 """
 
@@ -29,10 +28,11 @@ import sklearn
 import torch
 import torch.nn as nn
 import torchvision
+from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
-from fastai.torch_core import set_seed
+from fastai.torch_core import rank_distrib, set_seed
 from fastai.vision.learner import vision_learner
 from fastprogress.fastprogress import IN_NOTEBOOK
 from sklearn.model_selection import train_test_split
@@ -43,7 +43,6 @@ from busi_lib.data.dataset import load_dataset
 from busi_lib.data.loaders import AugmentEpoch, BusiDataLoaders, make_dataloaders
 from busi_lib.data.splits import load_split, save_split, train_valid_test_split
 from busi_lib.data.table import LESION_CLASSES, dataset_fingerprint
-from busi_lib.errors import BusiDataError
 from busi_lib.evaluation.inference import predict_loader
 from busi_lib.evaluation.metrics import (
     best_threshold,
@@ -53,19 +52,11 @@ from busi_lib.evaluation.metrics import (
     segmentation_metrics,
     sensitivity_threshold,
 )
-from busi_lib.files import atomic_write_bytes, write_json
+from busi_lib.files import write_json
 from busi_lib.models.networks import build_model, input_normalization, timm_kwargs, torchvision_arch
 from busi_lib.models.saving import save_model
 from busi_lib.models.weights import PACKAGED, ensure_torchvision_weights, is_packaged, load_packaged_weights
 from busi_lib.names import arch_info, weights_network
-from busi_lib.training.checkpoints import (
-    EpochCheckpoint,
-    EpochLog,
-    ResumeEpochs,
-    checkpoint_path,
-    read_checkpoint,
-    run_identity,
-)
 from busi_lib.training.distributed import (
     distributed,
     is_main_process,
@@ -307,7 +298,7 @@ def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
     """The ``fit_one_cycle`` calls of a run, as ``(learner method to call first, epochs, arguments)``.
 
     One call, or fastai's ``fine_tune`` spelled out with its defaults (one frozen epoch; then half the rate,
-    discriminative rates down to 1/100, ``pct_start=0.3``, ``div=5``) so that a resumed run can start in the second.
+    discriminative rates down to 1/100, ``pct_start=0.3``, ``div=5``), so that every schedule is one list.
     With ``cfg.freeze_epochs`` or ``cfg.lr_mult``, a transfer classifier's schedule (head-only epochs, then the whole
     network with the body at ``lr / lr_mult``) is the same whatever its starting weights.
     """
@@ -323,20 +314,26 @@ def stages(cfg: TrainConfig, lr: float) -> list[tuple[str | None, int, dict]]:
     return [(None, cfg.epochs, dict(lr_max=lr))]
 
 
-def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
-    """Train with fastai's one-cycle schedule (``fine_tune`` for a pretrained body).
+class EpochLog(CSVLogger):
+    """fastai's ``CSVLogger`` (``epochs.csv``), opened by the main process only (fastai's opens it in every one)."""
 
-    Logs ``epochs.csv``, keeps the best model by ``cfg.monitor``, stops after ``cfg.patience`` epochs without
-    improvement and checkpoints every epoch (``cfg.resume`` continues from it); ``cbs``: extra fastai callbacks.
+    def before_fit(self):
+        self.writing = not rank_distrib() and not hasattr(self, "gather_preds")
+        if self.writing:
+            super().before_fit()
+
+    def after_fit(self):
+        if self.writing:
+            super().after_fit()
+
+
+def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
+    """Train with fastai's one-cycle schedule (``fine_tune``'s two stages for a pretrained body).
+
+    Logs ``epochs.csv``, keeps the best model by ``cfg.monitor`` and stops after ``cfg.patience`` epochs without
+    improvement; ``cbs``: extra fastai callbacks.
     """
-    path = checkpoint_path(learn)
-    identity = run_identity(learn, asdict(cfg))
-    if cfg.resume and main_process_result(path.is_file) != path.is_file():
-        raise BusiDataError(path, "the main process and this one do not both see this checkpoint: with several "
-                            "machines, --out must be on a file system they all share")
-    ckpt = read_checkpoint(path, identity) if cfg.resume else None
-    log = EpochLog(fname="epochs.csv")
-    tracking = [log, SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
+    tracking = [EpochLog(fname="epochs.csv"), SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
         tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
     # a bar in a terminal or a notebook; into a file or a pipe, a plain line per epoch (redraws would fill a log)
@@ -344,7 +341,7 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     if cfg.progress and not bar:
         learn.logger = partial(_log_line, learn)
     with nullcontext() if bar else learn.no_bar(), nullcontext() if cfg.progress else learn.no_logging():
-        lr = ckpt["lr"] if ckpt else cfg.lr  # a resumed run keeps the rate lr_find chose before
+        lr = cfg.lr
         if lr is None and n_processes() > 1:
             # fastai's LRFinder saves and reloads the weights in a temporary folder of each process, but only
             # the main process writes: the others would wait for it forever or train from other weights.
@@ -352,21 +349,12 @@ def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
                              "(busi train --lr 0), then pass it with --lr")
         if lr is None:
             lr = float(learn.lr_find(show_plot=False).valley)
-        if cfg.lr is None:
             cfg.extra["lr_found"] = lr
         with distributed(learn):
-            for stage, (method, epochs, kwargs) in enumerate(stages(cfg, lr)):
-                if ckpt and stage < ckpt["stage"]:
-                    continue  # finished before the interruption
+            for method, epochs, kwargs in stages(cfg, lr):
                 if method:
                     getattr(learn, method)()
-                run_cbs = [*tracking, EpochCheckpoint(path, stage, lr, identity), *(cbs or [])]
-                log.append = bool(ckpt) and stage == ckpt["stage"]
-                if log.append:
-                    if is_main_process():  # drop a half epoch's row
-                        atomic_write_bytes(Path(learn.path) / log.fname, ckpt["log"].encode())
-                    run_cbs.append(ResumeEpochs(ckpt))
-                learn.fit_one_cycle(epochs, cbs=run_cbs, **kwargs)
+                learn.fit_one_cycle(epochs, cbs=[*tracking, *(cbs or [])], **kwargs)
 
 
 def _log_line(learn: Learner, values: list) -> None:
@@ -434,7 +422,7 @@ def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cf
         seed=cfg.seed,
     )
     save_model(learn.model, config, out / "model", metrics=metrics)
-    if not cfg.keep_checkpoints:  # model/ holds the result; resume.pt is ~3x the model (optimizer state)
+    if not cfg.keep_checkpoints:  # model/ holds the result
         shutil.rmtree(out / learn.model_dir, ignore_errors=True)
     return metrics
 

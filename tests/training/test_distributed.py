@@ -83,16 +83,15 @@ def test_both_processes_train_and_files_are_written_once(run):
     out, stdout = run
     assert "process 1 of 2" in stdout and "process 2 of 2" in stdout
     assert _files(out) == {
-        "split.csv", "epochs.csv", "metrics.json", "checkpoints/best.pth", "checkpoints/resume.pt",
+        "split.csv", "epochs.csv", "metrics.json", "checkpoints/best.pth",
         "model/config.json", "model/metrics.json", "model/model.safetensors",
     }  # one of each: no second log, no leftover temporary file
     log = pd.read_csv(out / "epochs.csv")
     assert list(log["epoch"]) == [0]
-    ckpt = torch.load(out / "checkpoints" / "resume.pt", weights_only=True)
-    assert (ckpt["stage"], ckpt["epoch"]) == (0, 0)
+    best = torch.load(out / "checkpoints" / "best.pth", weights_only=True)
     saved = load_file(str(out / "model" / "model.safetensors"))
-    assert ckpt["model"].keys() == saved.keys()  # the plain model's names, not DistributedDataParallel's "module."
-    assert all(torch.equal(ckpt["model"][k], saved[k]) for k in saved)  # one epoch: the best is the last
+    assert best.keys() == saved.keys()  # the plain model's names, not DistributedDataParallel's "module."
+    assert all(torch.equal(best[k], saved[k]) for k in saved)  # the saved model is the best epoch's
 
 
 def test_metrics_are_those_of_the_whole_validation_set(run, data):
