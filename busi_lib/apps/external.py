@@ -449,7 +449,7 @@ def save_site_model(members: list, site: dict, root: Path, dest: str | Path, ada
 # ----------------------------------------------------------------------------- the whole evaluation
 def predictions_frame(table: pd.DataFrame, pred: dict, threshold: float, temperature: float = 1.0) -> pd.DataFrame:
     """One row per image: ids, truth, probability (and calibrated), the call, and the image's Dice if scored."""
-    df = table[["image_id", "patient_id", "label", "target", "has_mask"]].copy()
+    df = table[["image_id", "path", "patient_id", "label", "target", "has_mask"]].copy()
     if "prob" in pred:
         df["prob"] = pred["prob"].astype(np.float64)
         if temperature != 1:
