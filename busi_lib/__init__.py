@@ -13,7 +13,7 @@ top level       ``names`` (the architectures and their task, augmentations, prec
                 clear error), ``saving`` (the saved-model folder)
 ``evaluation/`` ``metrics`` (the one scoring path, bootstrap intervals), ``inference`` (the one prediction
                 path), ``calibration``, ``ensemble`` (fold ensembles, AdaBN), ``baselines``, ``study``
-``training/``   ``losses``, ``learners`` (the fastai Learner, the run), ``hardware``, ``checkpoints``,
+``training/``   ``losses``, ``learners`` (the fastai Learner, the run), ``hardware``,
                 ``distributed``
 ``ui/``         what a notebook shows: ``notebook`` (the first cell), ``plots``, ``report``, ``widgets``,
                 ``quiet``

@@ -1,1 +1,2 @@
-"""What a user runs: the busi command, the notebook runner, predict, and Grad-CAM."""
+"""What a user runs: the busi command, the notebook runner, predict, Grad-CAM, busi evaluate (external) and the
+bench."""

@@ -1,2 +1,2 @@
-"""Metrics and intervals, inference, ensembles, calibration, external validation and its report, the bench,
-speed, and the study's reference numbers."""
+"""Metrics and intervals, inference, calibration, ensembles and AdaBN, the baselines, and the study's reference
+numbers."""

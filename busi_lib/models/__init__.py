@@ -1,1 +1,1 @@
-"""The networks of the course (the lesson networks and the registry) and where their weights come from."""
+"""The networks of the course, where their weights come from, and the saved-model folder."""

@@ -1,2 +1,2 @@
-"""Losses, the fastai Learner and the training run, profiles, hardware (precision, loaders), checkpoints,
-several processes, and the saved-model folder."""
+"""Losses, the fastai Learner and the training run (and its plain PyTorch loop), hardware (precision, loaders),
+several processes."""

@@ -1,1 +1,1 @@
-"""What a notebook shows: the first cell, figures, widgets, and the warning filters."""
+"""What a notebook shows: the first cell, figures, the evaluation report, widgets, and the warning filters."""
