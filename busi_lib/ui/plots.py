@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from busi_lib.data.table import CLASSES, LESION_CLASSES
@@ -216,39 +217,42 @@ def plot_roc(y_true: ArrayLike, prob: ArrayLike, ax: Axes | None = None, label: 
 
 
 # the validation metric drawn beside the losses, first match wins
-CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"), ("accuracy", "accuracy"))
+CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"))  # the validation metrics drawn
 
 
-def plot_training_curves(log: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Losses (left) and a validation metric (right) per epoch, from an epoch log.
+def plot_training_curves(log: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
+    """Losses (left) and the validation ROC-AUC and Dice that the log holds (right), per epoch; ``axes``: the two
+    axes to draw on (a row of a larger figure).
 
-    The loss axis stops at 1.5 times the largest loss after epoch 0, so a huge first validation loss (batch norm
-    statistics still settling) does not squash the rest; the title says so.
+    The loss axis is logarithmic when the losses span more than a factor of 10 (a huge first validation loss,
+    batch norm statistics still settling, would squash the rest on a linear axis); every point stays visible.
     """
-    metric = next(((c, name) for c, name in CURVE_METRICS if c in log.columns), None)
-    if ax is None:
-        fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(9 if metric else 5, 3.2), squeeze=False)
-        ax, ax_metric = axes[0, 0], (axes[0, 1] if metric else None)
-    else:
-        ax_metric = None
+    metrics = [(c, name) for c, name in CURVE_METRICS if c in log.columns]
+    if axes is None:
+        axes = plt.subplots(1, 2 if metrics else 1, figsize=(9 if metrics else 5, 3.2), squeeze=False)[1][0]
+    ax = axes[0]
     losses = [c for c in log.columns if "loss" in c]
     for col in losses:
         # the per-task parts of a multitask loss are logged on the validation part
         label = col if col in ("train_loss", "valid_loss") else f"{col} (validation)"
         ax.plot(log["epoch"], log[col], marker=".", label=label)
-    title = "Losses"
-    later = log[losses].iloc[1:] if len(log) > 1 else log[losses]
-    top = float(np.nanmax(later.to_numpy())) * 1.5 if later.size else None
-    if top and np.isfinite(top) and float(np.nanmax(log[losses].to_numpy())) > top:
-        ax.set_ylim(0, top)
-        title += " (epoch 0 above the axis)"
-    ax.set(title=title, xlabel="epoch", ylabel="loss")
+    values = log[losses].to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    log_scale = values.size and values.max() / values.min() > 10
+    if log_scale:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # ticks at ..., 0.5, 1, 2, 5, ...
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # "0.5", not "5x10^-1"
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set(title="Losses" + (" (log scale)" if log_scale else ""), xlabel="epoch", ylabel="loss")
     ax.legend(fontsize=8)
-    if ax_metric is not None:
-        col, name = metric
-        ax_metric.plot(log["epoch"], log[col], marker=".", color="tab:green")
-        ax_metric.set(title=f"Validation {name}", xlabel="epoch", ylabel=name, ylim=(0, 1.02))
-        ax.figure.tight_layout()
+    if metrics:
+        right = axes[1]
+        for col, name in metrics:
+            right.plot(log["epoch"], log[col], marker=".", label=name)
+        right.set(title="Validation metrics", xlabel="epoch", ylim=(0, 1.02))
+        right.legend(fontsize=8)
+    ax.figure.tight_layout()
     return ax.figure
 
 

@@ -68,3 +68,16 @@ def test_show_batch_draws_the_batch_the_network_gets(synthetic_dir):
     labels = labels[:len(drawn)]
     assert [("malignant" in ax.get_title()) for ax in drawn] == [y == 1.0 for y in labels]
     assert all(ax.patches or ax.collections or ax.lines for ax in drawn)  # the true masks are outlined
+
+
+def test_training_curves_keep_every_loss_visible_and_draw_auc_and_dice():
+    from busi_lib.ui.plots import plot_training_curves
+
+    log = pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [1.2, 0.8, 0.5], "valid_loss": [40.0, 0.9, 0.6],
+                        "roc_auc": [0.6, 0.7, 0.8], "dice_pooled": [0.2, 0.5, 0.6]})
+    fig = plot_training_curves(log)
+    losses, metrics = fig.axes
+    assert losses.get_yscale() == "log" and losses.get_ylim()[1] >= 40  # epoch 0's 40 is on the axis
+    assert [line.get_label() for line in metrics.get_lines()] == ["ROC-AUC", "Dice (pooled)"]
+    flat = plot_training_curves(log.assign(valid_loss=[1.0, 0.9, 0.6]))
+    assert flat.axes[0].get_yscale() == "linear"
