@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # names for the type hints only
 
     from busi_lib.data.loaders import BusiDataLoaders, BusiDataset
 
-MASK_COLOR = (1.0, 0.25, 0.1)  # orange-red outline for the true mask
+MASK_COLOR = (1.0, 0.25, 0.1)  # red outline for the true mask ("red" in every lesson and title)
 PRED_COLOR = (0.1, 0.8, 1.0)  # cyan for predictions
 
 

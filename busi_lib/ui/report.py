@@ -102,8 +102,7 @@ def plot_worst_errors(predictions: pd.DataFrame, pred: dict, images: np.ndarray,
         pred_masks = pred["mask_prob"][idx].astype(np.float32) >= 0.5
     titles = []
     for _, r in rows.iterrows():
-        t = str(r["image_id"])
-        t = t if len(t) <= 26 else "..." + t[-23:]
+        t = Path(str(r["image_id"])).stem  # the scan's own name: a folder path would not fit
         t += f"\ntrue {r['label']}"
         if "called" in r:
             t += f", called {r['called']}"
