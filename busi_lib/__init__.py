@@ -5,7 +5,7 @@ The folders import only downward, in this order (``tests/test_layout.py`` checks
 ==============  ===================================================================================
 top level       ``names`` (the architectures and their task, augmentations, precisions), ``config`` (every
                 setting of a run), ``profiles`` (smoke / cpu / gpu), ``errors``, ``files`` (atomic writes,
-                SHA-256); ``colab`` and ``__main__`` start the apps
+                SHA-256), ``progress`` (the one progress bar); ``colab`` and ``__main__`` start the apps
 ``data/``       from the folder on disk to fastai DataLoaders: ``table``, ``images``, ``duplicates``,
                 ``cache``, ``sites`` (several hospitals), ``dataset``, ``splits``, ``transforms``,
                 ``loaders``, ``synthetic``, ``download``, ``external_sets`` (BUS-BRA, BUS-UCLM)

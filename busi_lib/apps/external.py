@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import torch
 from fastai.data.load import DataLoader
-from fastprogress.fastprogress import progress_bar
 from numpy.typing import ArrayLike
 
 from busi_lib.data.cache import cached_table, has_cached_table
@@ -53,6 +52,7 @@ from busi_lib.evaluation.metrics import (
 )
 from busi_lib.files import atomic_write_bytes, new_folder, write_json
 from busi_lib.models.saving import config_normalization, load_model, update_config, use_operating_point
+from busi_lib.progress import progress as show_progress
 from busi_lib.ui.report import Evaluation, write_report
 
 if TYPE_CHECKING:  # names for the type hints only
@@ -98,20 +98,10 @@ class ExternalData:
 
 
 # ----------------------------------------------------------------------------- reading
-def _progress(items, show: bool, comment: str = ""):
-    """fastprogress's bar (what fastai shows during training), or the plain iterable."""
-    if not show:
-        return items
-
-    bar = progress_bar(items, leave=False)
-    bar.comment = comment
-    return bar
-
-
 def _decode_check(table: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[dict]]:
     """Decode every image and mask once; rows whose files are unreadable are dropped and reported."""
     keep, skipped = [], []
-    for i, row in _progress(list(table.iterrows()), progress, "checking files"):
+    for i, row in show_progress(list(table.iterrows()), progress, "checking files"):
         try:
             img = read_image(row["path"])
             if row["mask_paths"]:
@@ -204,7 +194,7 @@ def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, 
         adapted = adapt_batchnorm(model, config, list(ds.images), batch_size=batch_size)  # the scans, no label
     dl = DataLoader(ds, bs=batch_size, shuffle=False)
     with torch.no_grad():
-        pred = predict_loader(model, _progress(dl, progress, "predicting"), config["task"], tta=tta)
+        pred = predict_loader(model, show_progress(dl, progress, "predicting"), config["task"], tta=tta)
     return (pred, ds.images, adapted) if return_adaptation else (pred, ds.images)
 
 

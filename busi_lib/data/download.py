@@ -16,9 +16,7 @@ import http.client
 import json
 import os
 import shutil
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -34,6 +32,7 @@ from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.table import CLASSES, MASK_RE, check_data_folder  # the one rule for telling a mask file from a scan
 from busi_lib.errors import BusiDataError
 from busi_lib.files import atomic_write_bytes, check_new_folder, sha256_of
+from busi_lib.progress import progress as show_progress
 
 FINGERPRINT_VERSION = 1
 REFERENCE_PATH = Path(__file__).with_name("busi_fingerprint.json")
@@ -254,31 +253,6 @@ def kaggle_configured() -> bool:
     return (config_dir / "kaggle.json").is_file()
 
 
-class _Progress:
-    """Prints ``downloaded 12.3 / 195.0 MB (6%)`` on one stderr line, at most a few times a second."""
-
-    def __init__(self, total: int | None, enabled: bool):
-        self.total, self.enabled, self.done, self._last = total, enabled, 0, 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.enabled and time.monotonic() - self._last > 0.25:
-            self._last = time.monotonic()
-            self._print()
-
-    def _print(self, end: str = "") -> None:
-        mb = self.done / 1e6
-        if self.total:
-            msg = f"\rdownloaded {mb:.1f} / {self.total / 1e6:.1f} MB ({100 * self.done / self.total:.0f}%)"
-        else:
-            msg = f"\rdownloaded {mb:.1f} MB"
-        print(msg, end=end, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._print(end="\n")
-
-
 def _download_url(url: str, dest: Path, target: Path, progress: bool, steps=_manual_steps) -> Path:
     """Stream ``url`` into ``dest`` (via ``dest.part``, renamed when complete).
 
@@ -290,11 +264,12 @@ def _download_url(url: str, dest: Path, target: Path, progress: bool, steps=_man
         with urllib.request.urlopen(request, timeout=60) as response, open(part, "wb") as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            bar = _Progress(total, progress)
-            while chunk := response.read(_CHUNK):
+            chunks = iter(lambda: response.read(_CHUNK), b"")
+            done = 0
+            n_chunks = -(-total // _CHUNK) if total else None  # for the bar; None: no bar without a size
+            for chunk in show_progress(chunks, progress, "downloading", n_chunks):
                 out.write(chunk)
-                bar.update(len(chunk))
-            bar.close()
+                done += len(chunk)
     except urllib.error.HTTPError as e:
         raise BusiDataError(url, steps(target, f"the server answered HTTP {e.code} {e.reason}")) from None
     except urllib.error.URLError as e:
@@ -302,8 +277,8 @@ def _download_url(url: str, dest: Path, target: Path, progress: bool, steps=_man
     except (OSError, http.client.HTTPException) as e:
         raise BusiDataError(url, steps(target, f"the download broke off ({e!r})")) from None
     # A connection closed early can end the loop quietly; a short file must not pass for the archive.
-    if total is not None and bar.done != total:
-        raise BusiDataError(url, steps(target, f"incomplete download ({bar.done} of {total} bytes)"))
+    if total is not None and done != total:
+        raise BusiDataError(url, steps(target, f"incomplete download ({done} of {total} bytes)"))
     os.replace(part, dest)
     return dest
 

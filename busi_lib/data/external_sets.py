@@ -9,7 +9,6 @@ import csv
 import io
 import re
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from busi_lib.data.images import IMAGE_SUFFIXES, _open, _to_array, mask_to_binar
 from busi_lib.data.table import CLASSES, LESION_CLASSES
 from busi_lib.errors import BusiDataError
 from busi_lib.files import check_new_folder, new_folder, write_json
+from busi_lib.progress import progress as show_progress
 
 __all__ = [
     "INFO_COLUMNS",
@@ -514,9 +514,7 @@ def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, har
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         linked_note = False
-        for k, scan in enumerate(scans, start=1):
-            if progress and sys.stderr.isatty() and (k % 25 == 0 or k == len(scans)):
-                print(f"\rconverting {conv.dataset.title}: {k}/{len(scans)}", end="", file=sys.stderr, flush=True)
+        for scan in show_progress(scans, progress, f"converting {conv.dataset.title}"):
             try:
                 img = read_image(scan.image)  # decodes fully: a truncated scan is found here
                 mask, label = read_fn(scan)
@@ -532,8 +530,6 @@ def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, har
             linked_note |= hardlink and not linked
             _save_mask(mask, tmp / mask_rel, scan.mask)
             conv.rows.append(dict(image=image_rel, label=label, mask=mask_rel, patient=scan.patient))
-        if progress and sys.stderr.isatty() and scans:
-            print(file=sys.stderr)
         if not conv.rows:
             raise BusiDataError(conv.source, "no scan could be converted" + (" (see the skipped files)" if
                                                                                conv.skipped else ""))

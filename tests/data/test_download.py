@@ -217,7 +217,8 @@ def test_download_unpacks_and_verifies(busi, server, tmp_path, capsys):
     out = download_busi(tmp_path / "data", url=f"{base}/Dataset_BUSI.zip", use_kaggle=False, reference=ref)
     assert out == tmp_path / "data" / FOLDER_NAME
     assert verify_folder(out, ref).ok
-    assert "downloaded" in capsys.readouterr().err  # progress on stderr
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err  # into a pipe or a log: no progress bar redraws
     # Only the dataset folder is left behind: no archive, no temporary folder.
     assert [p.name for p in (tmp_path / "data").iterdir()] == [FOLDER_NAME]
 
