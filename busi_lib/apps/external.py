@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 from busi_lib.data.cache import cached_table, has_cached_table
 from busi_lib.data.images import read_image, read_mask
 from busi_lib.data.loaders import make_dataset
-from busi_lib.data.sites import COLUMN_ALIASES, read_labels_csv
+from busi_lib.data.sites import COLUMN_ALIASES, read_labels_csv, site_name
 from busi_lib.data.splits import load_split
 from busi_lib.data.table import check_data_folder, select_labels
 from busi_lib.errors import BusiDataError
@@ -412,10 +412,10 @@ def adapt_by_default(model: torch.nn.Module, config: dict, root: Path, n_scans: 
 def site_note(config: dict, root: Path) -> str | None:
     """A plain warning when the model's threshold was chosen on other sites than the folder ``root``."""
     sites = (config.get("calibrated_on") or {}).get("sites")
-    if not sites or root.resolve().name in sites:
+    if not sites or site_name(root) in sites:
         return None
     return (f"NOT CALIBRATED FOR THIS SITE: the threshold was chosen on validation scans of {', '.join(sites)}, "
-            f"not of {root.resolve().name}; sensitivity and specificity here can differ a lot. Re-tune it on a "
+            f"not of {site_name(root)}; sensitivity and specificity here can differ a lot. Re-tune it on a "
             "labelled part of this site: busi evaluate ... --calibration-size N --save-model DIR")
 
 
@@ -430,7 +430,7 @@ def save_site_model(members: list, site: dict, root: Path, dest: str | Path, ada
             folder = tmp if len(members) == 1 else tmp / f"member{i}" / "model"
             shutil.copytree(m, folder, dirs_exist_ok=True)
             update_config(folder, threshold=float(site["threshold"]), operating_point="site", adapt_bn=bool(adapt_bn),
-                          calibrated_on=dict(sites=[root.resolve().name], part="calibration",
+                          calibrated_on=dict(sites=[site_name(root)], part="calibration",
                                              rule=site["rule"], size=site["size"], seed=site["seed"],
                                              n_images=site["n_calibration_images"]))
     return Path(dest)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from busi_lib.data.cache import cache_root, cached_table
-from busi_lib.data.sites import is_csv_site, load_sites
+from busi_lib.data.sites import is_csv_site, load_sites, site_name
 from busi_lib.data.synthetic import make_synthetic_busi
 from busi_lib.data.table import select_labels
 from busi_lib.errors import BusiDataError
@@ -38,7 +38,7 @@ def load_dataset(
     if isinstance(root, (list, tuple)) or is_csv_site(root):  # several sites, or a labels-CSV folder
         return load_sites([root] if isinstance(root, (str, Path)) else root, labels, cache_dir=cache_dir)
     df = select_labels(cached_table(root, skip_bad=skip_bad, duplicates=duplicates, cache_dir=cache_dir), labels)
-    df["site"] = Path(root).resolve().name
+    df["site"] = site_name(root)
     return df
 
 

@@ -108,6 +108,11 @@ def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None
     return pd.DataFrame(rows), excluded
 
 
+def site_name(root: str | Path) -> str:
+    """A site's name: its folder's name (the ``site`` column, ``calibrated_on``, ``--train-sites``)."""
+    return Path(root).resolve().name
+
+
 def is_csv_site(root: str | Path) -> bool:
     """Whether ``root`` is a labels-CSV folder (``labels.csv`` inside) rather than BUSI's layout."""
     return (Path(root) / LABELS_CSV).is_file()
@@ -145,7 +150,7 @@ def load_site(root: str | Path, labels: str = "binary", *, require_masks: bool =
             raise BusiDataError(root, f"not a site: neither BUSI's class folders ({', '.join(LESION_CLASSES)}) nor "
                                       f"a {LABELS_CSV}")
         df = select_labels(cached_table(root, cache_dir=cache_dir), labels)
-    df["site"] = root.resolve().name
+    df["site"] = site_name(root)
     return df
 
 
