@@ -12,9 +12,9 @@
     busi evaluate       --model DIR [DIR...] --data DIR [--labels CSV] [--split CSV --part test] --out DIR
                         [--adapt-bn] [--calibration-size F_OR_N [--save-model DIR]]
     busi calibrate      --model DIR --data DIR [--split CSV]
-    busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--adapt-bn]
+    busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--quiet]
     busi predict        --model DIR --benchmark [--batch-size N]
-    busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,holdout}]
+    busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,loso}] [--quiet]
     busi notebooks      [--profile {smoke,cpu,gpu}] [--data DIR] [--out DIR] [-p NAME VALUE] [--only NN...]
 
 ``--model``: a model folder, a run folder holding ``model/``, or a folder of fold runs; several form an ensemble.
