@@ -42,6 +42,8 @@ _HUB_ONLY_FROM_SCRATCH = {name: dict(pretrained=False) for name in ("resnet50", 
 ARCH_OVERRIDES: dict[str, dict[str, dict]] = {
     "smoke": _HUB_ONLY_FROM_SCRATCH,
     "cpu": {
+        # 12 epochs at 128 px: no other lever (160-224 px, Lite2, loss weights, decoder norm, aspect crops) beat it on
+        # the validation parts of bench folds 1 and 2 (tools/tune.py --model multitask, RESULTS.md)
         "multitask": dict(epochs=12),
         # the transfer classifier's recipe, the best of 7 schedules on bench folds 1-2's validation parts
         # (tools/tune.py): one fit_one_cycle, every layer at the profile's rate; its from-scratch twin follows it
