@@ -18,6 +18,8 @@ from scipy.special import expit, logit
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
+from busi_lib.evaluation.metrics import labels_and_probs
+
 __all__ = [
     "DEFAULT_BINS",
     "apply_temperature",
@@ -40,17 +42,13 @@ T_BOUNDS = (0.05, 20.0)
 
 
 def _check(y, prob) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).reshape(-1)
-    p = np.asarray(prob, dtype=np.float64).reshape(-1)
-    if y.shape != p.shape:
-        raise ValueError(f"y has {y.size} values but prob has {p.size}")
+    """:func:`~busi_lib.evaluation.metrics.labels_and_probs`, refusing also no predictions and NaN."""
+    y, p = labels_and_probs(y, prob)
     if y.size == 0:
         raise ValueError("no predictions to assess")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("y must hold 0 (benign) and 1 (malignant) only")
-    if np.isnan(p).any() or p.min() < 0 or p.max() > 1:
-        raise ValueError("prob must be probabilities in [0, 1]")
-    return y.astype(np.int64), p
+    if np.isnan(p).any():
+        raise ValueError("prob must be probabilities in [0, 1], not NaN")
+    return y, p
 
 
 def to_logits(prob: ArrayLike) -> np.ndarray:
