@@ -30,15 +30,16 @@ from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
 from busi_lib.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
 # Whole-notebook run times on the development machine (2-core CPU), shown when a notebook starts: smoke on the
-# synthetic set, cpu on the real BUSI (02-04 while the machine was shared). No GPU was available to measure.
+# synthetic set, cpu on the real BUSI (07 with half of BUS-BRA) with the machine to itself. No GPU was available
+# to measure.
 EXPECTED_TIME: dict[str, dict[str, str]] = {
-    "01_data_exploration": {"smoke": "~15 s", "cpu": "~35 s", "gpu": "not measured (no GPU here)"},
-    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
-    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~19 min", "gpu": "not measured (no GPU here)"},
-    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~33 min", "gpu": "not measured (no GPU here)"},
-    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
-    "06_results": {"smoke": "~15 s", "cpu": "~2 min", "gpu": "not measured (no GPU here)"},
-    "07_external_validation": {"smoke": "~2.5 min*", "cpu": "~40 min*", "gpu": "not measured (no GPU here)"},
+    "01_data_exploration": {"smoke": "~15 s", "cpu": "~15 s", "gpu": "not measured (no GPU here)"},
+    "02_custom_cnn": {"smoke": "~10 s", "cpu": "~3 min", "gpu": "not measured (no GPU here)"},
+    "03_transfer_learning": {"smoke": "~20 s", "cpu": "~10 min", "gpu": "not measured (no GPU here)"},
+    "04_unet_segmentation": {"smoke": "~25 s", "cpu": "~12 min", "gpu": "not measured (no GPU here)"},
+    "05_multitask_uresnet": {"smoke": "~15 s", "cpu": "~5 min", "gpu": "not measured (no GPU here)"},
+    "06_results": {"smoke": "~15 s", "cpu": "~1 min", "gpu": "not measured (no GPU here)"},
+    "07_external_validation": {"smoke": "~2.5 min*", "cpu": "~25 min", "gpu": "not measured (no GPU here)"},
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -292,7 +292,7 @@ def plot_metric_bars(table: pd.DataFrame,
 
 def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Sequence | None = None,
                    size: float = 2.2) -> Figure:
-    """Rows of scans: the true mask (orange), then each model's predicted mask (cyan); ``preds`` is
+    """Rows of scans: the true mask (red), then each model's predicted mask (cyan); ``preds`` is
     ``{model name: list of (H, W) masks}``.
     """
     names = list(preds)
@@ -312,7 +312,7 @@ def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Seque
                 draw_mask(ax, preds[names[c - 1]][r], color=PRED_COLOR, fill_alpha=0.25)
                 if r == 0:
                     ax.set_title(names[c - 1], fontsize=9)
-    fig.suptitle("Lesion masks: truth (orange) and prediction (cyan)", fontsize=10)
+    fig.suptitle("Lesion masks: truth (red) and prediction (cyan)", fontsize=10)
     fig.supxlabel("model", fontsize=9)
     fig.supylabel("test scan", fontsize=9)
     fig.tight_layout()
