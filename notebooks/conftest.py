@@ -61,3 +61,12 @@ def pytest_runtest_teardown(item, nextitem):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_RUNS_DIR, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(config, items):
+    """The answer notebooks (notebooks/answers/*.ipynb) are opt-in, like the other minutes-long tests: they train
+    several models each, so they run with ``-m extended`` (.ci/run does), not in README's test command."""
+    for item in items:
+        if item.path.suffix == ".ipynb" and item.path.parent.name == "answers":
+            item.add_marker(pytest.mark.extended)
