@@ -2,6 +2,7 @@
 
     busi notebooks --profile cpu --out runs/course   # the run (README's main command)
     python tools/executed.py runs/course             # its executed copies, ready to commit
+                                                     # (--commit C when the run used another commit)
 
 Each copy keeps the run's cells and outputs, with figures re-encoded at a modest size and no widget state, takes
 its markdown from the lesson as it is now (so a "What we saw" cell written after the run reads as in the lesson),
@@ -75,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="the --out folder of `busi notebooks`")
     ap.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
                     help="how to name the machine the run used")
+    ap.add_argument("--commit", help="the commit the run used (default: the checkout's HEAD)")
     args = ap.parse_args(argv)
     times = run_times(args.run)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True).stdout.strip()
     EXECUTED.mkdir(exist_ok=True)
     for lesson in sorted(LESSONS.glob("[0-9][0-9]_*.ipynb")):
         run_nb = args.run / lesson.name
