@@ -101,7 +101,7 @@ def test_tests_mirror_the_package_folders():
     for folder in FOLDERS:
         assert list((TESTS / folder).glob("test_*.py")), f"tests/{folder}/ has no tests"
     whole_project = {"test_style", "test_layout", "test_lessons", "test_colab", "test_repo_url", "test_claims",
-                     "test_profiles", "test_tools", "test_progress"}
+                     "test_profiles", "test_tools", "test_progress", "test_executed"}
     assert {p.stem for p in TESTS.glob("test_*.py")} <= whole_project
 
 
