@@ -1,21 +1,6 @@
 """The ``busi`` command (also ``python -m busi_lib``).
 
-::
-
-    busi data summary   --data DIR [--json] [--skip-bad]
-    busi data synthetic --out DIR [--n-per-class N] [--seed S]
-    busi data download  --to DIR [--dataset {busi,busbra,busuclm}] [--no-verify]
-    busi data verify    --data DIR
-    busi data split     --data DIR --out CSV [--folds K] [--seed S]
-    busi data external  {busbra,busuclm} SOURCE_DIR --out DIR [--skip-bad] [--hardlink] [--json]
-    busi train          --arch NAME --data DIR --out DIR [options]
-    busi evaluate       --model DIR [DIR...] --data DIR [--labels CSV] [--split CSV --part test] --out DIR
-                        [--adapt-bn] [--calibration-size F_OR_N [--save-model DIR]]
-    busi calibrate      --model DIR --data DIR [--split CSV]
-    busi predict        --model DIR [--model DIR...] IMAGE_OR_FOLDER... --out DIR [--threshold X] [--cam] [--quiet]
-    busi predict        --model DIR --benchmark [--batch-size N]
-    busi bench          --out DIR [--profile {smoke,cpu,gpu}] [--models NAME...] [--protocol {cv5,loso}] [--quiet]
-    busi notebooks      [--profile {smoke,cpu,gpu}] [--data DIR] [--out DIR] [-p NAME VALUE] [--only NN...]
+Every command and option: ``busi --help`` and ``busi COMMAND --help``.
 
 ``--model``: a model folder, a run folder holding ``model/``, or a folder of fold runs; several form an ensemble.
 ``--data`` defaults to ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache (so every command runs on a

@@ -1,11 +1,7 @@
 """External validation (``busi evaluate``): score a saved model on scans from a site it has never seen.
 
-At another hospital the scanners, settings and patients change (a *domain shift*) and accuracy usually drops;
-:func:`evaluate_model` measures the drop. It reads the BUSI layout or any folder with a labels CSV
-(:mod:`busi_lib.data.sites`; masks optional, unreadable files skipped, normal scans left out), scores at the
-threshold saved with the model (never one chosen on this data) with bootstrap 95 % intervals, and writes
-``evaluation.json``, ``predictions.csv`` and ``report.md``. With patient ids, a patient's probability is the highest
-of their images' and the intervals resample patients (one patient's images are not independent evidence).
+Scores at the threshold saved with the model (never one chosen on this data), with bootstrap intervals that
+resample patients when their ids are known. README's "At a new hospital" explains the report.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -55,9 +50,6 @@ from busi_lib.models.saving import config_normalization, load_model, update_conf
 from busi_lib.progress import progress as show_progress
 from busi_lib.ui.report import Evaluation, write_report
 
-if TYPE_CHECKING:  # names for the type hints only
-    import torch
-
 __all__ = [
     "COLUMN_ALIASES",
     "calibration_split",
@@ -78,11 +70,8 @@ PATIENT_RULE = "a patient's probability is the highest of their images'; maligna
 
 @dataclass
 class ExternalData:
-    """A folder read for evaluation: one row per scored image, and what was left out.
-
-    ``table``: ``image_id``, ``label``, ``target`` (1 malignant), ``path``, ``mask_paths`` (``|``-joined, ``""``
-    when none), ``has_mask``, ``patient_id`` (``None`` when unknown).
-    """
+    """A folder read for evaluation: ``table`` (one row per scored image; ``patient_id`` ``None`` when unknown)
+    and what was left out."""
 
     table: pd.DataFrame
     layout: str  # "busi" or "csv"
@@ -115,19 +104,15 @@ def _decode_check(table: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, li
 def load_external(
     data: str | Path, labels: str | Path | None = None, *, columns: dict | None = None, progress: bool = True
 ) -> ExternalData:
-    """Read a folder to evaluate on: the BUSI layout, or any folder with a labels CSV (``labels``).
-
-    Unreadable files are listed in ``.skipped``; normal scans are left out and counted in ``.excluded``.
-    """
+    """Read the BUSI layout, or any folder with a labels CSV; unreadable files go to ``.skipped``, normal scans
+    to ``.excluded``."""
     root = check_data_folder(data)
     if labels is not None:
         table, excluded = read_labels_csv(root, labels, columns)
         table, skipped = _decode_check(table, progress)
         layout = "csv"
     else:
-        # Cached, so that evaluating on BUSI's own test part (07 does it four times) decodes nothing: a folder a
-        # model was trained on has its table in the cache (complete: every scan readable, with its mask); any
-        # other is scanned once with masks optional (an external folder may have none) and bad files reported.
+        # A folder a model was trained on has its table cached; any other is scanned once, masks optional.
         if has_cached_table(root):
             df = cached_table(root)
         else:
@@ -154,10 +139,7 @@ def load_external(
 
 
 def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> ExternalData:
-    """Keep the images of one part (``test``, ``valid``...) of a saved split (matched on ``image_id``).
-
-    Every image the split names must be in the folder (or skipped): a split of another data set is an error.
-    """
+    """Keep the images of one part of a saved split; a split naming images not in the folder is an error."""
     split = load_split(split_csv)
     known = set(ext.table["image_id"])
     for s in ext.skipped:  # a skipped file is known under its BUSI id and its path relative to the folder
@@ -180,12 +162,9 @@ def restrict_to_split(ext: ExternalData, split_csv: str | Path, part: str) -> Ex
 def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, batch_size: int = 32,
                   tta: bool = False, progress: bool = True, cache_dir: str | Path | None = None,
                   adapt_bn: bool = False, return_adaptation: bool = False) -> tuple:
-    """Predictions of a saved model on the rows of ``table``: ``(pred, images)``.
-
-    ``pred`` is :func:`busi_lib.evaluation.inference.predict_loader`'s dict; ``images`` the uint8 (N, S, S) scans at
-    the model's input size, where masks are compared too. ``adapt_bn``: first re-estimate BatchNorm statistics on
-    these scans (in memory, no labels); ``return_adaptation`` adds its summary as a third item.
-    """
+    """``(pred, images)``: :func:`~busi_lib.evaluation.inference.predict_loader`'s dict and the uint8 scans at the
+    model's input size. ``adapt_bn`` first re-estimates BatchNorm statistics on these scans (AdaBN, no labels);
+    ``return_adaptation`` adds its summary as a third item."""
     ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
                       norm=config_normalization(config))
 
@@ -233,10 +212,7 @@ def score_external(
     alpha: float = 0.05,
     n_bins: int = DEFAULT_BINS,
 ) -> dict:
-    """Every number of ``evaluation.json``, from :class:`ExternalData`'s table and its predictions.
-
-    ``threshold`` must come from elsewhere (the model's validation data); ``temperature``: the model's (1.0: none).
-    """
+    """Every number of ``evaluation.json``; ``threshold`` must come from elsewhere (the model's validation data)."""
     patients = table["patient_id"].notna().all()
     groups = table["patient_id"].to_numpy() if patients else None
     unit = "patient" if patients else "image"
@@ -312,11 +288,8 @@ def score_external(
 
 # ----------------------------------------------------------------------------- the threshold at a new site
 def calibration_split(table: pd.DataFrame, size: float, seed: int = 0) -> np.ndarray:
-    """Which rows of ``table`` form the labelled *calibration part* of a new site (a boolean array).
-
-    The unit is the patient when every row has a patient id, else the image; ``size`` below 1 is a fraction of the
-    units, else a count. Seeded and stratified, so both parts keep both classes when each has two units or more.
-    """
+    """A boolean array: the rows of the labelled *calibration part* of a new site, drawn by patient (else image),
+    seeded and stratified; ``size`` below 1 is a fraction of the units, else a count."""
     patients = table["patient_id"].notna().all()
     units = table["patient_id"].astype(str).to_numpy() if patients else np.arange(len(table)).astype(str)
     target = pd.Series(table["target"].to_numpy()).groupby(units).max()
@@ -420,9 +393,7 @@ def site_note(config: dict, root: Path) -> str | None:
 
 
 def save_site_model(members: list, site: dict, root: Path, dest: str | Path, adapt_bn: bool = False) -> Path:
-    """A copy of the model (ensemble members as ``dest/memberK/model``) with the threshold re-tuned at this site,
-    for ``busi predict --model dest``; ``adapt_bn`` marks it to adapt BatchNorm too, as when the threshold was
-    chosen. ``dest`` must not exist yet."""
+    """A copy of the model (or ensemble) in the new folder ``dest``, with the threshold re-tuned at this site."""
     if site.get("threshold") is None:
         raise BusiDataError(root, f"no threshold could be re-tuned on this site: {site.get('note')}")
     with new_folder(dest) as tmp:
@@ -474,11 +445,9 @@ def evaluate_model(
     save_model_to: str | Path | None = None,
     operating_point: str | None = None,
 ) -> Evaluation:
-    """Score the saved model(s) in ``model_dir`` on the folder ``data``; with ``out``, write the report there.
+    """Score the saved model(s) in ``model_dir`` (a list: an ensemble) on ``data``; with ``out``, write the report.
 
-    A list of models is an ensemble (probabilities averaged). ``adapt_bn=None``: :func:`adapt_by_default`.
-    ``calibration_size``: also re-tune the threshold on that part of the site (:func:`site_threshold`);
-    ``save_model_to``: then save a copy that uses it (:func:`save_site_model`).
+    ``calibration_size`` also re-tunes the threshold on that part of the site; ``save_model_to`` saves a copy using it.
     """
     t0 = time.time()
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
@@ -553,12 +522,9 @@ def fit_model_temperature(
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict:
-    """Fit the model's temperature on the ``valid`` part of its training split and save it in ``config.json``.
-
-    Returns the fit: ``temperature``, and NLL, ECE and Brier before and after on that part.
-    """
+    """Fit the model's temperature on the ``valid`` part of its split, save it in ``config.json``, return the fit."""
     model, config = load_model(model_dir)
-    if "prob" not in _task_outputs(config["task"]):
+    if config["task"] == "segment":
         raise ValueError(f"a {config['task']} model gives no class probability: nothing to calibrate")
     ext = restrict_to_split(load_external(data, labels, progress=progress), split, part)
     pred, _ = predict_table(model, config, ext.table, batch_size=batch_size, progress=progress)
@@ -570,10 +536,6 @@ def fit_model_temperature(
                brier_before=brier_score(y, p), brier_after=brier_score(y, q))
     update_config(model_dir, temperature=fit["temperature"], temperature_fit=fit)
     return fit
-
-
-def _task_outputs(task: str) -> tuple[str, ...]:
-    return {"classify": ("prob",), "segment": ("mask_prob",), "multitask": ("prob", "mask_prob")}[task]
 
 
 # ----------------------------------------------------------------------------- comparing
