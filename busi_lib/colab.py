@@ -1,14 +1,7 @@
-"""Google Colab in one call: the second line of every notebook's setup cell (``tools/repo_url.py`` writes the URL)::
+"""Google Colab in one call, from every notebook's setup cell: ``busi_lib.colab.setup(drive=True)``.
 
-    if "google.colab" in str(get_ipython()):  # in Colab only
-        %pip install -q "busi-lib @ git+https://github.com/OWNER/REPO"
-    import busi_lib.colab
-    colab = busi_lib.colab.setup(drive=True)
-
-``%pip`` keeps Colab's own torch (busi_lib's range admits it). Outside Colab :func:`setup` does nothing. In Colab
-it mounts Drive (Colab asks first) so outputs persist in ``MyDrive/busi/runs``, downloads and verifies BUSI (via
-Kaggle when the Colab secrets ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` exist), and sets ``$BUSI_PROFILE=gpu`` on a GPU
-runtime; a variable you set yourself wins. The cell comes before the parameters cell, which reads these variables.
+In Colab it mounts Drive, downloads and verifies BUSI and picks the gpu profile on a GPU runtime; a variable you set
+yourself wins. Outside Colab it does nothing. The setup cell and the details: docs/library.md.
 """
 
 from __future__ import annotations
@@ -57,7 +50,7 @@ def setup(
     reference: str | Path | dict | None = None,
     verbose: bool = True,
 ) -> ColabSetup:
-    """Set up a Colab session for the notebooks (see the module docstring); outside Colab, do nothing.
+    """Set up a Colab session for the notebooks (docs/library.md); outside Colab, do nothing.
 
     ``data=False``: no download (the synthetic set); ``data_url``, ``reference``: passed to
     :func:`~busi_lib.data.download.download_busi` (a mirror; tests).

@@ -1,8 +1,6 @@
-"""Every setting of one training run, without importing torch.
+"""Every setting of one training run, without importing torch (so ``busi --help`` answers at once).
 
-``TrainConfig``'s fields are named as ``busi train``'s options and the notebooks' parameters (their values:
-:mod:`busi_lib.names`); :func:`busi_lib.training.learners.train` runs one. No torch or fastai here, so that
-``busi --help`` answers at once.
+``TrainConfig``'s fields are named as ``busi train``'s options; :func:`busi_lib.training.learners.train` runs one.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The library's exceptions: every error a user can cause derives from :class:`BusiError`.
 
-:class:`BusiDataError` (bad input; also a ``ValueError``), :class:`WeightsNotFoundError` (also a
-``FileNotFoundError``) and :class:`NotebookFailed` (also a ``RuntimeError``) name the file, folder or cell at fault;
-``busi`` prints any of them as one ``busi: error: ...`` line and exits 2. An argument a function cannot use (a
-negative size, an unknown metric name) raises a plain ``ValueError``, as numpy does: a bug in the calling code.
+``busi`` prints any of them as one ``busi: error: ...`` line and exits 2. An argument a function cannot use (a bug
+in the calling code) raises a plain ``ValueError``, as numpy does.
 """
 
 from __future__ import annotations

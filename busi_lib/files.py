@@ -1,8 +1,6 @@
 """Writing files and folders whole or not at all, and a file's SHA-256.
 
-An interrupted run (Ctrl-C, a killed kernel, a full disk) must not leave half a file or folder that a later step
-reads as valid: every output goes to a temporary sibling first and is renamed into place (atomic on one file
-system); nothing that exists is overwritten.
+Every output goes to a temporary sibling first and is renamed into place, so an interrupted run leaves no half file.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The names a run is set up with, and what they stand for, without importing torch.
+"""The names a run is set up with (architectures, decoder norms, augmentations, precisions), without importing torch.
 
-Architectures (task, where their ImageNet weights are, which are vision transformers), decoder norms,
-augmentation recipes and precisions. The config, the ``busi`` options and the modules that implement them all read
-them from here, so ``busi --help`` answers at once.
+The config, the ``busi`` options and the modules that implement them all read them from here.
 """
 
 from __future__ import annotations

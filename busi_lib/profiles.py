@@ -1,10 +1,6 @@
-"""Run profiles: one name for "how big a run", shared by the notebooks, ``busi notebooks`` and ``busi bench``.
-
-``smoke``: tests (nbval, CI): tiny images, one epoch, a small stratified subset; minutes. ``cpu``: a laptop or a
-2-core CPU: packaged EfficientNet-Lite0 ImageNet weights, 64-128 px. ``gpu``: the full study settings, ImageNet
-weights from the caches, ResNet-50 encoders, 224-256 px. :func:`settings_for` turns (profile, architecture,
-overrides) into :class:`busi_lib.config.TrainConfig`'s keyword arguments; a ``None`` override keeps the profile's
-value, so a notebook's parameters cell can leave any setting at ``None``.
+"""Run profiles: one name for "how big a run" (``smoke``, ``cpu``, ``gpu``), shared by the notebooks,
+``busi notebooks`` and ``busi bench``; :func:`settings_for` turns one into ``TrainConfig`` keyword arguments.
+What each profile is for: docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Decode once, train many times: a small on-disk cache outside the data folder.
+"""Decode once, train many times: the dataset table and resized arrays, cached in ``$BUSI_CACHE_DIR``.
 
-The dataset table and the resized ``(N, S, S)`` arrays are computed once and kept in ``$BUSI_CACHE_DIR``
-(default ``~/.cache/busi_lib``), so data loading is not the bottleneck on a small CPU. An entry's name hashes
-the files' paths, sizes and modification times, so any change to the files makes a new entry.
+An entry's name hashes the files' paths, sizes and modification times, so any change to the files makes a new entry.
 """
 
 from __future__ import annotations
@@ -90,9 +88,7 @@ def resize_pair(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarra
 
 
 def cached_arrays(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, masks)`` of every row of ``df``: uint8 ``(N, size, size)`` in row order, masks in {0, 1}, decoded
-    once.
-    """
+    """``(images, masks)`` of every row of ``df``: uint8 ``(N, size, size)`` in row order, masks in {0, 1}."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
     for p, mp in zip(df["path"], df["mask_paths"]):
         for q in [p, *[m for m in str(mp).split("|") if m]]:

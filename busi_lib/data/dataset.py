@@ -1,8 +1,7 @@
 """A BUSI folder, ready to train on: :func:`load_dataset` (scan, cache, duplicate groups, a label set)
 and :func:`resolve_data_dir` (the folder given, ``$BUSI_DATA_DIR``, or a synthetic BUSI).
 
-They sit above :mod:`busi_lib.data.table`, :mod:`~busi_lib.data.cache` and :mod:`~busi_lib.data.synthetic`, so
-those three stay free of each other's imports.
+Above ``table``, ``cache`` and ``synthetic``, so those three stay free of each other's imports.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Getting the BUSI dataset and public external sets, and checking that a copy holds the published pixels.
 
-:func:`download_busi` fetches BUSI (Kaggle when configured, else the authors' archive), :func:`download_public_set`
-a checksummed external set (BUS-BRA), and :func:`verify_folder` compares a folder with the shipped fingerprint
-(``busi_fingerprint.json``, made by :func:`write_reference`).
-
-The fingerprint hashes *decoded pixels*, not file bytes: re-encoding a scan or mask (RGB vs grayscale, 1-bit vs
-0/255) keeps its hash; changing a pixel does not. Downloads never write into the library's source folder or an
-existing non-empty data folder.
+:func:`download_busi`, :func:`download_public_set`, and :func:`verify_folder` against the shipped fingerprint of
+*decoded pixels* (``busi_fingerprint.json``). Details: docs/library.md.
 """
 
 from __future__ import annotations
@@ -51,8 +46,7 @@ _CHUNK = 1 << 16
 
 # --------------------------------------------------------------------------- fingerprints
 def _hash_array(kind: str, arr: np.ndarray) -> str:
-    """sha256 (16 hex chars) of a decoded array, its kind and its shape (bytes alone cannot tell 100x200 from 200x100).
-    """
+    """sha256 (16 hex chars) of a decoded array, its kind and shape (bytes cannot tell 100x200 from 200x100)."""
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     h = hashlib.sha256(f"{kind}:{'x'.join(map(str, arr.shape))}:".encode())
     h.update(arr.tobytes())
@@ -72,9 +66,7 @@ def file_hash(path: str | Path) -> str:
 
 
 def _busi_files(root: Path) -> list[str]:
-    """Relative paths (forward slashes) of every ``<class>/*.png`` under ``root``, sorted; hidden files (macOS
-    ``._*``, ``.DS_Store``) are ignored.
-    """
+    """Sorted relative paths of every ``<class>/*.png`` under ``root``; hidden files (macOS ``._*``) are ignored."""
     rels = []
     for cls in CLASSES:
         cls_dir = root / cls
@@ -254,10 +246,8 @@ def kaggle_configured() -> bool:
 
 
 def _download_url(url: str, dest: Path, target: Path, progress: bool, steps=_manual_steps) -> Path:
-    """Stream ``url`` into ``dest`` (via ``dest.part``, renamed when complete).
-
-    Failures raise :class:`BusiDataError` with ``steps(target, reason)``: what happened and how to do it by hand.
-    """
+    """Stream ``url`` into ``dest`` (via ``dest.part``); failures raise :class:`BusiDataError` with
+    ``steps(target, reason)``: what happened and how to do it by hand."""
     part = dest.with_name(dest.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "busi_lib (python urllib)"})
     try:
@@ -471,8 +461,7 @@ def download_public_set(
 
     Returns ``<to_dir>/<the archive's folder>`` for ``busi data external NAME``. The archive's size and SHA-256
     must match before unpacking (``url``/``sha256`` override them, e.g. for a mirror). A set without a stable
-    archive (BUS-UCLM) raises :class:`BusiDataError` naming its page. As :func:`download_busi`, it works in a
-    temporary folder and never overwrites a non-empty one.
+    archive (BUS-UCLM) raises :class:`BusiDataError` naming its page.
     """
     if name not in SETS:
         raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")

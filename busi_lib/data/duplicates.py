@@ -1,10 +1,6 @@
-"""Near-duplicate scans: find them, group them, report label conflicts.
+"""Near-duplicate scans: find them (perceptual hashes), group them (``dup_group``), report label conflicts.
 
-About a fifth of BUSI is the same scan stored more than once (re-saved, cropped, or under both labels); a split
-with one copy on each side measures memory, not diagnosis, so splits keep each ``dup_group`` together. Scans
-whose 64-bit perceptual hashes differ in at most :data:`PHASH_THRESHOLD` bits are linked, and groups are the
-connected components. The threshold was checked on the real BUSI: known pairs fall well inside it, unrelated
-scans lie around 32 bits apart, very few below 14.
+Why splits keep each group together, and how the threshold was chosen: docs/library.md.
 """
 
 from __future__ import annotations
@@ -59,9 +55,8 @@ def group_ids(dist: np.ndarray, threshold: int = PHASH_THRESHOLD) -> np.ndarray:
 def add_duplicate_groups(
     df: pd.DataFrame, threshold: int = PHASH_THRESHOLD, bits: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """Add ``dup_group`` and ``group_size`` columns (and ``phash``, if missing) to a dataset table; the hashes come
-    from ``bits``, else the ``phash`` column, else the scans are read here.
-    """
+    """Add ``dup_group``, ``group_size`` and ``phash`` columns to a dataset table; the hashes come from ``bits``,
+    else the ``phash`` column, else the scans are read here."""
     if bits is None:
         bits = bits_from_hex(df["phash"]) if "phash" in df else hash_paths(df["path"])
     out = df.copy()

@@ -194,8 +194,7 @@ def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = Fals
 
 def convert_busuclm(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
                     progress: bool = False) -> Conversion:
-    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above); rules: docs/external_sets.md.
-    """
+    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above) into a labels-CSV folder."""
     source = _check_source(source)
     root = _busuclm_root(source)
     out = _check_out(out, source)

@@ -1,9 +1,6 @@
 """Reading scans and lesion masks into one representation: a scan is uint8 (H, W), a mask uint8 (H, W) in {0, 1}.
 
-Conventions: RGB scans with equal channels are read as that channel, others by ITU-R 601 luma (PIL's ``"L"``);
-alpha is dropped; 16-bit scans keep their high byte. A two-valued mask is foreground above its lowest value (0/1,
-0/255, 1-bit); one with more values (anti-aliased) where it is at least half its maximum; colour masks use the
-maximum over their colour channels. Several mask files of one scan are united. Every failure raises
+Conversion rules (colour, 16-bit, mask modes): docs/library.md. Every failure raises
 :class:`~busi_lib.errors.BusiDataError` naming the file.
 """
 
@@ -96,7 +93,7 @@ def image_to_gray(arr: np.ndarray) -> np.ndarray:
 
 
 def mask_to_binary(arr: np.ndarray) -> np.ndarray:
-    """Turn a mask array of any mode into uint8 (H, W) with values {0, 1} (rules in the module doc)."""
+    """Turn a mask array of any mode into uint8 (H, W) with values {0, 1} (rules: docs/library.md)."""
     arr = np.asarray(arr)
     if arr.ndim == 3:
         arr = arr[..., : min(arr.shape[2], 3)].max(axis=2)

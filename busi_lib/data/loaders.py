@@ -1,10 +1,6 @@
 """fastai ``DataLoaders`` for the three problem shapes: a batch is ``(x, y)`` for ``"classify"``, ``(x, mask)`` for
 ``"segment"``, ``(x, y, mask)`` for ``"multitask"``; ``x`` is float (B, 3, S, S) normalised, ``y`` float (B,)
-(1 = malignant), ``mask`` float (B, 1, S, S) in {0, 1}.
-
-Scans are decoded and resized once (:mod:`busi_lib.data.cache`); each epoch only augments small arrays. The
-augmentation of scan ``i`` in epoch ``e`` is drawn from ``(seed, e, i)`` alone (:class:`AugmentEpoch` tells the
-training set the epoch), whatever the worker process.
+(1 = malignant), ``mask`` float (B, 1, S, S) in {0, 1}. Caching and seeded augmentation: docs/library.md.
 """
 
 from __future__ import annotations
@@ -72,15 +68,12 @@ class BusiDataset(torch.utils.data.Dataset):
 
 
 class BusiDataLoaders(DataLoaders):
-    """fastai ``DataLoaders`` (train, valid[, test]) with the split's tables attached.
-
-    Extra attributes: ``kind``, ``image_size``, ``pos_weight`` (from the training
-    part), ``tables`` (``{"train": df, "valid": df, "test": df}``), ``norm`` (the inputs' mean and std).
-    """
+    """fastai ``DataLoaders`` (train, valid[, test]) with ``kind``, ``image_size``, ``pos_weight`` (from the training
+    part), ``tables`` (``{"train": df, "valid": df, "test": df}``) and ``norm`` (the inputs' mean and std)."""
 
 
 class AugmentEpoch(Callback):
-    """fastai callback: before each training epoch, tell the training set which epoch it is (see the module doc)."""
+    """fastai callback: tell the training set the epoch, so a scan's augmentation depends on (seed, epoch, scan)."""
 
     def before_train(self):
         ds = getattr(self.dls.train, "dataset", None)

@@ -1,9 +1,6 @@
-"""Sites: the data folders of one or more hospitals, as one table to train on.
+"""Sites: the data folders of one or more hospitals (BUSI's layout or a ``labels.csv``), as one table to train on.
 
-A site is a folder in BUSI's layout or one holding a ``labels.csv`` (as ``busi data external`` writes; column
-names in :data:`COLUMN_ALIASES`, label benign/malignant or 0/1, rows labelled ``normal`` left out and counted).
-:func:`load_sites` adds a ``site`` column so metrics can be reported per site. Groups keep splits honest: BUSI's
-near-duplicates (``dup_group``), or a CSV's patients; a patient at two sites is an error.
+The labels CSV and how sites are grouped for splits: docs/library.md.
 """
 
 from __future__ import annotations

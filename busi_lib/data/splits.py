@@ -1,9 +1,7 @@
 """Seeded, stratified, duplicate-group-aware splits, saved as CSV.
 
-All copies of a scan (one ``dup_group``) land on one side, and each side keeps about the dataset's class ratio
-(scikit-learn's ``StratifiedGroupKFold``; a group with conflicting labels is stratified by its most frequent one).
-A split is a table ``image_id, label, dup_group, split`` (``train``/``valid``/``test``, or a fold number), saved
-and reloaded so every model of a study sees exactly the same scans.
+A split is a table ``image_id, label, dup_group, split`` (``train``/``valid``/``test``, or a fold number); all copies
+of a scan land on one side (docs/library.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """A synthetic stand-in for BUSI: ultrasound-like scans with known lesions, in BUSI's exact layout.
 
-Main functions: :func:`make_synthetic_busi` (``busi data synthetic``) and :func:`render_scan`;
-:class:`AppearanceShift` (e.g. ``HOSPITAL_B``) makes a "second hospital".
-Manual (the layout, the manifest, how a scan is drawn): docs/synthetic.md.
+:func:`make_synthetic_busi` (``busi data synthetic``) writes a dataset, :func:`render_scan` draws one scan and
+:class:`AppearanceShift` (e.g. ``HOSPITAL_B``) makes a "second hospital". Manual: docs/synthetic.md.
 """
 
 from __future__ import annotations
@@ -104,11 +103,7 @@ def _layer_step(depth: np.ndarray, at: float, width: float) -> np.ndarray:
 
 
 def _tissue(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Echogenicity (how strongly tissue reflects sound) of layered breast tissue, about 0.1-3.
-
-    Depth runs down the rows. From the top, along gently wavy layers: skin, subcutaneous fat with dark lobules,
-    streaky fibroglandular tissue, then deep fat and muscle.
-    """
+    """Echogenicity (how strongly tissue reflects sound, about 0.1-3) of wavy layers: skin, fat, gland, muscle."""
     y, x = _grid(h, w)
     wave = sum(
         rng.uniform(0.005, 0.025) * np.sin(2 * np.pi * x / w * rng.uniform(0.3, 1.2) + rng.uniform(0, 6.3))
@@ -184,8 +179,7 @@ def _radius_function(rng: np.random.Generator, label: str, n_angles: int = 1024)
     """The outline ``r(theta)`` of a lesion (1 = its ellipse), tabulated at ``n_angles`` angles in [-pi, pi).
 
     Benign: a gently lobulated oval; malignant: an irregular outline with spicules. One in six of each is atypical
-    (macrolobulated benign, nearly circumscribed malignant), so shape alone cannot separate the classes. A table
-    is much faster than the formula at every pixel.
+    (macrolobulated benign, nearly circumscribed malignant), so shape alone cannot separate the classes.
     """
     theta = np.linspace(-np.pi, np.pi, n_angles, endpoint=False)
     atypical = rng.random() < 1 / 6
@@ -207,11 +201,8 @@ def _radius_function(rng: np.random.Generator, label: str, n_angles: int = 1024)
 
 
 def _lesion_geometry(rng: np.random.Generator, label: str, h: int, w: int, scale: float = 1.0):
-    """Semi-axes (a across, b along depth), tilt and centre of a lesion's ellipse.
-
-    Both classes draw the area from the same range; only the aspect differs: benign lesions are wider than tall,
-    malignant ones taller than wide half of the time.
-    """
+    """Semi-axes (a across, b along depth), tilt and centre of a lesion's ellipse; the area range is the same for
+    both classes, only the aspect differs."""
     r_eq = rng.uniform(0.07, 0.15) * np.sqrt(h * w) * scale  # radius of a circle of the same area
     if label == "benign":
         aspect = rng.uniform(0.45, 0.8)  # b / a
@@ -283,11 +274,8 @@ def _draw_lesion(rng: np.random.Generator, tissue: np.ndarray, mask: np.ndarray,
 
 # ---------------------------------------------------------------- 4-6. Attenuation, speckle, log compression
 def _speckle(rng: np.random.Generator, h: int, w: int, size: float, looks: int = 2) -> np.ndarray:
-    """Speckle with mean 1: ``|smoothed complex Gaussian noise|``, averaged over a few "looks".
-
-    Averaging looks mimics spatial compounding (smoother than one look's Rayleigh speckle). Grains are about twice
-    as wide as tall, as lateral resolution is worse than axial.
-    """
+    """Speckle with mean 1: ``|smoothed complex Gaussian noise|``, averaged over a few "looks" (as spatial
+    compounding does); grains are about twice as wide as tall, as lateral resolution is worse than axial."""
     sx, sy = 1.3 * size, 0.6 * size
     intensity = np.zeros((h, w), np.float32)
     for _ in range(looks):
@@ -306,8 +294,7 @@ def _attenuation(h: int, coefficient: float) -> np.ndarray:
 def _to_display(echo: np.ndarray, dynamic_range_db: float, mean: float, gain: float, gamma: float) -> np.ndarray:
     """Log-compress echo amplitudes to [0, 1] with the mean brightness ``mean``, then apply gain and gamma.
 
-    The dB window is slid until the mean brightness is ``mean`` (a few steps, as clipping bends the relation);
-    drawing ``mean`` from one range for every class hides class differences in overall brightness.
+    The dB window is slid until the mean brightness is ``mean`` (a few steps, as clipping bends the relation).
     """
     db = 20 * np.log10(echo / np.percentile(echo, 99) + 1e-6)
     v = 1 + db / dynamic_range_db
@@ -391,11 +378,8 @@ def _other_view(
     anatomy_rng: np.random.Generator, rng: np.random.Generator, label: str, h: int, w: int,
     shift: AppearanceShift, n_lesions: int = 1,
 ):
-    """Another image of the same lesion: a second acquisition of one patient.
-
-    ``anatomy_rng`` is seeded like the original's, so tissue and lesions match; 5-15 % of the width is cut from
-    one side (the probe moved) and ``rng`` draws a new acquisition. Such images are strongly correlated, which is
-    why the patient, not the image, is the unit of a test set.
+    """Another image of the same lesion (a second acquisition of one patient): ``anatomy_rng`` is seeded like the
+    original's, so tissue and lesions match; 5-15 % of the width is cut from one side and ``rng`` draws the rest.
     """
     tissue, masks = _anatomy(anatomy_rng, label, h, w, n_lesions)
     cut = int(rng.uniform(0.05, 0.15) * w)
@@ -519,8 +503,7 @@ def _write_scan(folder: Path, image_id: str, img: np.ndarray, masks: list[np.nda
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     """Create ``out``; refuse a non-empty folder unless ``overwrite``, which removes only the files a previous
-    run's manifest lists (so a smaller dataset leaves no stale scans behind).
-    """
+    run's manifest lists."""
     if overwrite and out.is_dir():
         _remove_previous(out)
     else:
@@ -561,8 +544,7 @@ def make_synthetic_busi(
     n_views: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic BUSI-layout dataset (``benign/``, ``malignant/``, ``normal/``, the manifest) and return
-    its folder.
+    """Write a synthetic BUSI-layout dataset (class folders and the manifest) and return its folder.
 
     The same arguments give byte-identical files. ``size``: ``(width, height)``, an ``int`` for squares, or
     ``((w_min, w_max), (h_min, h_max))`` drawn per image. ``shift`` changes the look, not the cases.

@@ -1,9 +1,7 @@
 """The BUSI dataset as one tidy table, one row per scan.
 
 A BUSI folder holds ``benign/``, ``malignant/`` and ``normal/``, each with ``<class> (N).png`` scans and their
-``<class> (N)_mask.png`` (``_mask_1.png``, ...) masks; normal scans have empty masks. Label sets: ``"binary"``
-(benign 0 vs malignant 1, the 647 lesion scans) and ``"three_class"`` (780 scans; targets 0, 1, 2). Nothing
-here writes into the data folder.
+``<class> (N)_mask.png`` (``_mask_1.png``, ...) masks. Nothing here writes into the data folder.
 """
 
 from __future__ import annotations

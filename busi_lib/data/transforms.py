@@ -1,12 +1,6 @@
 """Augmentation and normalisation with albumentations, applied to scan and mask together.
 
-One random draw moves scan and mask alike (masks warped nearest-neighbour, so they stay binary). Ultrasound
-choices: horizontal flips only (a vertical flip puts the shadow above the lesion, which no probe produces);
-small rotations, zooms and shifts; intensity changes for gain and dynamic range. ``"scanner"`` adds another
-scanner's look (gamma, *multiplicative* speckle, blur, low resolution); ``"geometry"`` is its control, without
-intensity change. :class:`LesionAspectCrop` stretches and squeezes lesions, as square resizing of differently
-shaped scans does, without cutting any lesion pixel. The gray channel is repeated to three and normalised with
-the pretrained weights' statistics.
+The recipes (``augment``) and why they suit ultrasound: docs/library.md.
 """
 
 from __future__ import annotations
@@ -32,6 +26,7 @@ IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _geometry() -> list:
+    """Horizontal flips only: a vertical flip puts the shadow above the lesion, which no probe produces."""
     return [
         A.HorizontalFlip(p=0.5),
         A.Affine(
@@ -58,7 +53,7 @@ def _intensity(strong: bool) -> list:
 
 
 def _scanner() -> list:
-    """What another scanner changes in the look of a scan (see the module doc)."""
+    """What another scanner changes in the look of a scan."""
     return [
         A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.7),  # gain, dynamic range
         A.RandomGamma(gamma_limit=(65, 150), p=0.5),  # display curve
@@ -128,9 +123,8 @@ def build_transforms(augment: str = "default", seed: int | None = None, norm: No
     """The albumentations pipeline for one side of a split: uint8 (H, W) scan (and mask), already resized, to a float
     (3, H, W) tensor (and an (H, W) mask tensor).
 
-    ``augment``: ``"none"`` (evaluation), ``"default"``, ``"strong"``, ``"geometry"`` or ``"scanner"`` (see the module
-    docstring); ``aspect_crop`` adds a :class:`LesionAspectCrop` on half the scans; ``norm`` is the weights' (mean,
-    std).
+    ``augment``: ``"none"`` (evaluation), ``"default"``, ``"strong"``, ``"geometry"`` or ``"scanner"``
+    (docs/library.md); ``aspect_crop`` adds a :class:`LesionAspectCrop` on half the scans; ``norm``: (mean, std).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")

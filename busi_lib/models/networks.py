@@ -1,13 +1,8 @@
 """Every network of the study, built from maintained parts (the architectures are listed in ``busi_lib.names``).
 
 Classifiers: :class:`CustomCNN`, torchvision or timm bodies with fastai's head. Segmenters and the multitask
-model are smp ``Unet``s whose decoder is this module's :class:`UNetDecoder` (same parameter names and initial
-weights as smp's, so saved models load either way); the multitask model returns
-``(class_logit (B, 1), mask_logits (B, 1, H, W))``. smp rather than fastai's ``DynamicUnet``: about 5x cheaper
-per step on a CPU, and its ``aux_params`` is the shared-encoder multitask design.
-
-Pretrained weights come from a pip package or the standard caches (:mod:`busi_lib.models.weights`); a missing
-file is an error that says where to put it, never a silent fallback.
+model: smp ``Unet``s with this module's :class:`UNetDecoder`. Why smp, and where the weights come from:
+docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""A saved model is a folder anyone can inspect and load safely.
-
-``model.safetensors`` holds the weights (plain tensors, no pickled code), ``config.json`` everything to rebuild
-the network and its preprocessing (threshold, data fingerprint, the weights' sha256), ``metrics.json`` the
-training metrics (optional). Loading rebuilds the architecture from the config, then loads the tensors; a missing
-file, another format version, or weights that disagree with the config raise
-:class:`~busi_lib.errors.BusiDataError` naming the folder.
+"""A saved model is a folder anyone can inspect and load safely: ``model.safetensors`` (plain tensors, no pickled
+code), ``config.json`` (everything to rebuild the network and its preprocessing) and ``metrics.json``.
+Problems raise :class:`~busi_lib.errors.BusiDataError` naming the folder. The format: docs/library.md.
 """
 
 from __future__ import annotations
@@ -29,11 +25,8 @@ METRICS = "metrics.json"
 
 
 def save_model(model: torch.nn.Module, config: dict, folder: str | Path, metrics: dict | None = None) -> Path:
-    """Write ``model``'s weights, its ``config`` and optional ``metrics`` into ``folder``.
-
-    ``config`` needs ``arch`` (and ``encoder``, ``image_size`` where they matter): :func:`build_model` gets them on
-    load.
-    """
+    """Write ``model``'s weights, its ``config`` and optional ``metrics`` into ``folder``; ``config`` needs ``arch``
+    (and ``encoder``, ``image_size`` where they matter): :func:`build_model` gets them on load."""
     if "arch" not in config:
         raise ValueError("config needs an 'arch' entry to rebuild the model")
     folder = Path(folder)

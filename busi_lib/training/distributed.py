@@ -1,9 +1,6 @@
 """Training on several GPUs or machines: PyTorch DDP through Hugging Face Accelerate, as fastai does it.
 
-The same ``busi train``/``busi bench`` command is started by ``accelerate launch`` once per GPU or CPU process.
-The processes join one group (NCCL on GPUs, gloo on CPUs), build the same model from the same seed, train on
-shards of every batch with averaged gradients, and gather validation predictions, so epoch metrics cover the
-whole validation set. Only rank 0 writes files; :func:`main_process_result` makes the others wait for its result.
+``accelerate launch`` starts the same command once per process; only rank 0 writes files (docs/library.md).
 """
 
 from __future__ import annotations
@@ -45,10 +42,7 @@ _started = False
 
 
 def start_processes() -> None:
-    """Join the other processes of an ``accelerate launch`` (no-op in a single process); say which one this is.
-
-    Without a GPU, ``cpu=True`` makes Accelerate pick gloo.
-    """
+    """Join the other processes of an ``accelerate launch`` (gloo without a GPU; no-op in a single process)."""
     global _started
     if num_distrib() <= 1 or _started:
         return
@@ -76,9 +70,7 @@ def stop_processes() -> None:
 
 
 def main_process_result(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` on the main process only; every process returns its result, once whatever ``fn`` wrote
-    is complete.
-    """
+    """``fn(*args, **kwargs)`` on the main process only; every process returns its result once ``fn`` is done."""
     if num_distrib() <= 1 or not torch.distributed.is_initialized():
         return fn(*args, **kwargs)
     box = [fn(*args, **kwargs) if is_main_process() else None]

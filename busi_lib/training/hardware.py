@@ -1,10 +1,6 @@
 """What a run does differently on a GPU: mixed precision, data-loader workers, pinned memory, cuDNN autotuning.
 
-Every decision asks :func:`cuda_available` alone, so one ``TrainConfig`` runs on a laptop and on a GPU, and tests
-check the GPU decisions on a CPU by patching it. Precision: ``fp32`` anywhere (the cpu and smoke profiles, every
-figure in RESULTS.md); ``bf16`` and ``fp16`` (loss-scaled) are fastai's ``MixedPrecision`` on a CUDA GPU; ``mixed``
-(the gpu profile's) is ``bf16`` where the GPU has it, else ``fp16``, and ``fp32`` without a GPU. With cuDNN
-autotuning a seeded GPU run repeats its figures to a few decimals, not bit for bit (a CPU run is bit-identical).
+Every decision asks :func:`cuda_available` alone (tests patch it). The precisions: docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
 
-:func:`train` runs one :class:`busi_lib.config.TrainConfig`: the split (``split.csv``), fastai's ``DataLoaders``
-and ``Learner``, ``fit_one_cycle`` (``fine_tune`` for a pretrained body) with an epoch log and the best model kept,
-then the threshold chosen on the validation part only and every metric (``metrics.json``, ``model/``). Under
-``accelerate launch`` every process trains its shard; the main process
-alone evaluates and writes (:mod:`busi_lib.training.distributed`).
+:func:`train` runs one :class:`busi_lib.config.TrainConfig` and writes ``split.csv``, ``epochs.csv``,
+``metrics.json`` and ``model/``; the threshold is chosen on the validation part only (docs/library.md).
 """
 
 from __future__ import annotations
@@ -67,10 +64,9 @@ from busi_lib.training.distributed import (
 from busi_lib.training.hardware import apply_precision, configure_backends, loader_options, resolve_precision
 from busi_lib.training.losses import loss_for
 
-#: The operating points saved with a model, both chosen on its validation part: Youden's J (the bench's balanced
-#: point) and the screening point at SCREENING_SENSITIVITY, a rule-out tool that misses at most 1 cancer in 20 (a
-#: stricter target would rest on one scan of a validation part's 25-30 cancers). OPERATING_POINT is the one
-#: `busi predict` and `busi evaluate` use.
+#: The operating points saved with a model, both chosen on its validation part: Youden's J and the screening
+#: (rule-out) point at SCREENING_SENSITIVITY, missing at most 1 cancer in 20 (a stricter target would rest on one
+#: scan of a validation part's 25-30 cancers). OPERATING_POINT is the one `busi predict` and `busi evaluate` use.
 SCREENING_SENSITIVITY = 0.95
 SCREENING = "sensitivity_95"
 OPERATING_POINT = SCREENING

@@ -1,10 +1,6 @@
-"""Losses for the three tasks, as fastai-ready callables.
+"""Losses for the three tasks, as fastai-ready callables (with fastai's ``activation`` and ``decodes``).
 
-Classification: ``BCEWithLogitsLoss`` with ``pos_weight`` = n_benign / n_malignant of the *training* split, so
-the network cannot win by saying "benign". Segmentation: per-pixel BCE plus optionally soft Dice, which sees the
-whole lesion's overlap and is not swamped by background pixels. Multitask: ``w_cls * L_cls + w_seg * L_seg``;
-segmentation weighs more by default (as in the study), as its dense gradient also shapes the shared encoder. Every
-loss has fastai's ``activation`` (sigmoid) and ``decodes`` (at 0.5), multitask tuple included.
+Why ``pos_weight``, soft Dice and the default multitask weights: docs/library.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The first line of every lesson notebook: ``run = start("02_custom_cnn", profile=..., ...)``.
 
-:func:`start` picks the data folder (``data_dir``, else ``$BUSI_DATA_DIR``, else a synthetic BUSI made once) and the
-output folder ``<out_dir>/<name>`` (``out_dir``, else ``$BUSI_RUNS_DIR``, else ``runs/notebooks``), says so, and
-returns a :class:`Run`: ``run.config(arch)`` gives the profile's ``TrainConfig``; ``run.save_metrics``,
-``save_figure`` and ``read_metrics`` are the only way one notebook passes results to a later one.
+:func:`start` picks the data and output folders and returns a :class:`Run`, through which one notebook passes
+results to a later one (docs/library.md).
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
 from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
 from busi_lib.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
 
-# Whole-notebook run times on the development machine (2-core CPU), shown when a notebook starts: smoke on the
-# synthetic set, cpu on the real BUSI (07 with half of BUS-BRA) with the machine to itself. No GPU was available
-# to measure.
+# Whole-notebook run times on the development machine (2-core CPU, no GPU), shown when a notebook starts: smoke on
+# the synthetic set, cpu on the real BUSI (07 with half of BUS-BRA) with the machine to itself.
 EXPECTED_TIME: dict[str, dict[str, str]] = {
     "01_data_exploration": {"smoke": "~15 s", "cpu": "~15 s", "gpu": "not measured (no GPU here)"},
     "02_custom_cnn": {"smoke": "~10 s", "cpu": "~3 min", "gpu": "not measured (no GPU here)"},

@@ -217,7 +217,7 @@ def plot_roc(y_true: ArrayLike, prob: ArrayLike, ax: Axes | None = None, label: 
 
 
 # the validation metric drawn beside the losses, first match wins
-CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"))  # the validation metrics drawn
+CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"))
 
 
 def plot_training_curves(log: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:

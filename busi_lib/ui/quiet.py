@@ -1,11 +1,7 @@
 """The one place that silences library warnings a student cannot act on.
 
-A notebook shows every warning as a red box, which should mean "look at this"; warnings from inside the pinned
-libraries that no notebook change can fix only teach students to ignore red boxes. :func:`quiet_known_warnings`
-installs one **narrow** filter per entry of :data:`KNOWN_WARNINGS` (category, message *and* raising module), each
-saying where the warning comes from and why hiding it is safe; anything else still shows (no blanket ``ignore``).
-Delete an entry once its library stops warning. Warnings fixable at their source are fixed there instead: tqdm's
-"IProgress not found" is not filtered (``ipywidgets`` is a dependency), so a broken install still says so.
+One **narrow** filter per entry of :data:`KNOWN_WARNINGS` (category, message *and* raising module), never a blanket
+``ignore``; delete an entry once its library stops warning. The policy: docs/library.md.
 """
 
 from __future__ import annotations

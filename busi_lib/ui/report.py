@@ -1,9 +1,6 @@
-"""The evaluation report: ``report.md`` and its figures, from an :class:`Evaluation`.
+"""The evaluation report: ``report.md`` and its figures (:func:`write_report`), from an :class:`Evaluation`.
 
-:func:`write_report` writes ``roc.png`` (with the saved threshold's point), ``reliability.png`` (before and after the
-model's temperature), ``confusion.png``, ``worst_errors.png`` (true mask red, predicted cyan) and ``report.md``
-(every number with its 95 % interval). The figure functions return a matplotlib ``Figure``, as
-:mod:`busi_lib.ui.plots`'s do.
+The figure functions return a matplotlib ``Figure``, as :mod:`busi_lib.ui.plots`'s do.
 """
 
 from __future__ import annotations
@@ -38,10 +35,9 @@ __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_f
 # ----------------------------------------------------------------------------- figures
 @dataclass
 class Evaluation:
-    """What :func:`busi_lib.apps.external.evaluate_model` returns: the numbers and the per-image predictions.
-
-    ``metrics``: ``evaluation.json``; ``predictions``: ``predictions.csv``; ``pred`` and ``images``: the raw
-    arrays (probabilities, masks, scans at the model's size) for further figures.
+    """What :func:`busi_lib.apps.external.evaluate_model` returns: ``metrics`` (``evaluation.json``),
+    ``predictions`` (``predictions.csv``), and ``pred`` and ``images``, the raw arrays (probabilities, masks, scans
+    at the model's size) for further figures.
     """
 
     metrics: dict

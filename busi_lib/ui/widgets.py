@@ -1,10 +1,7 @@
 """Interactive widgets for the notebooks: browse the data, move a threshold, pick a mask.
 
-Each builder returns a :class:`LiveFigure` (controls, a text summary, a figure redrawn when a control moves);
-notebooks show it with :func:`show`. The figure is a PNG in an ``ipywidgets.Image``: no front-end extension,
-the same in JupyterLab, Notebook, VS Code and Colab, no leaked pyplot figures, and tests can read exactly what
-the student sees. With ``BUSI_STATIC_WIDGETS=1`` (papermill, nbval), :func:`show` displays the current figure
-and summary statically, so the executed notebook keeps a picture.
+Each builder returns a :class:`LiveFigure`, shown with :func:`show`; its figure is a PNG in an ``ipywidgets.Image``
+(why: docs/library.md).
 """
 
 from __future__ import annotations
@@ -115,11 +112,8 @@ def _legend_line(color, text: str) -> str:
 
 # ---------------------------------------------------------------- Data set browser
 def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
-    """Browse the scans of each class, with the lesion outline and the scan's near-duplicates.
-
-    ``df`` is :func:`~busi_lib.data.table.load_dataset`'s table (``dup_group``/``group_size`` optional). Up to
-    ``max_panels - 1`` members of the scan's duplicate group are drawn beside it with their labels, so a group
-    with two labels stands out.
+    """Browse the scans of each class (``df``: :func:`~busi_lib.data.dataset.load_dataset`'s table), with the lesion
+    outline and up to ``max_panels - 1`` near-duplicates beside it, labelled, so a group with two labels stands out.
     """
     if len(df) == 0:
         raise ValueError("dataset_browser needs a non-empty table")
