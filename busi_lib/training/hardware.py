@@ -18,6 +18,7 @@ from busi_lib.names import PRECISIONS
 if TYPE_CHECKING:  # names for the type hints only
     from fastai.learner import Learner
 
+
 def cuda_available() -> bool:
     """Whether a CUDA GPU is here: the one question every decision of this module asks (tests patch it)."""
     return torch.cuda.is_available()
