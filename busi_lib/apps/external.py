@@ -70,8 +70,11 @@ PATIENT_RULE = "a patient's probability is the highest of their images'; maligna
 
 @dataclass
 class ExternalData:
-    """A folder read for evaluation: ``table`` (one row per scored image; ``patient_id`` ``None`` when unknown)
-    and what was left out."""
+    """A folder read for evaluation: one row per scored image, and what was left out.
+
+    ``table``: ``image_id``, ``label``, ``target`` (1 malignant), ``path``, ``mask_paths`` (``|``-joined, ``""``
+    when none), ``has_mask``, ``patient_id`` (``None`` when unknown).
+    """
 
     table: pd.DataFrame
     layout: str  # "busi" or "csv"
@@ -112,7 +115,8 @@ def load_external(
         table, skipped = _decode_check(table, progress)
         layout = "csv"
     else:
-        # A folder a model was trained on has its table cached; any other is scanned once, masks optional.
+        # Cached, so that scoring BUSI's own test part again decodes nothing; any other folder is scanned once,
+        # masks optional (an external folder may have none).
         if has_cached_table(root):
             df = cached_table(root)
         else:
