@@ -36,6 +36,7 @@ CANDIDATES = {
         "160px": dict(image_size=160),
         "192px": dict(image_size=192),
         "224px": dict(image_size=224),
+        "lite1_encoder": dict(encoder="tf_efficientnet_lite1"),
         "lite2_encoder": dict(encoder="tf_efficientnet_lite2"),
         "w_cls_0.6": dict(w_cls=0.6, w_seg=0.4),
         "instance_norm_decoder": dict(decoder_norm="instance"),
