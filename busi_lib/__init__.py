@@ -8,7 +8,7 @@ top level       ``names`` (the architectures and their task, augmentations, prec
                 SHA-256), ``progress`` (the one progress bar); ``colab`` and ``__main__`` start the apps
 ``data/``       from the folder on disk to fastai DataLoaders: ``table``, ``images``, ``duplicates``,
                 ``cache``, ``sites`` (several hospitals), ``dataset``, ``splits``, ``transforms``,
-                ``loaders``, ``synthetic``, ``download``, ``external_sets`` (BUS-BRA, BUS-UCLM)
+                ``loaders``, ``synthetic``, ``download``, ``external_sets`` (BUS-BRA)
 ``models/``     ``networks`` (the lesson networks and ``build_model``), ``weights`` (ImageNet weights or a
                 clear error), ``saving`` (the saved-model folder)
 ``evaluation/`` ``metrics`` (the one scoring path, bootstrap intervals), ``inference`` (the one prediction

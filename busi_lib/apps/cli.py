@@ -441,9 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p = dsub.add_parser("download", help="download and verify the real BUSI, or a public external set")
     p.add_argument("--to", required=True)
-    p.add_argument("--dataset", choices=["busi", "busbra", "busuclm"], default="busi",
-                   help="busi (default; pixel-verified), busbra (Zenodo archive, SHA-256 checked), busuclm (no "
-                   "stable address: says where to get it)")
+    p.add_argument("--dataset", choices=["busi", "busbra"], default="busi",
+                   help="busi (default; pixel-verified), busbra (Zenodo archive, SHA-256 checked)")
     p.add_argument("--no-verify", action="store_true", help="keep BUSI even if its pixels differ from the reference")
     p = dsub.add_parser("verify", help="check a folder against BUSI's pixel fingerprint")
     _data_arg(p)
@@ -452,9 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (0: train/valid/test)")
     p.add_argument("--seed", type=int, default=42)
-    p = dsub.add_parser("external", help="turn BUS-BRA or BUS-UCLM, unpacked as published, into a folder with a "
-                        "labels CSV for `busi evaluate`")
-    p.add_argument("name", choices=["busbra", "busuclm"], help="the public set")
+    p = dsub.add_parser("external", help="turn BUS-BRA, unpacked as published, into a folder with a labels CSV "
+                        "for `busi evaluate`")
+    p.add_argument("name", choices=["busbra"], help="the public set")
     p.add_argument("source", metavar="SOURCE_DIR", help="the set as unpacked (only read, never written)")
     p.add_argument("--out", required=True, help="new folder for labels.csv, images/ and masks/ (not inside SOURCE_DIR)")
     p.add_argument("--skip-bad", action="store_true", help="report bad rows and files and go on")

@@ -460,16 +460,12 @@ def download_public_set(
     """Download a public external set (:data:`~busi_lib.data.external_sets.SETS`) and unpack it as published.
 
     Returns ``<to_dir>/<the archive's folder>`` for ``busi data external NAME``. The archive's size and SHA-256
-    must match before unpacking (``url``/``sha256`` override them, e.g. for a mirror). A set without a stable
-    archive (BUS-UCLM) raises :class:`BusiDataError` naming its page.
+    must match before unpacking (``url``/``sha256`` override them, e.g. for a mirror).
     """
     if name not in SETS:
         raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")
     ds, steps = SETS[name], _public_set_steps(name)
     to_dir = Path(to_dir).expanduser()
-    if ds.archive is None:
-        raise BusiDataError(ds.page, f"{ds.title} has no stable archive address with a checksum; download it by "
-                            f"hand from {ds.page}, unpack it, then: busi data external {name} FOLDER --out DIR")
     folder, url = ds.archive.folder, url or ds.archive.url
     target = to_dir / folder
     _check_target(to_dir, target)

@@ -1,13 +1,12 @@
-"""Public external test sets (BUS-BRA, BUS-UCLM), as published, turned into a labels-CSV folder for ``busi evaluate``.
+"""A public external test set (BUS-BRA), as published, turned into a labels-CSV folder for ``busi evaluate``.
 
-Each set's rules and what is assumed about ``INFO.csv``: docs/external_sets.md.
+The conversion's rules: docs/external_sets.md.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,22 +15,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from busi_lib.data.images import IMAGE_SUFFIXES, _open, _to_array, mask_to_binary, read_image, read_mask
-from busi_lib.data.table import CLASSES, LESION_CLASSES
+from busi_lib.data.images import read_image, read_mask
+from busi_lib.data.table import LESION_CLASSES
 from busi_lib.errors import BusiDataError
 from busi_lib.files import check_new_folder, new_folder, write_json
 from busi_lib.progress import progress as show_progress
 
 __all__ = [
-    "INFO_COLUMNS",
     "SETS",
     "Conversion",
     "ExternalSet",
-    "colour_label",
     "convert_busbra",
-    "convert_busuclm",
     "convert_external",
-    "patient_from_name",
 ]
 
 LABELS_NAME = "labels.csv"
@@ -59,7 +54,7 @@ class ExternalSet:
     licence: str
     published: dict
     page: str  # the data record a person opens
-    archive: Archive | None = None  # None: no stable file address, download it by hand from ``page``
+    archive: Archive
 
 
 SETS: dict[str, ExternalSet] = {
@@ -74,26 +69,7 @@ SETS: dict[str, ExternalSet] = {
         Archive("https://zenodo.org/records/8231412/files/BUSBRA.zip?download=1",
                 "ba3e6ed19cc37c682d8d39e25435bbf8a555a12cb7e641b5f2117685c95580ff", 133_917_740, "BUSBRA"),
     ),
-    "busuclm": ExternalSet(
-        "busuclm", "BUS-UCLM",
-        "Vallez N et al. BUS-UCLM: breast ultrasound lesion segmentation dataset. Scientific Data (2025), "
-        "doi:10.1038/s41597-025-04562-3",
-        "as stated on its Mendeley Data record (public copies quote CC BY 4.0 and CC BY-NC; check the version "
-        "you download)",
-        {"images": 683, "patients": 38, "per_class": {"benign": 174, "malignant": 90, "normal": 419}},
-        # Mendeley Data serves a zip built on request, with no published checksum: downloaded by hand.
-        "https://data.mendeley.com/datasets/7fvgj4jsp7",
-    ),
 }
-
-#: INFO.csv column names looked for (after lower-casing, spaces and dashes as ``_``), first match wins.
-INFO_COLUMNS: dict[str, tuple[str, ...]] = {
-    "image": ("image", "image_name", "image_file", "image_path", "image_id", "filename", "file_name", "file",
-              "name", "path", "img"),
-    "label": ("label", "class", "diagnosis", "pathology", "classification", "category", "lesion_type", "type"),
-    "patient": ("patient_id", "patient", "case_id", "case", "subject_id", "subject"),
-}
-INFO_LABELS = CLASSES
 
 
 @dataclass
@@ -174,7 +150,7 @@ class _Bad:
 def convert_external(name: str, source: str | Path, out: str | Path, *, skip_bad: bool = False,
                      hardlink: bool = False, progress: bool = False) -> Conversion:
     """Convert the public set ``name`` (a key of :data:`SETS`) unpacked in ``source`` into ``out``."""
-    converters = {"busbra": convert_busbra, "busuclm": convert_busuclm}
+    converters = {"busbra": convert_busbra}
     if name not in converters:
         raise BusiDataError(None, f"unknown external set '{name}' (known: {', '.join(converters)})")
     return converters[name](source, out, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
@@ -190,19 +166,6 @@ def convert_busbra(source: str | Path, out: str | Path, *, skip_bad: bool = Fals
     scans = _read_busbra(root, _Bad(skip_bad, skipped), skipped)
     conv = Conversion(SETS["busbra"], root, out, skipped=skipped)
     return _write(conv, scans, _busbra_mask, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
-
-
-def convert_busuclm(source: str | Path, out: str | Path, *, skip_bad: bool = False, hardlink: bool = False,
-                    progress: bool = False) -> Conversion:
-    """BUS-UCLM (the folder holding ``images/``, ``masks/``, ``INFO.csv``, or one above) into a labels-CSV folder."""
-    source = _check_source(source)
-    root = _busuclm_root(source)
-    out = _check_out(out, source)
-    skipped: list[dict] = []
-    notes: list[str] = []
-    scans = _read_busuclm(root, _Bad(skip_bad, skipped), skipped, notes)
-    conv = Conversion(SETS["busuclm"], root, out, skipped=skipped, notes=notes)
-    return _write(conv, scans, _busuclm_mask, skip_bad=skip_bad, hardlink=hardlink, progress=progress)
 
 
 # ----------------------------------------------------------------------------- folders
@@ -244,23 +207,6 @@ def _busbra_root(source: Path) -> Path:
                                 f"inside it; found: {_top_level(source)}")
 
 
-def _is_uclm(folder: Path) -> bool:
-    return (folder / "images").is_dir() and (folder / "masks").is_dir()
-
-
-def _busuclm_root(source: Path) -> Path:
-    if _is_uclm(source):
-        return source
-    inside = [d for d in sorted(source.iterdir()) if d.is_dir() and not d.name.startswith(".") and _is_uclm(d)]
-    if len(inside) > 1:
-        raise BusiDataError(source, f"several BUS-UCLM folders inside ({', '.join(d.name for d in inside)}): "
-                                    "give one of them")
-    if inside:
-        return inside[0]
-    raise BusiDataError(source, "not a BUS-UCLM folder: expected images/, masks/ and INFO.csv here or in a folder "
-                                f"inside it; found: {_top_level(source)}")
-
-
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
@@ -269,18 +215,15 @@ def _image_files(folder: Path) -> list[Path]:
 BUSBRA_COLUMNS = ("ID", "Case", "Pathology")
 
 
-def _read_csv(path: Path, delimiter: str | None = ",") -> tuple[list[str], list[dict]]:
-    """Header and rows of a CSV (UTF-8 with or without BOM, else Latin-1; ``delimiter=None`` detects it)."""
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    """Header and rows of a CSV (UTF-8 with or without BOM, else Latin-1)."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    if delimiter is None:
-        first = text.splitlines()[0] if text.strip() else ""
-        delimiter = max(",;\t", key=first.count)
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         rows = list(reader)
     except csv.Error as e:
         raise BusiDataError(path, f"not a readable CSV ({e})") from None
@@ -332,151 +275,6 @@ def _read_busbra(root: Path, bad: _Bad, skipped: list) -> list[_Scan]:
 
 def _busbra_mask(scan: _Scan) -> tuple[np.ndarray, str]:
     return read_mask(scan.mask), scan.label
-
-
-# ----------------------------------------------------------------------------- BUS-UCLM
-def patient_from_name(stem: str) -> str:
-    """BUS-UCLM's patient code from a file stem: its leading letters (``ALWI_000`` -> ``ALWI``)."""
-    letters = re.match(r"[A-Za-z]+", stem)
-    if letters:
-        return letters.group(0)
-    return re.sub(r"[\s_\-]*\d+$", "", stem) or stem
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
-def _read_info(root: Path, bad: _Bad, notes: list) -> tuple[dict[str, dict] | None, bool]:
-    """INFO.csv as ``{image name: {"label", "patient", "where", "bad"}}`` (``None`` if unused), and whether it
-    gives the patients. An entry with ``bad`` set was already reported (its scan is left out)."""
-    path = next((p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower() == "info.csv"), None)
-    if path is None:
-        notes.append("no INFO.csv: labels from the mask colours, patients from the file names")
-        return None, False
-    header, rows = _read_csv(path, delimiter=None)
-    by_norm = {_norm(h): h for h in header}
-    cols = {role: next((by_norm[a] for a in aliases if a in by_norm), None) for role, aliases in INFO_COLUMNS.items()}
-    if cols["image"] is None:
-        notes.append(f"INFO.csv has no image column (columns: {header}): not used; labels from the mask colours, "
-                     "patients from the file names")
-        return None, False
-    if cols["label"] is not None:
-        values = {r[cols["label"]] for r in rows if r[cols["label"]]}
-        odd = sorted(v for v in values if v.lower() not in INFO_LABELS)
-        if odd:
-            notes.append(f"INFO.csv column '{cols['label']}' holds values other than benign/malignant/normal "
-                         f"(e.g. '{odd[0]}'): not used as labels")
-            cols["label"] = None
-    used = [f"'{cols[r]}' ({r})" for r in ("image", "label", "patient") if cols[r]]
-    notes.append(f"INFO.csv columns used: {', '.join(used)}; labels from the mask colours"
-                 + (", checked against INFO.csv" if cols["label"] else "")
-                 + ("; patients from INFO.csv" if cols["patient"] else "; patients from the file names"))
-    info: dict[str, dict] = {}
-    for i, r in enumerate(rows, start=1):
-        where = f"INFO.csv row {i} (line {i + 1})"
-        name = r[cols["image"]].replace("\\", "/").rsplit("/", 1)[-1]
-        if not name:
-            bad(path, f"{where}: empty image name")
-            continue
-        if name in info:
-            bad(path, f"{where}: image '{name}' is listed twice (also {info[name]['where']})")
-            info[name]["bad"] = True
-            continue
-        entry = info[name] = dict(where=where, label=None, patient=None, bad=False)
-        if cols["label"]:
-            entry["label"] = r[cols["label"]].lower() or None
-        if cols["patient"]:
-            entry["patient"] = r[cols["patient"]]
-            if not entry["patient"]:
-                bad(path, f"{where} ({name}): empty patient id")
-                entry["bad"] = True
-    return info, cols["patient"] is not None
-
-
-def _read_busuclm(root: Path, bad: _Bad, skipped: list, notes: list) -> list[_Scan]:
-    images_dir, masks_dir = root / "images", root / "masks"
-    info, info_patients = _read_info(root, bad, notes)
-    masks = {p.stem: p for p in _image_files(masks_dir) if p.suffix.lower() in IMAGE_SUFFIXES}
-    images = _image_files(images_dir)
-    scans, found, unlisted = [], set(), 0
-    for p in images:
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(dict(file=str(p), reason="not an image file (unexpected suffix)"))
-            continue
-        entry = None
-        if info is not None:
-            key = p.name if p.name in info else p.stem if p.stem in info else None
-            if key:
-                found.add(key)
-                entry = info[key]
-                if entry["bad"]:
-                    continue  # already reported as a bad INFO.csv row
-            elif info_patients:
-                bad(p, "scan not listed in INFO.csv, which gives the patient ids")
-                continue
-            else:
-                unlisted += 1
-        where = entry["where"] if entry else f"images/{p.name}"
-        mask = masks_dir / p.name if (masks_dir / p.name).is_file() else masks.get(p.stem)
-        if mask is None:
-            bad(masks_dir / p.name, f"{where}: mask file not found (masks/ should hold {p.name})")
-            continue
-        patient = entry["patient"] if entry and entry["patient"] else patient_from_name(p.stem)
-        scans.append(_Scan(p, mask, patient, entry["label"] if entry else None, where))
-    for name, entry in (info or {}).items():
-        if name not in found:
-            bad(root / "INFO.csv", f"{entry['where']}: image '{name}' not found in images/")
-    if unlisted:
-        notes.append(f"{unlisted} scan(s) of images/ not listed in INFO.csv (labelled from their mask)")
-    stems = {p.stem for p in images}
-    for stem, m in masks.items():
-        if stem not in stems:
-            skipped.append(dict(file=str(m), reason="mask file without a scan"))
-    return scans
-
-
-def colour_label(arr: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-    """Lesion (bool (H, W)) of a BUS-UCLM colour mask and its pixel counts ``{"red", "green", "other"}``.
-
-    A pixel is red or green when only that channel is at least half the maximum, "other" when bright but neither.
-    A gray array has no colour: every count is 0 and the lesion is :func:`~busi_lib.data.images.mask_to_binary`'s.
-    """
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[2] >= 3:
-        rgb = arr[..., :3]
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            half = (np.iinfo(arr.dtype).max if np.issubdtype(arr.dtype, np.integer) else 1.0) / 2
-            hi = rgb >= half
-            red = hi[..., 0] & ~hi[..., 1] & ~hi[..., 2]
-            green = hi[..., 1] & ~hi[..., 0] & ~hi[..., 2]
-            other = hi.any(axis=2) & ~red & ~green
-            return red | green, {"red": int(red.sum()), "green": int(green.sum()), "other": int(other.sum())}
-        arr = rgb[..., 0]
-    return mask_to_binary(arr).astype(bool), {"red": 0, "green": 0, "other": 0}
-
-
-def _busuclm_mask(scan: _Scan) -> tuple[np.ndarray, str]:
-    try:
-        lesion, n = colour_label(_to_array(_open(scan.mask)))
-    except ValueError as e:
-        raise BusiDataError(scan.mask, str(e)) from None
-    if n["other"]:
-        raise BusiDataError(scan.mask, f"{n['other']} bright pixel(s) neither red nor green: cannot tell benign "
-                                       "(green) from malignant (red)")
-    if n["red"] and n["green"]:
-        raise BusiDataError(scan.mask, f"mask has both red (malignant, {n['red']} px) and green (benign, "
-                                       f"{n['green']} px) pixels: one label per scan expected")
-    colour = "malignant" if n["red"] else "benign" if n["green"] else None if lesion.any() else "normal"
-    given = scan.label
-    if colour is None:  # a gray mask with a lesion: only INFO.csv can tell
-        if given not in LESION_CLASSES:
-            raise BusiDataError(scan.mask, "the mask marks a lesion without colour (red: malignant, green: benign) "
-                                           "and INFO.csv gives no benign/malignant label")
-        return lesion.astype(np.uint8), given
-    if given is not None and given != colour:
-        raise BusiDataError(scan.mask, f"the mask colour says {colour} but INFO.csv says {given}")
-    return lesion.astype(np.uint8), colour
 
 
 # ----------------------------------------------------------------------------- writing
@@ -546,11 +344,6 @@ def _write(conv: Conversion, scans: list[_Scan], read_fn, *, skip_bad: bool, har
 def _check_published(conv: Conversion) -> None:
     """A note when the counts differ from the publication's (a partial copy, or another version)."""
     pub = conv.dataset.published
-    got = {"images": len(conv.rows), "patients": conv.n_patients}
-    if "per_class" in pub:
-        got["per_class"] = {k: conv.per_class.get(k, 0) for k in pub["per_class"]}
-    if any(got[k] != pub[k] for k in got):
-        conv.notes.append(f"the published {conv.dataset.title} has {pub['images']} scans of {pub['patients']} patients"
-                          + (f" ({', '.join(f'{v} {k}' for k, v in pub['per_class'].items())})"
-                             if "per_class" in pub else "")
-                          + f"; this copy gave {got['images']} of {got['patients']}: a partial or changed copy?")
+    if (len(conv.rows), conv.n_patients) != (pub["images"], pub["patients"]):
+        conv.notes.append(f"the published {conv.dataset.title} has {pub['images']} scans of {pub['patients']} "
+                          f"patients; this copy gave {len(conv.rows)} of {conv.n_patients}: a partial or changed copy?")

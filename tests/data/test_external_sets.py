@@ -1,7 +1,7 @@
-"""``busi data external``: BUS-BRA and BUS-UCLM, as published, into the folder + labels CSV ``busi evaluate`` reads.
+"""``busi data external``: BUS-BRA, as published, into the folder + labels CSV ``busi evaluate`` reads.
 
 Each test builds a tiny fake archive in the published layout (file names, CSV
-headers, colour masks, a mask of another size, a patient with several scans).
+headers, a mask of another size, a patient with several scans).
 """
 
 import csv
@@ -18,7 +18,7 @@ from PIL import Image
 from busi_lib.apps.cli import build_parser, main
 from busi_lib.apps.external import load_external
 from busi_lib.data.download import download_public_set
-from busi_lib.data.external_sets import SETS, colour_label, convert_busbra, convert_busuclm, patient_from_name
+from busi_lib.data.external_sets import SETS, convert_busbra
 from busi_lib.errors import BusiDataError
 
 W, H = 40, 30
@@ -65,42 +65,6 @@ def make_busbra(parent: Path) -> Path:
     (root / "10-fold-cv.csv").write_text("ID,Fold\n" + "".join(f"{r[0]},1\n" for r in BUSBRA_ROWS))
     _scan(99).save(root / "Images" / "bus_0099-l.png")  # a scan bus_data.csv does not list
     return parent
-
-
-GREEN, RED = (0, 255, 0), (255, 0, 0)
-# name, label, mask colour (None: all black); ALWI has three scans, COPE_000's mask is smaller than its scan
-UCLM = [
-    ("ALWI_000", "benign", GREEN),
-    ("ALWI_001", "normal", None),
-    ("ALWI_002", "benign", GREEN),
-    ("COPE_000", "malignant", RED),
-    ("COPE_001", "normal", None),
-    ("FLKA_000", "malignant", RED),
-]
-UCLM_SMALL = "COPE_000"
-
-
-def make_busuclm(parent: Path, info: str | None = "Image,Label\n") -> Path:
-    """``parent/BUS-UCLM/{images,masks,INFO.csv}`` (RGB scans, RGB masks); returns the BUS-UCLM folder.
-
-    ``info`` is INFO.csv's header line; its columns are filled from UCLM (None: no INFO.csv).
-    """
-    root = parent / "BUS-UCLM"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for k, (name, _, colour) in enumerate(UCLM):
-        _scan(k, rgb=True).save(root / "images" / f"{name}.png")
-        size = (W // 2, H // 2) if name == UCLM_SMALL else (W, H)
-        mask = _box(size, colour) if colour else np.zeros((size[1], size[0], 3), np.uint8)
-        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
-    if info is not None:
-        sep = ";" if ";" in info else ","
-        cols = [c.strip().lower() for c in info.strip().split(sep)]
-        values = {"image": lambda n, lab: f"{n}.png", "label": lambda n, lab: lab.capitalize(),
-                  "class": lambda n, lab: lab.upper(), "patient": lambda n, lab: f"P-{n[:4]}"}
-        body = "".join(sep.join(values[c](n, lab) for c in cols) + "\n" for n, lab, _ in UCLM)
-        (root / "INFO.csv").write_text(info + body)
-    return root
 
 
 def read_labels(out: Path) -> list[dict]:
@@ -231,112 +195,6 @@ def test_hardlink_shares_the_scans(tmp_path, checksums):
     assert a.stat().st_ino == b.stat().st_ino and checksums(src) == before
 
 
-# ----------------------------------------------------------------------------- BUS-UCLM
-def test_busuclm_published_layout(tmp_path, checksums):
-    src = make_busuclm(tmp_path / "mendeley")
-    before = checksums(src)
-    out = tmp_path / "uclm"
-    conv = convert_busuclm(src, out)
-    rows = read_labels(out)
-    assert rows == [dict(image=f"images/{n}.png", label=lab, mask=f"masks/{n}.png", patient=n[:4])
-                    for n, lab, _ in UCLM]
-    assert conv.per_class == {"benign": 2, "malignant": 2, "normal": 2} and conv.n_patients == 3
-    assert conv.resized_masks == [f"{UCLM_SMALL}.png"] and conv.skipped == []
-    assert any("checked against INFO.csv" in n for n in conv.notes)
-    assert any("683 scans of 38 patients" in n for n in conv.notes)
-    check_masks(out, rows)
-    for n, lab, _ in UCLM:
-        m = np.asarray(Image.open(out / "masks" / f"{n}.png"))
-        assert (m.max() == 255) == (lab != "normal")
-        assert (out / "images" / f"{n}.png").read_bytes() == (src / "images" / f"{n}.png").read_bytes()
-    assert checksums(src) == before and no_leftovers(tmp_path)
-
-
-def test_busuclm_output_is_what_busi_evaluate_reads(tmp_path):
-    out = tmp_path / "uclm"
-    convert_busuclm(make_busuclm(tmp_path / "mendeley"), out)
-    ext = load_external(out, labels=out / "labels.csv", progress=False)
-    lesions = [(n, lab) for n, lab, _ in UCLM if lab != "normal"]
-    assert list(ext.table["image_id"]) == [f"images/{n}.png" for n, _ in lesions]
-    assert list(ext.table["label"]) == [lab for _, lab in lesions]
-    assert list(ext.table["patient_id"]) == ["ALWI", "ALWI", "COPE", "FLKA"] and ext.has_patients
-    assert ext.excluded == {"normal": 2} and ext.skipped == []
-
-
-def test_busuclm_folder_or_one_above_and_without_info(tmp_path):
-    src = make_busuclm(tmp_path / "mendeley", info=None)
-    a = convert_busuclm(src, tmp_path / "a")
-    b = convert_busuclm(src.parent, tmp_path / "b")
-    assert a.rows == b.rows and a.source == b.source == src
-    assert [r["label"] for r in a.rows] == [lab for _, lab, _ in UCLM]  # from the mask colours alone
-    assert any("no INFO.csv" in n for n in a.notes)
-
-
-def test_busuclm_patients_from_info_semicolons(tmp_path):
-    src = make_busuclm(tmp_path / "mendeley", info="Image;Patient;Class\n")
-    conv = convert_busuclm(src, tmp_path / "out")
-    assert [r["patient"] for r in conv.rows] == [f"P-{n[:4]}" for n, _, _ in UCLM]
-    assert any("patients from INFO.csv" in n for n in conv.notes)
-    ext = load_external(tmp_path / "out", labels=tmp_path / "out" / "labels.csv", progress=False)
-    assert set(ext.table["patient_id"]) == {"P-ALWI", "P-COPE", "P-FLKA"}
-
-
-def test_busuclm_two_colour_mask_is_an_error_naming_the_file(tmp_path, checksums):
-    src = make_busuclm(tmp_path / "mendeley")
-    mask = np.asarray(Image.open(src / "masks" / "ALWI_000.png")).copy()
-    mask[:3, :3] = RED  # green lesion plus a few red pixels
-    Image.fromarray(mask).save(src / "masks" / "ALWI_000.png")
-    before = checksums(src)
-    with pytest.raises(BusiDataError, match="both red .* and green") as e:
-        convert_busuclm(src, tmp_path / "out")
-    assert e.value.path == src / "masks" / "ALWI_000.png"
-    assert not (tmp_path / "out").exists() and no_leftovers(tmp_path)
-    conv = convert_busuclm(src, tmp_path / "out", skip_bad=True)
-    assert len(conv.rows) == 5 and [s["file"] for s in conv.skipped] == [str(src / "masks" / "ALWI_000.png")]
-    assert checksums(src) == before
-
-
-def test_busuclm_info_label_must_agree_with_the_colour(tmp_path):
-    src = make_busuclm(tmp_path / "mendeley")
-    info = src / "INFO.csv"
-    info.write_text(info.read_text().replace("FLKA_000.png,Malignant", "FLKA_000.png,Benign"))
-    with pytest.raises(BusiDataError, match="colour says malignant but INFO.csv says benign") as e:
-        convert_busuclm(src, tmp_path / "out")
-    assert e.value.path.name == "FLKA_000.png" and "INFO.csv row 6 (line 7)" in e.value.reason
-
-
-def test_busuclm_missing_files(tmp_path):
-    src = make_busuclm(tmp_path / "mendeley")
-    (src / "masks" / "COPE_001.png").unlink()
-    with pytest.raises(BusiDataError, match=r"INFO.csv row 5 \(line 6\): mask file not found") as e:
-        convert_busuclm(src, tmp_path / "out")
-    assert e.value.path.name == "COPE_001.png"
-    (src / "images" / "COPE_001.png").unlink()  # now INFO.csv lists a scan that is not there
-    with pytest.raises(BusiDataError, match="image 'COPE_001.png' not found in images/"):
-        convert_busuclm(src, tmp_path / "out")
-
-
-def test_busuclm_refuses_out_inside_source(tmp_path, checksums):
-    src = make_busuclm(tmp_path / "mendeley")
-    before = checksums(tmp_path / "mendeley")
-    with pytest.raises(BusiDataError, match="inside the source folder"):
-        convert_busuclm(src, src / "images" / "out")
-    with pytest.raises(BusiDataError, match="inside the source folder"):  # the folder given, even one level above
-        convert_busuclm(src.parent, src.parent / "converted")
-    assert checksums(tmp_path / "mendeley") == before
-
-
-def test_colour_label_and_patient_rule():
-    lesion, n = colour_label(_box((8, 6), GREEN))
-    assert n["green"] == lesion.sum() > 0 and n["red"] == n["other"] == 0
-    assert colour_label(_box((8, 6), (255, 255, 0)))[1]["other"] > 0  # yellow: neither colour
-    lesion, n = colour_label(_box((8, 6), 255))  # a gray mask: a lesion, no colour
-    assert lesion.sum() > 0 and n == {"red": 0, "green": 0, "other": 0}
-    dim = _box((8, 6), (90, 0, 0))  # below half in every channel: background
-    assert colour_label(dim)[0].sum() == 0
-    assert [patient_from_name(s) for s in ("ALWI_000", "COPE001", "123_4", "x")] == ["ALWI", "COPE", "123", "x"]
-
-
 # ----------------------------------------------------------------------------- the command
 def test_cli_data_external(tmp_path, capsys, checksums):
     src = make_busbra(tmp_path / "zenodo")
@@ -357,20 +215,21 @@ def test_cli_data_external(tmp_path, capsys, checksums):
     assert checksums(src) == before
 
 
-def test_cli_data_external_busuclm_json_and_errors(tmp_path, capsys):
-    src = make_busuclm(tmp_path / "mendeley")
-    assert main(["data", "external", "busuclm", str(src.parent), "--out", str(tmp_path / "u"), "--json"]) == 0
+def test_cli_data_external_json_and_a_truncated_scan(tmp_path, capsys, checksums):
+    src = make_busbra(tmp_path / "zenodo")
+    assert main(["data", "external", "busbra", str(src), "--out", str(tmp_path / "u"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["per_class"] == {"benign": 2, "malignant": 2, "normal": 2} and s["patients"] == 3
-    assert s["resized_masks"] == 1 and s["dataset"] == "busuclm"
-    mask = np.asarray(Image.open(src / "masks" / "FLKA_000.png")).copy()
-    mask[:2, :2] = GREEN
-    Image.fromarray(mask).save(src / "masks" / "FLKA_000.png")
-    assert main(["data", "external", "busuclm", str(src), "--out", str(tmp_path / "v")]) == 2
+    assert s["per_class"] == {"benign": 2, "malignant": 2} and s["patients"] == 3
+    assert s["resized_masks"] == 1 and s["dataset"] == "busbra"
+    scan = src / "BUSBRA" / "Images" / "bus_0003-r.png"
+    scan.write_bytes(scan.read_bytes()[:60])  # cut short: found when the scan is decoded
+    before = checksums(src)
+    assert main(["data", "external", "busbra", str(src), "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
-    assert "FLKA_000.png" in err and "both red" in err and err.count("\n") == 1
-    assert main(["data", "external", "busuclm", str(src), "--out", str(tmp_path / "v"), "--skip-bad"]) == 0
-    assert "skipped: 1" in capsys.readouterr().out
+    assert "bus_0003-r.png" in err and "row 4" in err and err.count("\n") == 1
+    assert main(["data", "external", "busbra", str(src), "--out", str(tmp_path / "v"), "--skip-bad"]) == 0
+    assert "skipped: 2" in capsys.readouterr().out  # the truncated scan and the unlisted one
+    assert checksums(src) == before
 
 
 def test_cli_names_are_the_sets():
@@ -434,14 +293,6 @@ def test_busbra_download_failures_say_how_to_get_it_by_hand(tmp_path, server):
     assert (tmp_path / "full" / "BUSBRA" / "mine.txt").read_text() == "keep"
 
 
-def test_busuclm_has_no_stable_address_and_says_where_to_get_it(tmp_path):
-    assert SETS["busbra"].archive.url.startswith("https://zenodo.org/records/8231412/")
-    assert SETS["busuclm"].archive is None
-    with pytest.raises(BusiDataError, match=r"data.mendeley.com/datasets/7fvgj4jsp7.*busi data external busuclm"):
-        download_public_set("busuclm", tmp_path / "data")
-    assert not (tmp_path / "data").exists()
-
-
 def test_cli_data_download_dataset(tmp_path, server, capsys, monkeypatch):
     www, base = server
     _, digest = _zip_tree(make_busbra(tmp_path / "zenodo"), www / "BUSBRA.zip")
@@ -451,5 +302,3 @@ def test_cli_data_download_dataset(tmp_path, server, capsys, monkeypatch):
     assert main(["data", "download", "--dataset", "busbra", "--to", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
     assert f"busi data external busbra {tmp_path / 'data' / 'BUSBRA'}" in out
-    assert main(["data", "download", "--dataset", "busuclm", "--to", str(tmp_path / "u")]) == 2
-    assert "mendeley" in capsys.readouterr().err
