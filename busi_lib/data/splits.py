@@ -70,17 +70,6 @@ def train_valid_test_split(
     return out.reset_index(drop=True)
 
 
-def fold_as_split(folds: pd.DataFrame, test_fold: int, valid_fold: int | None = None) -> pd.DataFrame:
-    """Turn a k-fold table into train/valid/test: ``test_fold`` is test, ``valid_fold``
-    (default: the next fold) is validation, the rest is training."""
-    k = int(folds["split"].max()) + 1
-    valid_fold = (test_fold + 1) % k if valid_fold is None else valid_fold
-    out = folds.copy()
-    f = folds["split"].astype(int)
-    out["split"] = np.where(f == test_fold, "test", np.where(f == valid_fold, "valid", "train"))
-    return out
-
-
 def save_split(split: pd.DataFrame, path: str | Path) -> Path:
     """Write a split table to CSV (creates the parent folder)."""
     path = Path(path)

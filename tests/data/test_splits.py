@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from busi_lib.data.splits import (
-    fold_as_split,
     groups_straddling,
     kfold_split,
     load_split,
@@ -46,8 +45,6 @@ def test_kfold_keeps_groups_whole(table):
     f = kfold_split(table, 5, seed=0)
     assert sorted(f["split"].unique()) == [0, 1, 2, 3, 4]
     assert groups_straddling(table, f) == []
-    s = fold_as_split(f, test_fold=4)
-    assert (s.loc[f["split"] == 4, "split"] == "test").all() and (s.loc[f["split"] == 0, "split"] == "valid").all()
 
 
 def test_seed_reproducible(table):
