@@ -26,6 +26,7 @@ from busi_lib.config import TrainConfig  # noqa: E402
 from busi_lib.data.dataset import resolve_data_dir  # noqa: E402
 from busi_lib.files import atomic_write_bytes, write_json  # noqa: E402
 from busi_lib.profiles import PROFILES, WEIGHTS_LINE, check_profile, settings_for  # noqa: E402
+from busi_lib.training.learners import train  # noqa: E402
 
 # Whole-notebook run times on the development machine (2-core CPU, no GPU), shown when a notebook starts: smoke on
 # the synthetic set, cpu on the real BUSI (07 with half of BUS-BRA) with the machine to itself.
@@ -89,6 +90,14 @@ class Run:
         kw.setdefault("progress", self.profile != "smoke")
         kw.update(data=str(self.data), out=str(self.out / (folder or arch)), seed=self.seed)
         return TrainConfig(**kw)
+
+    def lesson_model(self, notebook: str, folder: str, arch: str, **overrides) -> Path:
+        """The run folder of the model a lesson saved beside this run (``<root>/<notebook>/<folder>``), or, when
+        that lesson has not run, the same model trained here with :meth:`config` (an answer notebook's start)."""
+        saved = self.root / notebook / folder
+        if (saved / "model").is_dir() and (saved / "metrics.json").is_file():
+            return saved
+        return train(self.config(arch, folder=folder, progress=False, **overrides)).out
 
     def save_metrics(self, metrics: dict, name: str = "metrics.json") -> Path:
         """Write ``metrics`` as JSON into ``run.out`` (atomically) and return the path."""

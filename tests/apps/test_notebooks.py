@@ -118,6 +118,18 @@ def test_start_chooses_data_and_output_and_builds_configs(synthetic_dir, tmp_pat
     assert png == run.out / "line.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_lesson_model_trains_once_then_reuses_the_lessons_folder(synthetic_dir, tmp_path):
+    answers = start("04_answers", profile="smoke", data_dir=str(synthetic_dir), out_dir=str(tmp_path), verbose=False)
+    first = answers.lesson_model("04_unet_segmentation", "unet", "unet")  # the lesson has not run: trained here
+    assert first == tmp_path / "04_answers" / "unet" and (first / "model").is_dir()
+    lesson = tmp_path / "04_unet_segmentation" / "unet"
+    lesson.parent.mkdir()
+    first.rename(lesson)  # as if the lesson had saved it
+    stamp = (lesson / "metrics.json").stat().st_mtime_ns
+    assert answers.lesson_model("04_unet_segmentation", "unet", "unet") == lesson
+    assert (lesson / "metrics.json").stat().st_mtime_ns == stamp and not first.exists()  # nothing trained again
+
+
 def test_start_refuses_a_missing_data_folder_and_an_unknown_profile(tmp_path):
     from busi_lib.errors import BusiDataError
 
