@@ -1,7 +1,6 @@
 """Google Colab in one call, from every notebook's setup cell: ``busi_lib.colab.setup(drive=True)``.
 
-In Colab it mounts Drive, downloads and verifies BUSI and picks the gpu profile on a GPU runtime; a variable you set
-yourself wins. Outside Colab it does nothing. The setup cell and the details: docs/library.md.
+Outside Colab it does nothing; what it does in Colab (Drive, BUSI, the gpu profile) and the setup cell: docs/library.md.
 """
 
 from __future__ import annotations
@@ -50,11 +49,8 @@ def setup(
     reference: str | Path | dict | None = None,
     verbose: bool = True,
 ) -> ColabSetup:
-    """Set up a Colab session for the notebooks (docs/library.md); outside Colab, do nothing.
-
-    ``data=False``: no download (the synthetic set); ``data_url``, ``reference``: passed to
-    :func:`~busi_lib.data.download.download_busi` (a mirror; tests).
-    """
+    """Set up a Colab session for the notebooks (docs/library.md); outside Colab, do nothing. ``data=False``: no
+    download (the synthetic set); ``data_url`` (a mirror), ``reference``: passed to ``download_busi``."""
     result = ColabSetup(in_colab=in_colab())
     if not result.in_colab:
         return result

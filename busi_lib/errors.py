@@ -1,7 +1,6 @@
 """The library's exceptions: every error a user can cause derives from :class:`BusiError`.
 
-``busi`` prints any of them as one ``busi: error: ...`` line and exits 2. An argument a function cannot use (a bug
-in the calling code) raises a plain ``ValueError``, as numpy does.
+``busi`` prints any of them as one ``busi: error: ...`` line and exits 2; a caller's bug raises a plain ``ValueError``.
 """
 
 from __future__ import annotations
@@ -14,10 +13,8 @@ class BusiError(Exception):
 
 
 class BusiDataError(BusiError, ValueError):
-    """Bad input: a missing folder, an unreadable image, a mask of the wrong size...
-
-    ``path``: the offending file or folder (``None`` when there is no single one); ``reason``: what is wrong.
-    """
+    """Bad input (a missing folder, an unreadable image, a mask of the wrong size...): ``path`` is the offending
+    file or folder (``None`` when there is no single one), ``reason`` what is wrong."""
 
     def __init__(self, path: str | Path | None, reason: str):
         self.path = None if path is None else Path(path)

@@ -86,13 +86,7 @@ def resolve_arch(arch: str, profile: str) -> str:
 
 
 def settings_for(profile: str, arch: str, **overrides: object) -> dict:
-    """``TrainConfig`` keyword arguments for ``arch`` under ``profile``; ``None`` overrides are ignored.
-
-    >>> settings_for("cpu", "resnet50")["image_size"]
-    96
-    >>> settings_for("cpu", "resnet50", image_size=None, epochs=3)["epochs"]
-    3
-    """
+    """``TrainConfig`` keyword arguments for ``arch`` under ``profile``; ``None`` overrides are ignored."""
     base = PROFILES[check_profile(profile)]
     resolved = resolve_arch(arch, profile)
     key = "transformer" if arch == "transformer" or is_transformer(resolved) else resolved

@@ -1,10 +1,7 @@
 """``busi bench``: every model under one leakage-free protocol, with confidence intervals.
 
-5 folds stratified by class and grouped by near-duplicate group (a label-conflict group stays whole in one fold),
-the same folds and seeds for every model. The threshold is Youden's J on a group-aware 15 % of the training folds;
-flip TTA is scored apart. Scores: mean ± sd over folds, and the pooled out-of-fold predictions with a 95 %
-bootstrap interval over duplicate groups. A fold writes ``fold_result.json`` last, so a rerun resumes; under
-``accelerate launch`` every process trains and the main process alone writes files.
+The protocol: README.md ("Honest evaluation"). Each threshold is Youden's J on a group-aware 15 % of the training
+folds; a fold writes ``fold_result.json`` last, so a rerun resumes; only the main process writes files.
 """
 
 from __future__ import annotations
@@ -241,12 +238,9 @@ def run_bench(
     progress: bool = True,
     **overrides: object,
 ) -> dict:
-    """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``.
-
-    ``data``: a folder, or several (sites): folds are then stratified by site too, and scored per site.
-    ``protocol``: ``"cv5"`` (``k`` folds) or ``"loso"`` (leave one site out). ``train_sites`` (an override): train
-    and validate on these sites only, test on every site's test folds.
-    """
+    """Run the protocol for ``models`` and write ``results.json`` and ``RESULTS.md`` into ``out``. ``data``: a folder,
+    or several sites (folds then stratified by site too, and scored per site); ``protocol``: ``"cv5"`` (``k`` folds)
+    or ``"loso"`` (leave one site out); ``train_sites`` (an override): train on these, test on every site's folds."""
     start_processes()  # with several processes: join them now, so that the barriers below wait for each other
     if not is_main_process():
         log = _silent

@@ -1,10 +1,7 @@
 """Grad-CAM (Selvaraju et al., 2017): where in the scan did the classifier find its evidence?
 
-The last encoder stage's feature maps (the deepest with a spatial layout), each weighted by the mean gradient of the
-malignancy logit (sign flipped for a scan called benign: the evidence *for the label given*), summed, positive part
-kept: a coarse heatmap. :func:`grad_cam` writes it out with two hooks (notebook 05; pytorch-grad-cam gives the same
-maps, tested). Heat on caliper marks, burnt-in text or the border is a shortcut; heat on and around the lesion is
-what we hope for. Grad-CAM is a hint, not a proof.
+:func:`grad_cam` writes it out with two hooks; the method and how to read the maps (heat on caliper marks, burnt-in
+text or the border is a shortcut; Grad-CAM is a hint, not a proof): notebook 05 and docs/library.md.
 """
 
 from __future__ import annotations
@@ -85,12 +82,9 @@ def grad_cam(model: torch.nn.Module, config: dict, x: torch.Tensor, labels: Sequ
 
 
 def cam_gallery(model_folder: str | Path, part: dict, n_per_class: int = 3) -> dict:
-    """Grad-CAM maps of the first ``n_per_class`` benign, then malignant, scans of a part.
-
-    ``model_folder``: a run or model folder; ``part``: :func:`busi_lib.evaluation.study.predict_part`'s result.
-    Returns ``images``, ``maps`` (N, S, S) in [0, 1], ``y``, ``prob``, ``called`` (at the saved threshold),
-    ``threshold``, ``image_ids``.
-    """
+    """Grad-CAM maps of the first ``n_per_class`` benign, then malignant, scans of ``part`` (a run or model folder's
+    :func:`busi_lib.evaluation.study.predict_part` result). Returns ``images``, ``maps`` (N, S, S) in [0, 1], ``y``,
+    ``prob``, ``called`` (at the saved threshold), ``threshold``, ``image_ids``."""
     folder = Path(model_folder)
     model, config = load_model(folder if folder.name == "model" else folder / "model")
     y = np.asarray(part["y"]).astype(int)

@@ -1,8 +1,5 @@
-"""The ``busi`` command (also ``python -m busi_lib``).
+"""The ``busi`` command (also ``python -m busi_lib``); every command and option: ``busi COMMAND --help``.
 
-Every command and option: ``busi --help`` and ``busi COMMAND --help``.
-
-``--model``: a model folder, a run folder holding ``model/``, or a folder of fold runs; several form an ensemble.
 ``--data`` defaults to ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache (so every command runs on a
 fresh machine). Bad input ends with one line naming the file and the reason, and exit status 2.
 """

@@ -1,7 +1,6 @@
 """External validation (``busi evaluate``): score a saved model on scans from a site it has never seen.
 
-Scores at the threshold saved with the model (never one chosen on this data), with bootstrap intervals that
-resample patients when their ids are known. README's "At a new hospital" explains the report.
+Scores at the threshold saved with the model, never one chosen on this data; README's "At a new hospital" explains it.
 """
 
 from __future__ import annotations
@@ -70,11 +69,9 @@ PATIENT_RULE = "a patient's probability is the highest of their images'; maligna
 
 @dataclass
 class ExternalData:
-    """A folder read for evaluation: one row per scored image, and what was left out.
-
-    ``table``: ``image_id``, ``label``, ``target`` (1 malignant), ``path``, ``mask_paths`` (``|``-joined, ``""``
-    when none), ``has_mask``, ``patient_id`` (``None`` when unknown).
-    """
+    """A folder read for evaluation: one row per scored image, and what was left out. ``table``: ``image_id``,
+    ``label``, ``target`` (1 malignant), ``path``, ``mask_paths`` (``|``-joined, ``""`` when none), ``has_mask``,
+    ``patient_id`` (``None`` when unknown)."""
 
     table: pd.DataFrame
     layout: str  # "busi" or "csv"
@@ -167,8 +164,7 @@ def predict_table(model: torch.nn.Module, config: dict, table: pd.DataFrame, *, 
                   tta: bool = False, progress: bool = True, cache_dir: str | Path | None = None,
                   adapt_bn: bool = False, return_adaptation: bool = False) -> tuple:
     """``(pred, images)``: :func:`~busi_lib.evaluation.inference.predict_loader`'s dict and the uint8 scans at the
-    model's input size. ``adapt_bn`` first re-estimates BatchNorm statistics on these scans (AdaBN, no labels);
-    ``return_adaptation`` adds its summary as a third item."""
+    model's input size; ``adapt_bn``: AdaBN on these scans first (no labels); ``return_adaptation`` adds its summary."""
     ds = make_dataset(table, config["image_size"], config["task"], cache_dir=cache_dir,
                       norm=config_normalization(config))
 
@@ -379,9 +375,8 @@ MIN_ADAPT_SCANS = 32
 
 
 def adapt_by_default(model: torch.nn.Module, config: dict, root: Path, n_scans: int) -> bool:
-    """Whether ``busi evaluate`` applies AdaBN when not told: at a site the model was not calibrated on
-    (:func:`site_note`), with at least :data:`MIN_ADAPT_SCANS` scans and BatchNorm layers (RESULTS.md: it helps
-    at a second hospital, costs little at home)."""
+    """Whether ``busi evaluate`` applies AdaBN unasked: at a site the model was not calibrated on (:func:`site_note`),
+    with at least :data:`MIN_ADAPT_SCANS` scans and BatchNorm layers (RESULTS.md: it helps at a second hospital)."""
     return (site_note(config, root) is not None and n_scans >= MIN_ADAPT_SCANS
             and bool(batchnorm_layers(model)))
 
@@ -450,9 +445,7 @@ def evaluate_model(
     operating_point: str | None = None,
 ) -> Evaluation:
     """Score the saved model(s) in ``model_dir`` (a list: an ensemble) on ``data``; with ``out``, write the report.
-
-    ``calibration_size`` also re-tunes the threshold on that part of the site; ``save_model_to`` saves a copy using it.
-    """
+    ``calibration_size`` also re-tunes the threshold on that part of the site; ``save_model_to``: a copy using it."""
     t0 = time.time()
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir])
     config = use_operating_point(config, operating_point)

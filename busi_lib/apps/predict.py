@@ -53,11 +53,8 @@ class Prediction:
 
 # ------------------------------------------------------------------ the model
 def decision_threshold(config: dict, threshold: float | None = None) -> tuple[float, float]:
-    """``(temperature, threshold on the reported probability scale)``.
-
-    A given ``threshold`` is on that scale already; the saved one was chosen on raw probabilities, so it is mapped
-    with the model's temperature.
-    """
+    """``(temperature, threshold on the reported probability scale)``: a given ``threshold`` is on that scale; the
+    saved one, chosen on raw probabilities, is mapped with the model's temperature; not in [0, 1]: ``ValueError``."""
     temperature = float(config.get("temperature", 1.0))
     if threshold is None:
         threshold = apply_temperature(float(config.get("threshold", 0.5)), temperature)
@@ -75,11 +72,9 @@ def predict_arrays(
     batch_size: int = 16,
     cam: bool = False,
 ) -> list[Prediction]:
-    """Predict scans given as arrays: (H, W), (H, W, 3) or (H, W, 4), uint8 or 16-bit, any size.
-
-    ``model, config`` as :func:`busi_lib.models.saving.load_model` returns them; ``threshold`` default: the model's
-    (:func:`decision_threshold`); ``cam``: also the Grad-CAM map of each classification.
-    """
+    """Predict scans given as arrays: (H, W), (H, W, 3) or (H, W, 4), uint8 or 16-bit, any size. ``model, config`` as
+    :func:`busi_lib.models.saving.load_model` returns them; ``threshold`` default: the model's
+    (:func:`decision_threshold`); ``cam``: also the Grad-CAM map of each classification."""
     task = task_of_config(config)
     size = int(config["image_size"])
     temperature, thr = decision_threshold(config, threshold)
@@ -252,10 +247,8 @@ def predict_files(
     batch_size: int = 16,
     cam: bool = False,
 ) -> PredictReport:
-    """Predict scan files and folders into ``out``: masks, overlays, CAMs and ``predictions.csv``.
-
-    Unreadable files do not stop the run: each gets a row with its ``error``.
-    """
+    """Predict scan files and folders into ``out``: masks, overlays, CAMs and ``predictions.csv``. Unreadable files
+    do not stop the run: each gets a row with its ``error``."""
     inputs = [Path(i) for i in inputs]
     paths = find_images(inputs)
     out = check_output_folder(out, inputs)
@@ -309,10 +302,8 @@ def best_device() -> str:
 def predict_folder(model_dir: str | Path | Sequence[str | Path], inputs: Iterable[str | Path], out: str | Path, *,
                    adapt_bn: bool | None = None, operating_point: str | None = None, **kwargs: Any) -> PredictReport:
     """``busi predict``: load a saved model or ensemble (on the GPU if there is one) and run :func:`predict_files`.
-
     ``adapt_bn``: first re-estimate BatchNorm statistics on the readable inputs, in memory only (``None``: as the
-    saved model says); ``operating_point``: a saved one (``"youden"``, ``"sensitivity_95"``) instead of the model's.
-    """
+    saved model says); ``operating_point``: a saved one (``"youden"``, ``"sensitivity_95"``), not the model's."""
     model, config = load_models(model_dir if isinstance(model_dir, (list, tuple)) else [model_dir],
                                 device=best_device())
     config = use_operating_point(config, operating_point)

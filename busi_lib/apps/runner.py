@@ -1,9 +1,7 @@
 """``busi notebooks``: run every numbered lesson notebook in order with papermill.
 
-Each ``notebooks/NN_name.ipynb`` runs with ``profile``, ``out_dir`` (``data_dir`` if given, and any ``-p NAME
-VALUE``); the executed copy goes to ``<out>/``, its outputs to ``<out>/NN_name/``, and every model's test metrics are
-gathered into ``<out>/summary.csv`` and ``summary.md``. The run stops at the first failing notebook, naming it and
-the cell. Kernels get ``BUSI_STATIC_WIDGETS=1`` (widgets draw static figures, so an unattended run saves them).
+Outputs (``<out>/NN_name.ipynb``, ``<out>/NN_name/``, ``summary.csv``, ``summary.md``), parameters and the stop at the
+first failing notebook: notebooks/README.md ("All at once"). Kernels get ``BUSI_STATIC_WIDGETS=1``.
 """
 
 from __future__ import annotations

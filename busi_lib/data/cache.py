@@ -1,7 +1,5 @@
 """Decode once, train many times: the dataset table and resized arrays, cached in ``$BUSI_CACHE_DIR``.
-
-An entry's name hashes the files' paths, sizes and modification times, so any change to the files makes a new entry.
-"""
+An entry's name hashes the files' paths, sizes and mtimes: any change to the files makes a new entry."""
 
 from __future__ import annotations
 
@@ -61,8 +59,7 @@ def cached_table(
     cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """:func:`~busi_lib.data.table.scan_folder` plus duplicate groups, cached; ``df.attrs["rejected"]`` keeps what
-    ``skip_bad`` left out.
-    """
+    ``skip_bad`` left out."""
     path = _table_path(root, skip_bad, duplicates, require_masks, cache_dir)
     # One process scans, the others wait for its table (two notebooks or test workers started together would
     # otherwise decode the same folder side by side): a lock file beside the entry.

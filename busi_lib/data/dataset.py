@@ -1,8 +1,6 @@
-"""A BUSI folder, ready to train on: :func:`load_dataset` (scan, cache, duplicate groups, a label set)
-and :func:`resolve_data_dir` (the folder given, ``$BUSI_DATA_DIR``, or a synthetic BUSI).
-
-Above ``table``, ``cache`` and ``synthetic``, so those three stay free of each other's imports.
-"""
+"""A BUSI folder, ready to train on: :func:`load_dataset` (scan, cache, duplicate groups, a label set) and
+:func:`resolve_data_dir` (the folder given, ``$BUSI_DATA_DIR``, or a synthetic BUSI).
+Above ``table``, ``cache`` and ``synthetic``, so those three stay free of each other's imports."""
 
 from __future__ import annotations
 
@@ -26,12 +24,9 @@ def load_dataset(
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Scan a BUSI folder, find near-duplicate groups, and keep the rows of the label set ``labels``.
-
-    ``root`` may also be a labels-CSV folder or a list of folders (sites); every table has a ``site`` column. The
-    whole folder's table is cached, and duplicate groups span all classes, so a normal scan that duplicates a benign
-    one is still known.
-    """
+    """Scan a BUSI folder, find near-duplicate groups, and keep the rows of the label set ``labels``. ``root`` may also
+    be a labels-CSV folder or a list of folders (sites); every table has a ``site`` column. The whole folder's table is
+    cached, and duplicate groups span all classes (a normal copy of a benign scan is known)."""
     if isinstance(root, (list, tuple)) and len(root) == 1:
         root = root[0]
     if isinstance(root, (list, tuple)) or is_csv_site(root):  # several sites, or a labels-CSV folder
@@ -44,11 +39,8 @@ def load_dataset(
 def resolve_data_dir(
     data: str | Path | None = None, *, n_per_class: int = 40, seed: int = 0, cache_dir: str | Path | None = None
 ) -> tuple[Path, bool]:
-    """Where the scans are: ``(folder, is_real)``.
-
-    ``data``, else ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache folder. A given folder that
-    does not exist is an error, not a silent switch to synthetic data.
-    """
+    """``(folder, is_real)``: ``data``, else ``$BUSI_DATA_DIR``, else a synthetic BUSI made once in the cache folder; a
+    given folder that does not exist raises :class:`BusiDataError` (no silent switch to synthetic data)."""
     if data is None or str(data) == "":
         data = os.environ.get("BUSI_DATA_DIR") or None
     if data is not None:

@@ -1,8 +1,6 @@
 """Getting the BUSI dataset and public external sets, and checking that a copy holds the published pixels.
-
 :func:`download_busi`, :func:`download_public_set`, and :func:`verify_folder` against the shipped fingerprint of
-*decoded pixels* (``busi_fingerprint.json``). Details: docs/library.md.
-"""
+*decoded pixels* (``busi_fingerprint.json``). Details: docs/library.md."""
 
 from __future__ import annotations
 
@@ -100,10 +98,8 @@ def _make_fingerprint(files: dict[str, str]) -> dict[str, Any]:
 
 
 def pixel_fingerprint(root: str | Path) -> dict[str, Any]:
-    """The pixel fingerprint of a BUSI-layout folder: ``{"version", "files": {rel: hash}, "digest", "counts"}``.
-
-    An unreadable file raises :class:`BusiDataError` (:func:`verify_folder` reports instead).
-    """
+    """The pixel fingerprint of a BUSI-layout folder: ``{"version", "files": {rel: hash}, "digest", "counts"}``. An
+    unreadable file raises :class:`BusiDataError` (:func:`verify_folder` reports instead)."""
     root = Path(root)
     check_data_folder(root)
     return _make_fingerprint({rel: file_hash(root / rel) for rel in _busi_files(root)})
@@ -191,10 +187,8 @@ def _safe_hash(path: Path) -> tuple[str | None, str | None]:
 
 
 def verify_folder(root: str | Path, reference: str | Path | dict | None = None) -> VerifyResult:
-    """Compare a BUSI folder's pixels with ``reference`` (default: the shipped fingerprint).
-
-    Differences are reported, not raised; only a missing folder or a bad reference raises :class:`BusiDataError`.
-    """
+    """Compare a BUSI folder's pixels with ``reference`` (default: the shipped fingerprint). Differences are reported,
+    not raised; only a missing folder or a bad reference raises :class:`BusiDataError`."""
     root = Path(root)
     check_data_folder(root)
     ref = load_reference(reference)["files"]
@@ -233,10 +227,8 @@ def _manual_steps(target: Path, reason: str) -> str:
 
 
 def kaggle_configured() -> bool:
-    """True when the ``kaggle`` package is installed and Kaggle credentials are present.
-
-    Only looks: importing ``kaggle`` tries to authenticate and fails loudly without credentials.
-    """
+    """True when the ``kaggle`` package is installed and Kaggle credentials are present. Only looks: importing
+    ``kaggle`` tries to authenticate and fails loudly without credentials."""
     if find_spec("kaggle") is None:
         return False
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
@@ -312,11 +304,8 @@ def _unsafe_member(name: str) -> bool:
 
 
 def safe_unzip(zip_path: str | Path, dest: str | Path) -> Path:
-    """Unpack ``zip_path`` into ``dest``, refusing the whole archive if any member is unsafe.
-
-    All members are checked before anything is written: absolute paths, drive letters, ``..``, symbolic links and
-    archives over :data:`MAX_UNPACKED_BYTES` are refused.
-    """
+    """Unpack ``zip_path`` into ``dest``; all members are checked first, and absolute paths, drive letters, ``..``,
+    symbolic links or over :data:`MAX_UNPACKED_BYTES` refuse the whole archive (:class:`BusiDataError`)."""
     zip_path, dest = Path(zip_path), Path(dest)
     try:
         zf = zipfile.ZipFile(zip_path)
@@ -350,9 +339,8 @@ def _has_classes(folder: Path) -> bool:
 
 
 def find_busi_folder(unpacked: str | Path) -> Path:
-    """The ``Dataset_BUSI_with_GT`` folder inside an unpacked archive (at most two levels down), else any folder
-    holding the three class folders (mirrors rename it); ``__MACOSX`` is skipped.
-    """
+    """The ``Dataset_BUSI_with_GT`` folder inside an unpacked archive (at most two levels down), else any folder holding
+    the three class folders (mirrors rename it); ``__MACOSX`` is skipped."""
     unpacked = Path(unpacked)
     levels = [[unpacked]]
     for _ in range(2):
@@ -389,12 +377,9 @@ def download_busi(
     progress: bool = True,
     reference: str | Path | dict | None = None,
 ) -> Path:
-    """Download BUSI and return the path of ``<to_dir>/Dataset_BUSI_with_GT``.
-
-    ``use_kaggle``: ``None`` uses Kaggle when :func:`kaggle_configured`, ``True`` requires it, ``False`` uses ``url``.
-    ``verify`` raises :class:`BusiDataError` when the pixels differ from ``reference``. Work happens in a temporary
-    folder inside ``to_dir``; the dataset appears (by a rename) only once complete and verified.
-    """
+    """Download BUSI to ``<to_dir>/Dataset_BUSI_with_GT`` (returned), renamed from a temporary folder in ``to_dir`` once
+    complete and verified (``verify``: :class:`BusiDataError` if pixels differ from ``reference``). ``use_kaggle``:
+    ``None`` uses Kaggle when :func:`kaggle_configured`, ``True`` requires it, ``False`` uses ``url``."""
     to_dir = Path(to_dir).expanduser()
     target = to_dir / FOLDER_NAME
     _check_target(to_dir, target)
@@ -457,11 +442,9 @@ def download_public_set(
     sha256: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download a public external set (:data:`~busi_lib.data.external_sets.SETS`) and unpack it as published.
-
-    Returns ``<to_dir>/<the archive's folder>`` for ``busi data external NAME``. The archive's size and SHA-256
-    must match before unpacking (``url``/``sha256`` override them, e.g. for a mirror).
-    """
+    """Download a public external set (:data:`~busi_lib.data.external_sets.SETS`), unpack it as published and return
+    ``<to_dir>/<the archive's folder>`` for ``busi data external NAME``. The archive's size and SHA-256 must match
+    before unpacking (``url``/``sha256`` override them, e.g. for a mirror)."""
     if name not in SETS:
         raise ValueError(f"unknown set {name!r}; one of {sorted(SETS)}")
     ds, steps = SETS[name], _public_set_steps(name)

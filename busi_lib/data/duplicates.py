@@ -1,7 +1,5 @@
 """Near-duplicate scans: find them (perceptual hashes), group them (``dup_group``), report label conflicts.
-
-Why splits keep each group together, and how the threshold was chosen: docs/library.md.
-"""
+Why splits keep each group together, and how the threshold was chosen: docs/library.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """A public external test set (BUS-BRA), as published, turned into a labels-CSV folder for ``busi evaluate``.
-
-The conversion's rules: docs/external_sets.md.
-"""
+The conversion's rules: docs/external_sets.md."""
 
 from __future__ import annotations
 

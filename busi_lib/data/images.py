@@ -1,8 +1,6 @@
 """Reading scans and lesion masks into one representation: a scan is uint8 (H, W), a mask uint8 (H, W) in {0, 1}.
-
 Conversion rules (colour, 16-bit, mask modes): docs/library.md. Every failure raises
-:class:`~busi_lib.errors.BusiDataError` naming the file.
-"""
+:class:`~busi_lib.errors.BusiDataError` naming the file."""
 
 from __future__ import annotations
 
@@ -117,9 +115,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(paths: str | Path | Iterable[str | Path], shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read one or several mask files into their union, uint8 (H, W) in {0, 1}; a mask not of ``shape`` (the scan's
-    (H, W)) is an error, never resized.
-    """
+    """The union of one or several mask files, uint8 (H, W) in {0, 1}; a mask not of ``shape`` (the scan's (H, W)) is an
+    error, never resized."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     paths = [Path(p) for p in paths]

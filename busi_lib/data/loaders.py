@@ -1,7 +1,6 @@
 """fastai ``DataLoaders`` for the three problem shapes: a batch is ``(x, y)`` for ``"classify"``, ``(x, mask)`` for
-``"segment"``, ``(x, y, mask)`` for ``"multitask"``; ``x`` is float (B, 3, S, S) normalised, ``y`` float (B,)
-(1 = malignant), ``mask`` float (B, 1, S, S) in {0, 1}. Caching and seeded augmentation: docs/library.md.
-"""
+``"segment"``, ``(x, y, mask)`` for ``"multitask"``; ``x`` is float (B, 3, S, S) normalised, ``y`` float (B,) (1 =
+malignant), ``mask`` float (B, 1, S, S) in {0, 1}. Caching and seeded augmentation: docs/library.md."""
 
 from __future__ import annotations
 
@@ -106,12 +105,9 @@ def make_dataloaders(
     aspect_crop: bool = False,
     pin_memory: bool = False,
 ) -> BusiDataLoaders:
-    """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table.
-
-    ``norm``: the (mean, std) of the network's pretrained weights. ``num_workers`` defaults to 0 (cached items are
-    cheap, and workers hang in Jupyter on Windows and macOS); a training run picks workers and ``pin_memory`` with
-    :func:`busi_lib.training.hardware.loader_options`.
-    """
+    """Train / valid (/ test, if the split has one) loaders for a dataset table and a split table; ``norm``: the
+    pretrained weights' (mean, std). ``num_workers`` is 0 by default (workers hang in Jupyter on Windows and macOS); a
+    training run picks workers and ``pin_memory`` with :func:`busi_lib.training.hardware.loader_options`."""
     check_image_size(image_size)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

@@ -1,7 +1,5 @@
 """Sites: the data folders of one or more hospitals (BUSI's layout or a ``labels.csv``), as one table to train on.
-
-The labels CSV and how sites are grouped for splits: docs/library.md.
-"""
+The labels CSV and how sites are grouped for splits: docs/library.md."""
 
 from __future__ import annotations
 
@@ -50,11 +48,9 @@ def _find_columns(path: Path, header: list[str], columns: dict | None) -> dict[s
 
 
 def read_labels_csv(root: str | Path, csv_path: str | Path, columns: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Read and check a labels CSV for the images under ``root``: ``(table, excluded counts)``.
-
-    Every row is checked (files exist, known label, no image twice, no empty patient id) without decoding; the first
-    bad row raises :class:`BusiDataError` naming the CSV and ``row i (line i + 1)``.
-    """
+    """Read and check a labels CSV for the images under ``root``: ``(table, excluded counts)``. Every row is checked
+    (files exist, known label, no image twice, no empty patient id) without decoding; the first bad row raises
+    :class:`BusiDataError` naming the CSV and ``row i (line i + 1)``."""
     root, csv_path = Path(root), Path(csv_path)
     if not csv_path.is_file():
         raise BusiDataError(csv_path, "labels CSV not found")
@@ -153,10 +149,8 @@ def load_site(root: str | Path, labels: str = "binary", *, require_masks: bool =
 
 def load_sites(roots: Sequence[str | Path], labels: str = "binary", *,
                cache_dir: str | Path | None = None) -> pd.DataFrame:
-    """Several sites as one table: ``image_id`` becomes ``<site>/<image_id>``, groups are numbered apart.
-
-    Two folders with one name, or a patient id at two sites, is an error naming the folder or labels CSV.
-    """
+    """Several sites as one table: ``image_id`` becomes ``<site>/<image_id>``, groups are numbered apart. Two folders
+    with one name, or a patient id at two sites, raise :class:`BusiDataError` naming the folder or CSV."""
     roots = [Path(r) for r in roots]
     tables, seen_patients = [], {}
     for root in roots:

@@ -1,8 +1,6 @@
 """Seeded, stratified, duplicate-group-aware splits, saved as CSV.
-
-A split is a table ``image_id, label, dup_group, split`` (``train``/``valid``/``test``, or a fold number); all copies
-of a scan land on one side (docs/library.md).
-"""
+A split is a table ``image_id, label, dup_group, split`` (``train``/``valid``/``test``, or a fold number); all copies of
+a scan land on one side (docs/library.md)."""
 
 from __future__ import annotations
 
@@ -52,8 +50,7 @@ def train_valid_test_split(
     df: pd.DataFrame, valid_frac: float = 0.15, test_frac: float = 0.15, seed: int = 42
 ) -> pd.DataFrame:
     """A three-way split: first the test part, then the validation part of the rest. Fractions are approximate, as
-    groups are kept whole.
-    """
+    groups are kept whole."""
     if not (0 < test_frac < 1 and 0 <= valid_frac < 1 and valid_frac + test_frac < 1):
         raise ValueError("valid_frac and test_frac must be in (0, 1) and sum to less than 1")
     split = np.array(["train"] * len(df), dtype=object)
@@ -130,8 +127,7 @@ def cv_fold_split(
     df: pd.DataFrame, folds: pd.DataFrame, test_fold: int, valid_frac: float = 0.15, seed: int = 42
 ) -> pd.DataFrame:
     """Train / valid / test for one fold of cross-validation: ``test_fold`` is the test part, and the validation part
-    (for the threshold and other early decisions) a group-aware, stratified ``valid_frac`` of the *other* folds.
-    """
+    (for the threshold and other early decisions) a group-aware, stratified ``valid_frac`` of the *other* folds."""
     m = apply_split(df, folds)
     rest = np.flatnonzero(m["split"].astype(int).to_numpy() != test_fold)
     split = np.where(m["split"].astype(int) == test_fold, "test", "train").astype(object)

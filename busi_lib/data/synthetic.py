@@ -1,8 +1,6 @@
 """A synthetic stand-in for BUSI: ultrasound-like scans with known lesions, in BUSI's exact layout.
-
 :func:`make_synthetic_busi` (``busi data synthetic``) writes a dataset, :func:`render_scan` draws one scan and
-:class:`AppearanceShift` (e.g. ``HOSPITAL_B``) makes a "second hospital". Manual: docs/synthetic.md.
-"""
+:class:`AppearanceShift` (e.g. ``HOSPITAL_B``) makes a "second hospital". Manual: docs/synthetic.md."""
 
 from __future__ import annotations
 
@@ -35,13 +33,10 @@ _TEXT_LABELS = ("LT BREAST", "RT BREAST", "LEFT BREAST 2:00", "RIGHT 10:00", "LT
 # ---------------------------------------------------------------- Appearance of a "hospital"
 @dataclass(frozen=True)
 class AppearanceShift:
-    """How one hospital's scanner and habits change the look of its scans (a *domain shift*).
-
-    The default is the reference look; for a given seed the anatomy and lesions stay the same under any shift.
-    ``speckle_size``, ``gain`` and ``attenuation`` multiply the reference; ``gamma`` is the display curve's exponent
-    (< 1 brighter and flatter); ``text_labels`` burns in text and a depth scale; ``caliper_rate`` is the fraction of
-    lesion scans with caliper ``+`` marks.
-    """
+    """How a hospital's scanner and habits change its scans (a *domain shift*); a seed's anatomy and lesions stay the
+    same under any shift. ``speckle_size``, ``gain``, ``attenuation`` multiply the reference; ``gamma``: display
+    exponent (< 1 brighter, flatter); ``text_labels``: burnt-in text, depth scale; ``caliper_rate``: share of lesion
+    scans with ``+`` calipers."""
 
     speckle_size: float = 1.0
     gain: float = 1.0
@@ -176,11 +171,9 @@ def _lesion_style(rng: np.random.Generator, label: str) -> LesionStyle:
 
 
 def _radius_function(rng: np.random.Generator, label: str, n_angles: int = 1024) -> np.ndarray:
-    """The outline ``r(theta)`` of a lesion (1 = its ellipse), tabulated at ``n_angles`` angles in [-pi, pi).
-
-    Benign: a gently lobulated oval; malignant: an irregular outline with spicules. One in six of each is atypical
-    (macrolobulated benign, nearly circumscribed malignant), so shape alone cannot separate the classes.
-    """
+    """The outline ``r(theta)`` of a lesion (1 = its ellipse), tabulated at ``n_angles`` angles in [-pi, pi). Benign: a
+    gently lobulated oval; malignant: an irregular outline with spicules. One in six of each is atypical (macrolobulated
+    benign, nearly circumscribed malignant), so shape alone cannot separate the classes."""
     theta = np.linspace(-np.pi, np.pi, n_angles, endpoint=False)
     atypical = rng.random() < 1 / 6
     if label == "benign":
@@ -292,10 +285,8 @@ def _attenuation(h: int, coefficient: float) -> np.ndarray:
 
 
 def _to_display(echo: np.ndarray, dynamic_range_db: float, mean: float, gain: float, gamma: float) -> np.ndarray:
-    """Log-compress echo amplitudes to [0, 1] with the mean brightness ``mean``, then apply gain and gamma.
-
-    The dB window is slid until the mean brightness is ``mean`` (a few steps, as clipping bends the relation).
-    """
+    """Log-compress echo amplitudes to [0, 1] with the mean brightness ``mean``, then apply gain and gamma; the dB
+    window is slid until the mean brightness is ``mean`` (a few steps, as clipping bends the relation)."""
     db = 20 * np.log10(echo / np.percentile(echo, 99) + 1e-6)
     v = 1 + db / dynamic_range_db
     offset = 0.0
@@ -366,10 +357,8 @@ def _acquire(rng: np.random.Generator, tissue: np.ndarray, masks: list[np.ndarra
 def render_scan(
     rng: np.random.Generator, label: str, h: int, w: int, shift: AppearanceShift, n_lesions: int = 1
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks; empty for ``normal``).
-
-    The random draws do not depend on ``shift``: the same generator state gives the same anatomy under any look.
-    """
+    """Draw one scan of class ``label``: (uint8 image (H, W), list of bool lesion masks; empty for ``normal``). The
+    random draws do not depend on ``shift``: the same generator state gives the same anatomy under any look."""
     tissue, masks = _anatomy(rng, label, h, w, n_lesions)
     return _acquire(rng, tissue, masks, shift), masks
 
@@ -379,8 +368,7 @@ def _other_view(
     shift: AppearanceShift, n_lesions: int = 1,
 ):
     """Another image of the same lesion (a second acquisition of one patient): ``anatomy_rng`` is seeded like the
-    original's, so tissue and lesions match; 5-15 % of the width is cut from one side and ``rng`` draws the rest.
-    """
+    original's, so tissue and lesions match; 5-15 % of the width is cut from one side and ``rng`` draws the rest."""
     tissue, masks = _anatomy(anatomy_rng, label, h, w, n_lesions)
     cut = int(rng.uniform(0.05, 0.15) * w)
     keep = slice(cut, w) if rng.random() < 0.5 else slice(0, w - cut)
@@ -458,9 +446,8 @@ class _ClassPlan:
 
 
 def _plan_class(rng: np.random.Generator, label: str, n: int, n_duplicates: int, n_views: int = 0) -> _ClassPlan:
-    """Decide, for numbers 1..n of one class, the duplicates, the other views, the two-lesion scans and the mask
-    PNG modes. The views are drawn last, so ``n_views=0`` leaves every other draw as it was.
-    """
+    """Decide, for numbers 1..n of one class, the duplicates, the other views, the two-lesion scans and the mask PNG
+    modes. The views are drawn last, so ``n_views=0`` leaves every other draw as it was."""
     numbers = range(1, n + 1)
     dups = sorted(_pick(rng, numbers, min(n_duplicates, n // 2)))
     originals = [i for i in numbers if i not in dups]
@@ -544,15 +531,10 @@ def make_synthetic_busi(
     n_views: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic BUSI-layout dataset (class folders and the manifest) and return its folder.
-
-    The same arguments give byte-identical files. ``size``: ``(width, height)``, an ``int`` for squares, or
-    ``((w_min, w_max), (h_min, h_max))`` drawn per image. ``shift`` changes the look, not the cases.
-    ``n_duplicates`` and ``n_views`` (per class, each at most ``n_per_class // 2``) add near-copies (manifest
-    ``duplicate_of``) and second acquisitions of a lesion (``view_of``); an original, its views and duplicates
-    share a ``patient_id``. Views are not pHash duplicates: split by ``patient_id`` when using them.
-    ``overwrite`` replaces the files a previous run's manifest lists and leaves others alone.
-    """
+    """Write a synthetic BUSI-layout dataset (class folders, manifest) and return its folder; the same arguments give
+    byte-identical files. ``size``: ``(width, height)``, an ``int`` or ``((w_min, w_max), (h_min, h_max))`` drawn per
+    image; ``overwrite`` replaces only files a previous run's manifest lists. Views (``n_views``) are not pHash
+    duplicates: split by ``patient_id`` (docs/synthetic.md)."""
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     if n_duplicates < 0:

@@ -1,8 +1,5 @@
-"""The BUSI dataset as one tidy table, one row per scan.
-
-A BUSI folder holds ``benign/``, ``malignant/`` and ``normal/``, each with ``<class> (N).png`` scans and their
-``<class> (N)_mask.png`` (``_mask_1.png``, ...) masks. Nothing here writes into the data folder.
-"""
+"""The BUSI dataset as one tidy table, one row per scan (the folder layout: docs/library.md).
+Nothing here writes into the data folder."""
 
 from __future__ import annotations
 
@@ -69,13 +66,10 @@ def scan_folder(
     skip_bad: bool = False,
     report: ScanReport | None = None,
 ) -> pd.DataFrame:
-    """Read a BUSI-layout folder into a table (one row per scan).
-
-    Every image is decoded once, so a truncated file is found here, not mid-training. ``require_masks``: a scan
-    without a mask is an error; ``skip_bad``: record bad files in ``report`` and go on. Columns: ``image_id``,
-    ``label``, ``path``, ``mask_paths`` (``|``-separated, sorted), ``n_masks``, ``width``, ``height``,
-    ``lesion_area`` (pixels of the union mask), ``lesion_fraction``, ``phash``.
-    """
+    """One row per scan of a BUSI-layout folder, each image decoded; ``require_masks``: a scan without a mask is an
+    error; ``skip_bad``: bad files go to ``report``. Columns: ``image_id``, ``label``, ``path``, ``mask_paths``
+    (``|``-separated, sorted), ``n_masks``, ``width``, ``height``, ``lesion_area`` (union mask pixels),
+    ``lesion_fraction``, ``phash``."""
     root = Path(root)
     report = report if report is not None else ScanReport()
     rows = []
@@ -171,8 +165,7 @@ def pos_weight(targets: ArrayLike) -> float:
 
 def dataset_fingerprint(df: pd.DataFrame) -> str:
     """A short hash of which scans, with which labels (and pixel hashes, if known), a table holds: saved with every
-    model and result, so a number can be traced to its data.
-    """
+    model and result, so a number can be traced to its data."""
     cols = [c for c in ("image_id", "label", "phash") if c in df]
     rows = sorted(map(tuple, df[cols].astype(str).to_numpy()))
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]

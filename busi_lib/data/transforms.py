@@ -1,7 +1,5 @@
 """Augmentation and normalisation with albumentations, applied to scan and mask together.
-
-The recipes (``augment``) and why they suit ultrasound: docs/library.md.
-"""
+The recipes (``augment``) and why they suit ultrasound: docs/library.md."""
 
 from __future__ import annotations
 
@@ -68,10 +66,8 @@ def lesion_crop_box(mask: np.ndarray | None, shape: tuple[int, int], rng: random
                     ratio: tuple[float, float] = (0.5, 2.0),
                     scale: tuple[float, float] = (0.5, 1.0)) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)``: a random crop of ``shape`` that holds every nonzero pixel of ``mask`` (any crop if none).
-
-    Aspect ratio (relative to the scan's) drawn log-uniformly from ``ratio``, area fraction from ``scale``; the crop
-    grows where the lesion's bounding box does not fit.
-    """
+    Aspect ratio (relative to the scan's) log-uniform in ``ratio``, area fraction from ``scale``; the crop grows where
+    the lesion's bounding box does not fit."""
     h, w = shape
     r = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
     a = rng.uniform(*scale)
@@ -88,10 +84,8 @@ def lesion_crop_box(mask: np.ndarray | None, shape: tuple[int, int], rng: random
 
 
 class LesionAspectCrop(A.DualTransform):
-    """Crop a random rectangle of another aspect ratio that holds the whole lesion; resize it back.
-
-    The crop is at most the scan's size, so the nearest-neighbour resize keeps every lesion pixel and a binary mask.
-    """
+    """Crop a random rectangle of another aspect ratio that holds the whole lesion; resize it back. The crop is at most
+    the scan's size, so the nearest-neighbour resize keeps every lesion pixel and a binary mask."""
 
     def __init__(self, ratio: tuple[float, float] = (0.5, 2.0), scale: tuple[float, float] = (0.5, 1.0),
                  p: float = 0.5):
@@ -120,12 +114,9 @@ class LesionAspectCrop(A.DualTransform):
 
 def build_transforms(augment: str = "default", seed: int | None = None, norm: Normalization = IMAGENET,
                      aspect_crop: bool = False) -> A.Compose:
-    """The albumentations pipeline for one side of a split: uint8 (H, W) scan (and mask), already resized, to a float
-    (3, H, W) tensor (and an (H, W) mask tensor).
-
-    ``augment``: ``"none"`` (evaluation), ``"default"``, ``"strong"``, ``"geometry"`` or ``"scanner"``
-    (docs/library.md); ``aspect_crop`` adds a :class:`LesionAspectCrop` on half the scans; ``norm``: (mean, std).
-    """
+    """The albumentations pipeline for one side of a split: a resized uint8 (H, W) scan and mask to float (3, H, W) and
+    (H, W) tensors. ``augment``: ``"none"`` (evaluation), ``"default"``, ``"strong"``, ``"geometry"`` or ``"scanner"``
+    (docs/library.md); ``aspect_crop`` adds a :class:`LesionAspectCrop` on half the scans."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     tfms = []
@@ -143,12 +134,9 @@ def build_transforms(augment: str = "default", seed: int | None = None, norm: No
 
 
 def seed_transforms(tfms: A.Compose, *key: int) -> A.Compose:
-    """Make the next random draws of ``tfms`` a function of the integers ``key`` only.
-
-    Called with ``(seed, epoch, index)`` before each training scan, so a multi-worker run sees exactly the
-    augmentations of a single-process one. One shared generator: ``Compose.set_random_seed`` would give every
-    transform the *same* seed, so their draws would be correlated.
-    """
+    """Make the next random draws of ``tfms`` a function of the integers ``key`` only (``(seed, epoch, index)`` before
+    each training scan). One shared generator: ``Compose.set_random_seed`` would give every transform the *same* seed,
+    so their draws would be correlated."""
     np_seq, py_seq = np.random.SeedSequence([int(k) for k in key]).spawn(2)  # independent streams
     tfms.set_random_state(np.random.default_rng(np_seq), random.Random(int(py_seq.generate_state(1, np.uint64)[0])))
     return tfms

@@ -1,2 +1,1 @@
-"""Metrics and intervals, inference, calibration, ensembles and AdaBN, the baselines, and the study's reference
-numbers."""
+"""Metrics and intervals, inference, calibration, ensembles and AdaBN, the baselines, the study's reference numbers."""

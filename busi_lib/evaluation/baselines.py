@@ -1,11 +1,6 @@
-"""Two baselines without a network, the first rows of the bench's ladder, each fitted on a fold's training part
-with its threshold chosen on the validation part (Youden's J, as for every network).
-
-* ``prior``: every scan called benign (the majority class), all with score 0: it ranks nothing (AUC 0.5).
-* ``shape_oracle``: a logistic regression on :func:`shape_features` of the radiologists' masks. An *oracle*: it
-  reads the true outline, which a deployed model never has, so it shows how much of the diagnosis the outline
-  alone carries, not what a model can reach.
-"""
+"""Two baselines without a network, the bench's first rows: ``prior`` (all benign, score 0) and ``shape_oracle``
+(a logistic regression on the *true* masks' :func:`shape_features`: an oracle, not a deployable model). Each is fitted
+on a fold's training part, its threshold chosen on the validation part (Youden's J); see docs/library.md."""
 
 from __future__ import annotations
 
@@ -24,12 +19,9 @@ BASELINES = ("prior", "shape_oracle")
 
 
 def shape_features(mask: np.ndarray) -> dict[str, float]:
-    """Five features of a lesion mask ({0,1}, any size), from its largest outline (OpenCV contours).
-
-    ``log_area``: log of the lesion's share of the scan; ``circularity``: 4πA / P² (1 for a disc);
-    ``solidity``: area over convex-hull area; ``taller_than_wide``: bounding-box height over width (a classic
-    sign of malignancy when above 1); ``roughness``: perimeter over convex-hull perimeter (1 for a smooth margin).
-    """
+    """Five features of a lesion mask ({0,1}, any size) from its largest outline: ``log_area`` (log of its share
+    of the scan), ``circularity`` (4πA / P², 1 for a disc), ``solidity`` (area / hull area), ``taller_than_wide``
+    (bounding-box height / width), ``roughness`` (perimeter / hull perimeter, 1 for a smooth margin)."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         raise ValueError("empty mask: a lesion scan needs an outline")
@@ -54,10 +46,7 @@ def shape_table(df: pd.DataFrame) -> pd.DataFrame:
 def baseline_predictions(name: str, df: pd.DataFrame, split: pd.DataFrame,
                          features: pd.DataFrame | None = None) -> tuple[np.ndarray, float]:
     """Malignancy probabilities of the test rows of ``split`` and the threshold chosen on its validation rows.
-
-    ``df`` and ``split`` share their row order (as :func:`busi_lib.data.splits.cv_fold_split` makes them);
-    ``features`` (:func:`shape_table` of ``df``) saves decoding the masks again for every fold.
-    """
+    ``df`` and ``split`` share their row order; ``features`` (:func:`shape_table` of ``df``) avoids decoding again."""
     part = split["split"].to_numpy()
     y = df["target"].to_numpy()
     if name == "prior":  # the majority class, benign: one score for every scan of every fold, below the threshold

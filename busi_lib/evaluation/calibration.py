@@ -1,13 +1,6 @@
 """Is a predicted probability of 0.8 right 80 % of the time? Calibration, and temperature scaling.
-
-A network can rank well (high ROC AUC) and still be overconfident. Measures, on the malignant probability:
-the reliability diagram (``n_bins`` equal-width bins, scikit-learn's bin rule), the expected calibration error
-(the count-weighted mean gap between fraction malignant and mean probability; it depends on the number of bins
-and is biased upwards with few scans per bin) and the Brier score (no bins; always saying 0.5 earns 0.25).
-
-Temperature scaling (Guo et al., 2017) fits one ``T`` on validation data: ``p_T = sigmoid(logit(p) / T)``. It
-is monotonic, so the ranking is unchanged, and the threshold is mapped the same way, so every call stays the same.
-"""
+Reliability diagram, ECE and Brier score of the malignant probability; ``p_T = sigmoid(logit(p) / T)`` with ``T``
+fitted on validation data, ranking and calls unchanged. Background: docs/library.md."""
 
 from __future__ import annotations
 
@@ -77,11 +70,7 @@ def _bin_sums(y: np.ndarray, p: np.ndarray, n_bins: int):
 
 def reliability_bins(y: ArrayLike, prob: ArrayLike, n_bins: int = DEFAULT_BINS) -> list[dict]:
     """The points of a reliability diagram, one dict per *non-empty* equal-width bin: ``low``, ``high``, ``count``,
-    ``mean_prob``, ``frac_malignant``.
-
-    The curves are :func:`sklearn.calibration.calibration_curve`'s; the counts, which it does not return, use the
-    same bin rule.
-    """
+    ``mean_prob``, ``frac_malignant`` (as :func:`sklearn.calibration.calibration_curve`, counts by its bin rule)."""
     y, p = _check(y, prob)
     counts, _, _, edges = _bin_sums(y, p, n_bins)
     frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="uniform", pos_label=1)

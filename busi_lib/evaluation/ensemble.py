@@ -1,14 +1,6 @@
-"""Models that travel: fold ensembles and test-time BatchNorm adaptation.
-
-An :class:`Ensemble` of the cross-validation folds' models averages the members' *probabilities* (class and
-mask pixels, never logits) and returns ``logit(mean probability)``, so the usual ``sigmoid`` gives the mean back.
-Members must agree on task, classes, input size and normalisation. Its threshold is the mean of the members'
-saved thresholds: every scan trained some member, so none is left to re-derive one (``--calibration-size``
-re-tunes it on the new site). A temperature is kept only when all members share it.
-
-:func:`adapt_batchnorm` (AdaBN, Li et al. 2016) re-estimates BatchNorm statistics on the new site's unlabelled
-scans, in memory only: no weight is learnt, no label read, no model folder written.
-"""
+"""Models that travel: fold ensembles and test-time BatchNorm adaptation (AdaBN, in memory only).
+An ensemble averages its members' *probabilities* (never logits); its threshold is the mean of theirs.
+How members must agree, thresholds and temperatures: docs/library.md."""
 
 from __future__ import annotations
 
@@ -34,8 +26,7 @@ def _is_model_folder(p: Path) -> bool:
 
 def resolve_model_folders(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """The model folders named by ``paths``: each a model folder (``config.json``), a run folder holding ``model/``,
-    or a folder of such runs (all its folds).
-    """
+    or a folder of such runs (all its folds)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     found: list[Path] = []
@@ -55,10 +46,8 @@ def resolve_model_folders(paths: str | Path | Sequence[str | Path]) -> list[Path
 
 
 class Ensemble(torch.nn.Module):
-    """Several models of one task: the mean of their probabilities, returned as logits (float64).
-
-    ``forward`` returns what a single member returns: a tensor, or the multitask tuple.
-    """
+    """Several models of one task: the mean of their probabilities, returned as logits (float64), shaped as a single
+    member's output (a tensor, or the multitask tuple)."""
 
     def __init__(self, members: Sequence[torch.nn.Module]):
         super().__init__()
@@ -111,11 +100,8 @@ def _ensemble_config(configs: list[dict], folders: list[Path]) -> dict:
 def load_models(
     paths: str | Path | Sequence[str | Path], device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
-    """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``.
-
-    One folder gives what :func:`~busi_lib.models.saving.load_model` gives (plus ``members``); several give the
-    first member's config with the mean threshold.
-    """
+    """Load one model folder, or several as an :class:`Ensemble`: ``(model in eval mode, config)``; the config is
+    :func:`~busi_lib.models.saving.load_model`'s plus ``members`` (of several: the first member's, mean threshold)."""
     folders = resolve_model_folders(paths)
     loaded = [load_model(f, device=device) for f in folders]
     if len(loaded) == 1:

@@ -1,8 +1,5 @@
-"""The one prediction path: scans in, probabilities out, for every kind of model.
-
-Training's evaluation, the bench, ``busi evaluate``, ``busi predict`` and the notebooks all predict through
-:func:`predict_batch` (on a DataLoader's batches or :func:`preprocess`'s), so they cannot disagree.
-"""
+"""The one prediction path: scans in, probabilities out, for every kind of model. Training's evaluation, the bench,
+``busi evaluate``, ``busi predict`` and the notebooks all go through :func:`predict_batch`, so they cannot disagree."""
 
 from __future__ import annotations
 
@@ -55,11 +52,8 @@ def split_output(
 def predict_batch(
     model: torch.nn.Module, x: torch.Tensor, task: str, tta: bool = False
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(prob (B,) or None, mask_prob (B, S, S) or None)``: the sigmoid of a model's outputs on one batch.
-
-    ``tta`` averages the probabilities of the scan and its horizontal mirror (the mirrored mask is
-    flipped back first).
-    """
+    """``(prob (B,) or None, mask_prob (B, S, S) or None)``: the sigmoid of a model's outputs on one batch; ``tta``
+    averages with the horizontal mirror's (its mask flipped back first)."""
     logits, mask_logits = split_output(model(x), task)
     prob = None if logits is None else torch.sigmoid(logits)
     mask_prob = None if mask_logits is None else torch.sigmoid(mask_logits)

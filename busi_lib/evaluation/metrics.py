@@ -1,19 +1,6 @@
-"""Classification and segmentation metrics, as plain numpy functions and as fastai metrics.
-
-The fastai metrics accumulate a whole epoch and call the same plain functions, so the training table and the
-final report cannot disagree. Malignant (1) is the positive class: a scan is called malignant when
-``prob >= threshold``.
-
-Segmentation (lesion pixel = positive; Dice is the pixel F1) has two reductions:
-
-* **pooled** (micro, ``*_pooled``): sum TP, FP, FN over all pixels of all images, then one ratio; big lesions
-  weigh more. Only pooled values satisfy ``Dice = 2 IoU / (1 + IoU)`` exactly, so the reference study's
-  Dice 0.831 / IoU 0.711 are compared with these.
-* **per image** (macro, ``*_per_image``): the mean of each image's value; every image weighs the same.
-
-Empty masks (the 0/0 cases): truth and prediction both empty scores 1 for every metric; exactly one empty
-scores 0 (precision included). The pooled values apply the same rule to the summed counts.
-"""
+"""Classification and segmentation metrics, as numpy functions and as fastai metrics (docs/library.md).
+Malignant (1) is positive, called when ``prob >= threshold``. Segmentation is ``*_pooled`` (counts summed) or
+``*_per_image`` (mean); empty masks: both empty score 1 for every metric, exactly one empty 0 (pooled: on the sums)."""
 
 from __future__ import annotations
 
@@ -80,12 +67,9 @@ def labels_and_probs(y_true: ArrayLike, prob: ArrayLike) -> tuple[np.ndarray, np
 
 
 def classification_metrics(y_true: ArrayLike, prob: ArrayLike, threshold: float = 0.5) -> dict:
-    """Binary classification metrics at ``threshold``, malignant (1) being the positive class.
-
-    Returns ``accuracy``, ``precision``, ``recall`` (= ``sensitivity``), ``specificity``, ``f1``, ``roc_auc``, the
-    counts ``tp``, ``fp``, ``tn``, ``fn``, ``n`` and ``threshold``. A ratio with a zero denominator is 0; ROC AUC
-    is threshold-free and NaN when ``y_true`` holds one class.
-    """
+    """Metrics at ``threshold``: ``accuracy``, ``precision``, ``recall`` (= ``sensitivity``), ``specificity``, ``f1``,
+    ``roc_auc``, the counts ``tp``, ``fp``, ``tn``, ``fn``, ``n`` and ``threshold``. A ratio with a zero denominator is
+    0; ROC AUC is threshold-free and NaN when ``y_true`` holds one class."""
     y, p = labels_and_probs(y_true, prob)
     pred = (p >= threshold).astype(np.int64)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
@@ -113,12 +97,8 @@ CI_KEYS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1"
 
 
 def classification_round(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """The :data:`CI_KEYS` of :func:`classification_metrics`, computed with numpy: the bootstrap's fast path.
-
-    ``classification_metrics`` makes seven validated scikit-learn calls (~15 ms), too slow for thousands of
-    resamples; this takes well under a millisecond with the same conventions (0 for 0/0, AUC NaN with one class,
-    ties counted half). Tests check that both agree.
-    """
+    """The :data:`CI_KEYS` of :func:`classification_metrics` in plain numpy, the bootstrap's fast path (well under
+    1 ms, not ~15 ms); same conventions (0 for 0/0, AUC NaN with one class, ties counted half)."""
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     pos, pred = y == 1, p >= threshold
     n, n1 = y.size, int(np.count_nonzero(pos))
@@ -139,11 +119,9 @@ def classification_round(y: np.ndarray, p: np.ndarray, threshold: float) -> dict
 
 
 def best_threshold(y_true: ArrayLike, prob: ArrayLike, criterion: str = "youden") -> float:
-    """The threshold ``t`` (call malignant when ``prob >= t``) that is best on ``(y_true, prob)``.
-
-    ``criterion``: ``"youden"`` (max sensitivity + specificity - 1), ``"f1"``, or ``"sensitivity_NN"``
-    (:func:`sensitivity_threshold` at 0.NN). Choose it on validation data only, never on the test set.
-    """
+    """The threshold ``t`` (malignant when ``prob >= t``) best on ``(y_true, prob)`` by ``criterion``: ``"youden"``
+    (max sensitivity + specificity - 1), ``"f1"``, or ``"sensitivity_NN"`` (:func:`sensitivity_threshold` at 0.NN).
+    Choose it on validation data only, never on the test set."""
     y, p = labels_and_probs(y_true, prob)
     if len(np.unique(y)) < 2:
         raise ValueError("best_threshold needs both benign and malignant examples")
@@ -254,11 +232,8 @@ def scores_from_counts(tp: ArrayLike, fp: ArrayLike, fn: ArrayLike, pooled: bool
 
 
 def segmentation_metrics(true_masks: ArrayLike, pred_masks: ArrayLike, threshold: float = 0.5) -> dict:
-    """Pixel metrics of binary lesion masks, pooled and per image.
-
-    Returns ``<name>_pooled`` and ``<name>_per_image`` for each of ``precision``, ``recall``, ``f1``, ``iou``,
-    ``dice``, plus ``n_images`` and ``n_empty_truth``. Inputs as for :func:`segmentation_counts`.
-    """
+    """Pixel metrics of binary lesion masks: ``<name>_pooled`` and ``<name>_per_image`` for ``precision``, ``recall``,
+    ``f1``, ``iou``, ``dice``, plus ``n_images`` and ``n_empty_truth``. Inputs as for :func:`segmentation_counts`."""
     tp, fp, fn = segmentation_counts(true_masks, pred_masks, threshold)
     out: dict = {}
     pooled = scores_from_counts(tp, fp, fn, pooled=True)
@@ -332,10 +307,8 @@ def bootstrap_ci(
 
 def bootstrap_many(fn: Callable[..., dict], *arrays: ArrayLike, n_boot: int, seed: int, groups: ArrayLike | None = None,
                    alpha: float = 0.05) -> dict[str, list[float]]:
-    """Bootstrap intervals ``{key: [low, high]}`` of every number in ``fn``'s dict, from one set of resamples.
-
-    One call instead of one :func:`bootstrap_ci` per metric, which would redo the same work for every key.
-    """
+    """Bootstrap intervals ``{key: [low, high]}`` of every number in ``fn``'s dict, from one set of resamples
+    (one :func:`bootstrap_ci` per key would redo the same work)."""
     rounds: list[dict] = []
 
     def record(*a):
@@ -355,10 +328,7 @@ def bootstrap_many(fn: Callable[..., dict], *arrays: ArrayLike, n_boot: int, see
 # ---------------------------------------------------------------- fastai metrics
 def _unpack(learn):
     """Split ``learn.pred``/``learn.yb`` into ``(class_logit, y_cls, mask_logits, y_mask)``; missing parts are None.
-
-    A tuple is the multitask model's ``(class_logit, mask_logits)``, a 4-D tensor is mask logits, anything else a
-    class logit.
-    """
+    A tuple is the multitask ``(class_logit, mask_logits)``, a 4-D tensor mask logits, anything else a class logit."""
     pred, yb = learn.pred, tuple(learn.yb)
     if len(yb) == 1 and isinstance(yb[0], (tuple, list)):
         yb = tuple(yb[0])
@@ -377,11 +347,8 @@ def _detach(learn, t: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationMetric(Metric):
-    """A fastai metric computed by :func:`classification_metrics` once over a whole epoch.
-
-    Probabilities are stored per batch and scored at the end: fastai's batch averaging would make ROC AUC and F1
-    depend on the batch size.
-    """
+    """A fastai metric computed by :func:`classification_metrics` once over a whole epoch's stored probabilities
+    (fastai's batch averaging would make ROC AUC and F1 depend on the batch size)."""
 
     def __init__(self, name: str = "roc_auc", threshold: float = 0.5):
         if name not in CLASSIFICATION_METRIC_NAMES:
@@ -416,11 +383,8 @@ class ClassificationMetric(Metric):
 
 
 class SegmentationMetric(Metric):
-    """A fastai metric computed by :func:`scores_from_counts` over a whole epoch, pooled or per image.
-
-    Only the per-image TP, FP, FN are kept (no masks). The metric is named ``<name>_pooled`` or
-    ``<name>_per_image``, as in :func:`segmentation_metrics`.
-    """
+    """A fastai metric computed by :func:`scores_from_counts` over a whole epoch's per-image TP, FP, FN (no masks
+    kept), named ``<name>_pooled`` or ``<name>_per_image`` as in :func:`segmentation_metrics`."""
 
     def __init__(self, name: str = "dice", pooled: bool = True, threshold: float = 0.5):
         if name not in SEGMENTATION_METRIC_NAMES:
@@ -473,11 +437,8 @@ def segmentation_fastai_metrics(
 
 # ---------------------------------------------------------------- a table of per-scan predictions
 def score_table(t: pd.DataFrame, suffix: str = "", fast: bool = False) -> dict:
-    """Classification and segmentation metrics of a per-scan prediction table.
-
-    Each row is called at its own fold's threshold, so pooled folds score as each fold did. ``fast`` uses
-    :func:`classification_round` (the :data:`CI_KEYS` only, no counts), for the bootstrap.
-    """
+    """Classification and segmentation metrics of a per-scan prediction table, each row called at its own fold's
+    threshold; ``fast`` uses :func:`classification_round` (the :data:`CI_KEYS` only, no counts), for the bootstrap."""
     out: dict = {}
     if "prob" + suffix in t:
         y, p = t["target"].to_numpy(), t["prob" + suffix].to_numpy()

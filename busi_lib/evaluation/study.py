@@ -1,9 +1,6 @@
 """Results across notebooks: one row per model, the reference study's numbers, saved models' predictions.
-
-A lesson saves its models' test metrics in ``<out>/<notebook>/metrics.json`` (``"models": {name:
-flat_metrics(...)}``); :func:`collect_models` reads them into one table. Files are the only interface between
-notebooks.
-"""
+A lesson saves its models' test metrics in ``<out>/<notebook>/metrics.json`` (``"models": {name: flat_metrics(...)}``);
+:func:`collect_models` reads them into one table. Files are the only interface between notebooks."""
 
 from __future__ import annotations
 
@@ -52,8 +49,7 @@ def _num(v):
 
 def flat_metrics(metrics: dict, part: str = "test") -> dict:
     """One flat row of a training run's ``metrics.json``: its ``part`` scores (the validation part when there is no
-    test part) at the threshold chosen on validation data, with the run's settings.
-    """
+    test part) at the threshold chosen on validation data, with the run's settings."""
     settings = metrics.get("settings", {})
     # a run without a test part (test_frac=0) is scored on its validation part
     scores = metrics.get(part) or (metrics.get("valid", {}) if part == "test" else {})
@@ -153,11 +149,8 @@ def multitask_vs_study(row: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------- predictions of a saved model
 def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
                  cache_dir: str | Path | None = None) -> dict:
-    """A saved model's predictions on one part of the split it was trained with (``<run>/split.csv``).
-
-    Returns :func:`~busi_lib.evaluation.inference.predict_loader`'s dict plus ``table`` (the scans' rows), ``images``
-    (uint8, as the model saw them) and ``config``.
-    """
+    """A saved model's predictions on one part of its own split (``<run>/split.csv``): :func:`predict_loader`'s
+    dict plus ``table`` (the scans' rows), ``images`` (uint8, as the model saw them) and ``config``."""
     folder = Path(model_folder)
     run_dir = folder.parent if folder.name == "model" else folder
     model, config = load_model(run_dir / "model")
@@ -174,11 +167,8 @@ def predict_part(model_folder: str | Path, data: str | Path, part: str = "test",
 
 def test_intervals(model_folder: str | Path, data: str | Path, n_boot: int = 1000, seed: int = 0,
                    cache_dir: str | Path | None = None) -> dict[str, tuple[float, float]]:
-    """95 % bootstrap intervals of a saved model's test metrics, keyed like :func:`flat_metrics`'s columns.
-
-    Duplicate groups are resampled whole and scored as :func:`~busi_lib.evaluation.metrics.score_table` scores them,
-    at the threshold of the model's metrics (Youden's on validation).
-    """
+    """95 % bootstrap intervals of a saved model's test metrics, keyed like :func:`flat_metrics`'s columns, resampling
+    duplicate groups whole, at the threshold of the model's metrics (Youden's on validation)."""
     p = predict_part(model_folder, data, cache_dir=cache_dir)
     t = p["table"][["image_id", "target", "dup_group"]].copy()
     if "prob" in p:
@@ -203,10 +193,8 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
 def mask_predictions(model_folders: dict, data: str | Path, n: int = 4, size: int | None = None,
                      cache_dir: str | Path | None = None) -> dict:
     """Scans, true masks and every model's predicted masks on the same ``n`` test scans (lesion scans first).
-
-    ``model_folders`` is ``{name: run folder}``; maps are resized to ``size`` (default: the first model's) so the
-    columns line up. Returns ``image_ids``, ``labels``, ``images``, ``masks`` and ``preds`` (``{name: masks}``).
-    """
+    ``model_folders`` is ``{name: run folder}``; maps are resized to ``size`` (default: the first model's). Returns
+    ``image_ids``, ``labels``, ``images``, ``masks`` and ``preds`` (``{name: masks}``)."""
     preds = {name: predict_part(f, data, cache_dir=cache_dir) for name, f in model_folders.items()}
     first = next(iter(preds.values()))
     size = size or first["images"].shape[-1]
@@ -232,11 +220,9 @@ def mask_predictions(model_folders: dict, data: str | Path, n: int = 4, size: in
 
 # ---------------------------------------------------------------- the multitask model's structure
 def layer_shapes(model: torch.nn.Module, image_size: int = 64) -> dict:
-    """Output shapes (C, H, W) of the multitask UResNet's parts, read with forward hooks on one dummy scan.
-
-    Returns ``input``, ``encoder`` (per stage, input resolution first), ``decoder`` (per block), the heads'
-    ``classification`` and ``segmentation``, and ``encoder_name``.
-    """
+    """Output shapes (C, H, W) of the multitask UResNet's parts on one dummy scan: ``input``, ``encoder`` (per stage,
+    input resolution first), ``decoder`` (per block), the heads' ``classification`` and ``segmentation``, and
+    ``encoder_name``."""
     net = model.net if hasattr(model, "net") else model
     seen: dict = {}
 

@@ -1,8 +1,6 @@
 """Every network of the study, built from maintained parts (the architectures are listed in ``busi_lib.names``).
 
-Classifiers: :class:`CustomCNN`, torchvision or timm bodies with fastai's head. Segmenters and the multitask
-model: smp ``Unet``s with this module's :class:`UNetDecoder`. Why smp, and where the weights come from:
-docs/library.md.
+Which parts make which network, why smp, and where the weights come from: docs/library.md.
 """
 
 from __future__ import annotations
@@ -157,9 +155,7 @@ class UNetDecoder(nn.Module):
 
 def replace_batch_norm(module: nn.Module, norm: str) -> nn.Module:
     """Swap every ``BatchNorm2d`` in ``module`` for ``InstanceNorm2d`` (affine) or ``GroupNorm`` (up to 8 groups), in
-    place; ``"batch"`` changes nothing. Batch norm's running averages are off at another hospital; the others use
-    each scan's own statistics.
-    """
+    place, and return it; ``"batch"`` changes nothing, an unknown ``norm`` raises ``ValueError``."""
     if norm not in DECODER_NORMS:
         raise ValueError(f"unknown decoder norm {norm!r}; choose one of {DECODER_NORMS}")
     if norm == "batch":
@@ -216,11 +212,8 @@ def build_segmenter(arch: str, encoder: str = "resnet50", pretrained: bool = Fal
 
 def build_model(arch: str, *, encoder: str = "resnet50", pretrained: bool = False, image_size: int = 224,
                 decoder_norm: str = "batch") -> nn.Module:
-    """The bare ``nn.Module`` of an architecture (no learner), as :mod:`busi_lib.training.learners` builds it.
-
-    Classifiers other than ``custom_cnn`` are assembled by fastai's ``create_vision_model``/``create_timm_model``,
-    exactly as ``vision_learner`` does.
-    """
+    """The bare ``nn.Module`` of an architecture (no learner), as :mod:`busi_lib.training.learners` builds it; other
+    classifiers than ``custom_cnn`` come from fastai's ``create_vision_model``/``create_timm_model``."""
     task = task_of(arch)
     if task == "classify" and decoder_norm != "batch":
         raise ValueError(f"{arch} is a classifier: decoder_norm applies to unet, uresnet and multitask")
@@ -253,8 +246,7 @@ def torchvision_arch(name: str) -> Callable[..., nn.Module] | None:
 
 def timm_kwargs(arch: str, image_size: int, pretrained: bool = False) -> dict:
     """timm creation arguments: transformers fix their input size at creation, and pretrained weights come from the
-    cached file (:func:`~busi_lib.models.weights.timm_pretrained_kwargs`, a clear error without it).
-    """
+    cached file (:func:`~busi_lib.models.weights.timm_pretrained_kwargs`, a clear error without it)."""
     kw = {}
     if is_transformer(arch):
         kw["img_size"] = image_size

@@ -1,6 +1,5 @@
-"""A saved model is a folder anyone can inspect and load safely: ``model.safetensors`` (plain tensors, no pickled
-code), ``config.json`` (everything to rebuild the network and its preprocessing) and ``metrics.json``.
-Problems raise :class:`~busi_lib.errors.BusiDataError` naming the folder. The format: docs/library.md.
+"""A saved model is a folder anyone can inspect and load safely (``model.safetensors``, ``config.json``,
+``metrics.json``); problems raise :class:`~busi_lib.errors.BusiDataError` naming the folder. Format: docs/library.md.
 """
 
 from __future__ import annotations
@@ -95,11 +94,8 @@ def _check_weights_hash(folder: Path, config: dict) -> Path:
 
 
 def update_config(folder: str | Path, **changes: object) -> dict:
-    """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config.
-
-    The weights are checked first, :data:`PROTECTED_FIELDS` cannot change (the config would lie about its weights),
-    and the file is replaced atomically.
-    """
+    """Set fields of a saved model's ``config.json`` (e.g. ``temperature=1.7``) and return the new config. The weights
+    are checked first; changing :data:`PROTECTED_FIELDS` or a non-JSON value raises ``ValueError``; atomic."""
     folder = Path(folder)
     config = read_config(folder)
     _check_weights_hash(folder, config)

@@ -1,2 +1,1 @@
-"""Losses, the fastai Learner and the training run (and its plain PyTorch loop), hardware (precision, loaders),
-several processes."""
+"""Losses, the fastai Learner, the training run (and its plain PyTorch loop), hardware, several processes."""

@@ -1,7 +1,5 @@
 """Training on several GPUs or machines: PyTorch DDP through Hugging Face Accelerate, as fastai does it.
-
-``accelerate launch`` starts the same command once per process; only rank 0 writes files (docs/library.md).
-"""
+``accelerate launch`` starts the same command once per process; only rank 0 writes files (docs/library.md)."""
 
 from __future__ import annotations
 
@@ -54,11 +52,8 @@ def start_processes() -> None:
 
 
 def stop_processes() -> None:
-    """Leave the process group cleanly at the end of a run (no-op in a single process).
-
-    All processes meet at a barrier, then the group is destroyed: a process exiting with the group still up can
-    abort in C++ (SIGABRT) after its work is done, and the launcher then reports a finished run as failed.
-    """
+    """Leave the process group at the end of a run: a barrier, then the group destroyed (no-op in a single process).
+    A process exiting with the group up can abort (SIGABRT), and the launcher then reports the run as failed."""
     global _started
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
@@ -80,8 +75,7 @@ def main_process_result(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 class _DistributedDL(DistributedDL):
     """fastai's ``DistributedDL``, able to run on CPU processes: fastai broadcasts the shuffled order through a GPU
-    tensor (NCCL needs one), gloo needs it on the CPU. Only that method is replaced.
-    """
+    tensor (NCCL needs one), gloo needs it on the CPU. Only that method is replaced."""
 
     def _broadcast(self, t, rank):
         device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
@@ -99,11 +93,8 @@ class DistributedTrainer(FastaiDistributedTrainer):
 
 @contextmanager
 def distributed(learn: Learner) -> Iterator[Learner]:
-    """fastai's ``Learner.distrib_ctx`` for CPU processes as well as GPUs; does nothing in a single process.
-
-    ``SyncBatchNorm`` refuses CPU tensors, so CPU processes keep per-process batch statistics (DDP copies rank 0's
-    running averages before each forward). Progress bars are shown by the main process only.
-    """
+    """fastai's ``Learner.distrib_ctx`` for CPU processes as well as GPUs; does nothing in a single process. CPU
+    processes keep per-process batch statistics (no ``SyncBatchNorm``); only the main process shows progress bars."""
     if num_distrib() <= 1:
         yield learn
         return

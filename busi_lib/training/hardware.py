@@ -1,7 +1,5 @@
 """What a run does differently on a GPU: mixed precision, data-loader workers, pinned memory, cuDNN autotuning.
-
-Every decision asks :func:`cuda_available` alone (tests patch it). The precisions: docs/library.md.
-"""
+Every decision asks :func:`cuda_available` alone (tests patch it). The precisions: docs/library.md."""
 
 from __future__ import annotations
 
@@ -25,10 +23,8 @@ def cuda_available() -> bool:
 
 
 def resolve_precision(precision: str, cuda: bool | None = None) -> str:
-    """The precision a run uses: ``fp32``, ``bf16`` or ``fp16`` (``mixed`` resolved for this machine).
-
-    A precision this machine cannot run is a :class:`BusiDataError` naming why, never a silent float32 run.
-    """
+    """The precision a run uses: ``fp32``, ``bf16`` or ``fp16`` (``mixed`` resolved for this machine). One this
+    machine cannot run raises :class:`BusiDataError` naming why, never a silent float32 run."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cuda = cuda_available() if cuda is None else cuda
@@ -53,11 +49,8 @@ def apply_precision(learn: Learner, precision: str) -> str:
 
 
 def default_num_workers(cuda: bool | None = None) -> int:
-    """DataLoader worker processes when ``TrainConfig.num_workers`` is None.
-
-    0 without a GPU (augmenting cached arrays is cheap, and workers would compete with training for the cores) and
-    on Windows and macOS (workers hang in Jupyter; fastai also sets 0); else up to 4, half the cores.
-    """
+    """DataLoader worker processes when ``TrainConfig.num_workers`` is None: 0 without a GPU and on Windows and
+    macOS (docs/library.md), else up to 4, half the cores."""
     cuda = cuda_available() if cuda is None else cuda
     if not cuda or sys.platform in ("win32", "darwin"):
         return 0

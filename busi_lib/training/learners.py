@@ -1,8 +1,6 @@
 """fastai Learners for every model, and one training / evaluation path for all of them.
-
 :func:`train` runs one :class:`busi_lib.config.TrainConfig` and writes ``split.csv``, ``epochs.csv``,
-``metrics.json`` and ``model/``; the threshold is chosen on the validation part only (docs/library.md).
-"""
+``metrics.json`` and ``model/``; the threshold is chosen on the validation part only (docs/library.md)."""
 
 from __future__ import annotations
 
@@ -324,11 +322,8 @@ class EpochLog(CSVLogger):
 
 
 def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
-    """Train with fastai's one-cycle schedule (``fine_tune``'s two stages for a pretrained body).
-
-    Logs ``epochs.csv``, keeps the best model by ``cfg.monitor`` and stops after ``cfg.patience`` epochs without
-    improvement; ``cbs``: extra fastai callbacks.
-    """
+    """Train with fastai's one-cycle schedule (``fine_tune``'s two stages for a pretrained body), logging
+    ``epochs.csv``; keeps the best model by ``cfg.monitor``, stops after ``cfg.patience`` epochs without improvement."""
     tracking = [EpochLog(fname="epochs.csv"), SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
         tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
@@ -360,10 +355,8 @@ def _log_line(learn: Learner, values: list) -> None:
 
 
 def train(cfg: TrainConfig, cbs: list | None = None) -> TrainResult:
-    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``.
-
-    ``cbs``: extra fastai callbacks. With several processes, each returns the main process's metrics.
-    """
+    """Train one model and write ``metrics.json``, ``epochs.csv``, ``split.csv`` and ``model/`` into ``cfg.out``;
+    ``cbs``: extra fastai callbacks. With several processes, each returns the main process's metrics."""
     start_processes()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,11 +417,8 @@ def evaluate_and_save(learn: Learner, dls: BusiDataLoaders, df: pd.DataFrame, cf
 
 
 def evaluate_learner(learn: Learner, dls: BusiDataLoaders, cfg: TrainConfig) -> dict:
-    """Validation and test metrics, with the operating points chosen on validation data only.
-
-    ``operating_points`` holds Youden's threshold and the screening point :data:`SCREENING`; the metrics
-    (``valid``, ``test``, ``test_by_site``) are scored at Youden's threshold, as the bench scores them.
-    """
+    """Validation and test metrics (``valid``, ``test``, ``test_by_site``) at Youden's threshold, as the bench scores
+    them; ``operating_points`` (Youden's and :data:`SCREENING`) are chosen on validation data only."""
     parts = {"valid": dls.valid}
     if len(dls.loaders) > 2:
         parts["test"] = dls[2]

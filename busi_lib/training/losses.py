@@ -1,7 +1,5 @@
 """Losses for the three tasks, as fastai-ready callables (with fastai's ``activation`` and ``decodes``).
-
-Why ``pos_weight``, soft Dice and the default multitask weights: docs/library.md.
-"""
+Why ``pos_weight``, soft Dice and the default multitask weights: docs/library.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The first line of every lesson notebook: ``run = start("02_custom_cnn", profile=..., ...)``.
 
-:func:`start` picks the data and output folders and returns a :class:`Run`, through which one notebook passes
-results to a later one (docs/library.md).
+:func:`start` picks the data and output folders and returns a :class:`Run` (docs/library.md).
 """
 
 from __future__ import annotations
@@ -78,11 +77,9 @@ class Run:
         return self.out.parent
 
     def config(self, arch: str, *, folder: str | None = None, **overrides):
-        """The ``TrainConfig`` of ``arch`` under this run's profile, writing into ``run.out/<folder or arch>``.
-
-        ``None`` overrides keep the profile's value, except ``lr``: ``None`` or 0 asks fastai's ``lr_find`` (the
-        smoke profile keeps its fixed rate). Progress bars are off in the smoke profile (tests read the output).
-        """
+        """The ``TrainConfig`` of ``arch`` under this run's profile, writing into ``run.out/<folder or arch>``. ``None``
+        overrides keep the profile's value, except ``lr``: ``None`` or 0 asks fastai's ``lr_find`` (the smoke profile
+        keeps its fixed rate). Progress bars are off in the smoke profile (tests read the output)."""
         has_lr, lr = "lr" in overrides, overrides.pop("lr", None)
         kw = settings_for(self.profile, arch, **overrides)
         if has_lr and (lr or self.profile != "smoke"):

@@ -62,8 +62,7 @@ def show_samples(
     norm: Normalization = IMAGENET,
 ) -> Figure:
     """A grid of scans (uint8 (H, W), or model inputs normalised with ``norm``) with the true mask outlined (and a
-    predicted one, if given).
-    """
+    predicted one, if given)."""
     n = len(images)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
@@ -90,8 +89,7 @@ def show_samples(
 
 def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: int = 4, **kwargs: object) -> Figure:
     """One batch of ``dls`` exactly as the network receives it (augmented, normalised), masks outlined; unlike fastai's
-    ``show_batch``, it knows the multitask tuple.
-    """
+    ``show_batch``, it knows the multitask tuple."""
     dl = {"train": dls.train, "valid": dls.valid, "test": dls[2] if len(dls.loaders) > 2 else None}[split]
     b = dl.one_batch()
     y = b[1][:n] if dls.kind in ("classify", "multitask") else None
@@ -101,8 +99,7 @@ def show_batch(dls: BusiDataLoaders, n: int = 8, split: str = "train", ncols: in
 
 def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: Normalization = IMAGENET) -> Figure:
     """One training scan and its mask as augmentation draws them in epochs 0 .. ``n - 1``: the mask moves with the scan.
-    ``dataset`` must hold masks (``segment`` or ``multitask``).
-    """
+    ``dataset`` must hold masks (``segment`` or ``multitask``)."""
     if dataset.kind == "classify":
         raise ValueError("a classification dataset holds no masks: build it with kind 'segment' or 'multitask'")
     saved, items = dataset.epoch, []
@@ -121,8 +118,7 @@ def plot_augmentations(dataset: BusiDataset, index: int = 0, n: int = 8, norm: N
 def plot_cam_gallery(gallery: dict, classes: Sequence[str] = LESION_CLASSES, size: float = 2.6,
                      title: str = "Grad-CAM: where the evidence for the model's call lies") -> Figure:
     """Scans with their Grad-CAM heat overlaid, titled with truth, p(malignant) and call; ``gallery`` is
-    :func:`busi_lib.apps.cam.cam_gallery`'s.
-    """
+    :func:`busi_lib.apps.cam.cam_gallery`'s."""
     n = len(gallery["images"])
     ncols = min(n, 6)
     nrows = int(np.ceil(n / ncols))
@@ -222,11 +218,8 @@ CURVE_METRICS = (("roc_auc", "ROC-AUC"), ("dice_pooled", "Dice (pooled)"))
 
 def plot_training_curves(log: pd.DataFrame, axes: Sequence[Axes] | None = None) -> Figure:
     """Losses (left) and the validation ROC-AUC and Dice that the log holds (right), per epoch; ``axes``: the two
-    axes to draw on (a row of a larger figure).
-
-    The loss axis is logarithmic when the losses span more than a factor of 10 (a huge first validation loss,
-    batch norm statistics still settling, would squash the rest on a linear axis); every point stays visible.
-    """
+    axes to draw on (a row of a larger figure). The loss axis is logarithmic when the losses span more than a factor
+    of 10, so that a huge first validation loss (batch norm still settling) does not squash the rest."""
     metrics = [(c, name) for c, name in CURVE_METRICS if c in log.columns]
     if axes is None:
         axes = plt.subplots(1, 2 if metrics else 1, figsize=(9 if metrics else 5, 3.2), squeeze=False)[1][0]
@@ -268,8 +261,7 @@ def plot_metric_bars(table: pd.DataFrame,
                      metrics: Sequence[str] = ("accuracy", "sensitivity", "specificity", "f1", "auc"),
                      ax: Axes | None = None, title: str | None = None, ci: dict | None = None) -> Figure:
     """Grouped bars: one group per metric, one bar per model (a :func:`~busi_lib.evaluation.study.collect_models`
-    table). ``ci`` (``{model: {metric: (low, high)}}``) draws error bars; the title should say what they are.
-    """
+    table). ``ci`` (``{model: {metric: (low, high)}}``) draws error bars; the title should say what they are."""
     metrics = [m for m in metrics if m in table.columns]
     long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value").dropna()
     long["metric"] = pd.Categorical(long["metric"].map(METRIC_LABELS), [METRIC_LABELS[m] for m in metrics])
@@ -293,8 +285,7 @@ def plot_metric_bars(table: pd.DataFrame,
 def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Sequence | None = None,
                    size: float = 2.2) -> Figure:
     """Rows of scans: the true mask (red), then each model's predicted mask (cyan); ``preds`` is
-    ``{model name: list of (H, W) masks}``.
-    """
+    ``{model name: list of (H, W) masks}``."""
     names = list(preds)
     n, ncols = len(images), 1 + len(names)
     fig, axes = plt.subplots(n, ncols, figsize=(ncols * size, n * size), squeeze=False)
@@ -321,8 +312,7 @@ def plot_mask_grid(images: Sequence, masks: Sequence, preds: dict, titles: Seque
 
 def plot_study_comparison(comparison: pd.DataFrame, ax: Axes | None = None, source: str | None = None) -> Figure:
     """This run's multitask metrics beside the study's (a :func:`~busi_lib.evaluation.study.multitask_vs_study`
-    table); ``source`` is printed under the chart as the study's citation.
-    """
+    table); ``source`` is printed under the chart as the study's citation."""
     long = comparison.assign(label=comparison["task"].str[:3] + ". " + comparison["metric"]).melt(
         id_vars="label", value_vars=["this run", "study"], var_name="source", value_name="value"
     )
@@ -344,8 +334,7 @@ def _shape_text(shape) -> str:
 
 def plot_multitask_diagram(shapes: dict, ax: Axes | None = None) -> Figure:
     """A block diagram of the multitask UResNet, every box showing its measured shape from
-    :func:`~busi_lib.evaluation.study.layer_shapes`: encoder down the left, decoder up the right, skips dashed.
-    """
+    :func:`~busi_lib.evaluation.study.layer_shapes`: encoder down the left, decoder up the right, skips dashed."""
     enc, dec = shapes["encoder"][1:], shapes["decoder"]  # encoder[0] is the input itself
     n = len(enc)
     ax = ax or plt.subplots(figsize=(9, 1.5 + 0.9 * n))[1]

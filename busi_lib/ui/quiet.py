@@ -1,7 +1,6 @@
 """The one place that silences library warnings a student cannot act on.
 
-One **narrow** filter per entry of :data:`KNOWN_WARNINGS` (category, message *and* raising module), never a blanket
-``ignore``; delete an entry once its library stops warning. The policy: docs/library.md.
+One **narrow** filter per entry of :data:`KNOWN_WARNINGS`, never a blanket ``ignore``; the policy: docs/library.md.
 """
 
 from __future__ import annotations
@@ -52,10 +51,8 @@ KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
 
 
 def quiet_known_warnings() -> tuple[KnownWarning, ...]:
-    """Install a narrow ``ignore`` filter for each entry of :data:`KNOWN_WARNINGS`; return the entries.
-
-    Call it before the libraries are imported (``start()`` does); calling it again changes nothing.
-    """
+    """Install a narrow ``ignore`` filter for each entry of :data:`KNOWN_WARNINGS`; return the entries. Call it before
+    the libraries are imported (``start()`` does); calling it again changes nothing."""
     # albumentations' update check is a network request at import time (2 s when offline); its documented
     # switch turns it off. setdefault: a user who wants the check can still set the variable to 0.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

@@ -35,10 +35,8 @@ __all__ = ["markdown_report", "plot_reliability", "plot_worst_errors", "report_f
 # ----------------------------------------------------------------------------- figures
 @dataclass
 class Evaluation:
-    """What :func:`busi_lib.apps.external.evaluate_model` returns: ``metrics`` (``evaluation.json``),
-    ``predictions`` (``predictions.csv``), and ``pred`` and ``images``, the raw arrays (probabilities, masks, scans
-    at the model's size) for further figures.
-    """
+    """What :func:`busi_lib.apps.external.evaluate_model` returns: ``metrics`` (``evaluation.json``), ``predictions``
+    (``predictions.csv``), and the raw arrays ``pred`` (probabilities, masks) and ``images`` (scans at model size)."""
 
     metrics: dict
     predictions: pd.DataFrame
@@ -48,11 +46,8 @@ class Evaluation:
 
 
 def plot_reliability(curves: dict, n_bins: int = DEFAULT_BINS, title: str = "Reliability diagram") -> Figure:
-    """Reliability diagram of one or more prediction sets: ``{name: (y, prob)}``.
-
-    Top: observed fraction malignant against mean predicted probability per equal-width bin, ECE in the legend.
-    Bottom: how many scans fall in each bin (a bin with three scans says little).
-    """
+    """Reliability diagram of prediction sets ``{name: (y, prob)}``: observed fraction malignant against mean predicted
+    probability per equal-width bin, ECE in the legend; below, how many scans fall in each bin."""
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(4.4, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], ls="--", c="gray", lw=0.8, label="perfectly calibrated")
     edges = np.linspace(0, 1, n_bins + 1)

@@ -1,7 +1,6 @@
 """Interactive widgets for the notebooks: browse the data, move a threshold, pick a mask.
 
-Each builder returns a :class:`LiveFigure`, shown with :func:`show`; its figure is a PNG in an ``ipywidgets.Image``
-(why: docs/library.md).
+Each builder returns a :class:`LiveFigure` (a PNG in an ``ipywidgets.Image``: docs/library.md), shown with :func:`show`.
 """
 
 from __future__ import annotations
@@ -34,11 +33,9 @@ def static_mode() -> bool:
 
 
 class LiveFigure(widgets.VBox):
-    """Controls, a text summary and a matplotlib figure that is redrawn when a control moves.
-
-    ``draw(fig, values)`` draws on a cleared figure and returns ``(summary_html, state)``: the text above the figure
-    and the numbers behind it (``self.state``, for code and tests); ``png`` is the current rendering.
-    """
+    """Controls, a text summary and a matplotlib figure redrawn when a control moves. ``draw(fig, values)`` draws on
+    a cleared figure and returns ``(summary_html, state)``: the text above the figure and the numbers behind it
+    (``self.state``, for code and tests); ``png`` is the current rendering."""
 
     def __init__(self, controls: dict[str, widgets.Widget], draw: Callable, figsize=(9.0, 3.6)):
         self.controls = dict(controls)
@@ -83,10 +80,8 @@ class LiveFigure(widgets.VBox):
 
 
 def show(widget: LiveFigure) -> None:
-    """Display a widget: live in a notebook front end, as its static figure when ``BUSI_STATIC_WIDGETS=1``.
-
-    Returns None so that a cell ending in ``show(...)`` does not display the widget twice.
-    """
+    """Display a widget: live in a notebook front end, as its static figure when ``BUSI_STATIC_WIDGETS=1``; returns
+    None so that a cell ending in ``show(...)`` does not display the widget twice."""
     if static_mode():
         IPython.display.display(IPython.display.HTML(widget.summary))
         IPython.display.display(IPython.display.Image(data=widget.png, format="png"))
@@ -113,8 +108,7 @@ def _legend_line(color, text: str) -> str:
 # ---------------------------------------------------------------- Data set browser
 def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
     """Browse the scans of each class (``df``: :func:`~busi_lib.data.dataset.load_dataset`'s table), with the lesion
-    outline and up to ``max_panels - 1`` near-duplicates beside it, labelled, so a group with two labels stands out.
-    """
+    outline and up to ``max_panels - 1`` near-duplicates beside it, labelled: a group with two labels stands out."""
     if len(df) == 0:
         raise ValueError("dataset_browser needs a non-empty table")
     classes = [c for c in CLASSES if c in set(df["label"])]
@@ -190,11 +184,9 @@ def dataset_browser(df: pd.DataFrame, max_panels: int = 4) -> LiveFigure:
 # ---------------------------------------------------------------- Threshold explorer
 def threshold_explorer(y: ArrayLike, prob: ArrayLike, threshold: float = 0.5,
                        classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
-    """Move the decision threshold over held-out predictions and watch the trade-off.
-
-    A scan is malignant when ``prob >= threshold``; the summary shows the rates, the figure the confusion matrix and
-    the ROC operating point. ``widget.state`` is :func:`~busi_lib.evaluation.metrics.classification_metrics`'s dict.
-    """
+    """Move the decision threshold over held-out predictions (malignant when ``prob >= threshold``): the summary shows
+    the rates, the figure the confusion matrix and the ROC operating point. ``widget.state`` is
+    :func:`~busi_lib.evaluation.metrics.classification_metrics`'s dict."""
     y = np.asarray(y).reshape(-1)
     prob = np.asarray(prob, dtype=np.float64).reshape(-1)
     classification_metrics(y, prob, threshold)  # validates shapes, labels and probabilities up front
@@ -257,11 +249,9 @@ def _squeeze_stack(a, name: str) -> np.ndarray:
 
 def mask_picker(images: np.ndarray, masks: np.ndarray, mask_probs: np.ndarray, y: ArrayLike | None = None,
                 prob: ArrayLike | None = None, classes: Sequence[str] = LESION_CLASSES) -> LiveFigure:
-    """Pick a scan and compare its true lesion mask with the model's predicted one.
-
-    ``images`` are (N, H, W) uint8 scans or the loader's (N, 3, H, W) tensors; ``masks`` and ``mask_probs`` are
-    (N, H, W); ``y``/``prob`` (optional) add the class and p(malignant). ``widget.state`` holds the scan's Dice and IoU.
-    """
+    """Pick a scan and compare its true lesion mask with the model's predicted one. ``images``: (N, H, W) uint8 scans
+    or the loader's (N, 3, H, W) tensors; ``masks``, ``mask_probs``: (N, H, W); ``y``/``prob`` (optional) add the
+    class and p(malignant). ``widget.state`` holds the scan's Dice and IoU."""
     masks = _squeeze_stack(masks, "masks")
     mask_probs = _squeeze_stack(mask_probs, "mask_probs").astype(np.float32)
     n = len(masks)
