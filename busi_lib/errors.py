@@ -1,6 +1,6 @@
 """The library's exceptions: every error a user can cause derives from :class:`BusiError`.
 
-``busi`` prints any of them as one ``busi: error: ...`` line and exits 2; a caller's bug raises a plain ``ValueError``.
+``busi`` prints any of them, and any ``ValueError`` (a bad value), as one ``busi: error: ...`` line and exits 2.
 """
 
 from __future__ import annotations

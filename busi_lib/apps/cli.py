@@ -17,6 +17,33 @@ from busi_lib.config import TrainConfig  # light: no torch, so `busi --help` sta
 from busi_lib.errors import BusiDataError, BusiError
 
 
+def _at_least(low: float, kind: type = int):
+    """An argparse type: a number of ``kind`` no smaller than ``low`` (a bad value is one usage error line)."""
+
+    def parse(text: str):
+        value = kind(text)  # a ValueError here: argparse says "invalid int value: 'x'"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT, WHOLE, NON_NEGATIVE = _at_least(1), _at_least(0), _at_least(0.0, float)  # the usual kinds of number
+
+
+def _fold_numbers(text: str) -> list[int]:
+    """``busi bench --folds``: comma-separated fold numbers 1..5, as 0-based indices."""
+    try:
+        folds = [int(f) - 1 for f in text.split(",")]
+    except ValueError:
+        folds = [-1]
+    if not all(0 <= f < 5 for f in folds):
+        raise argparse.ArgumentTypeError(f"comma-separated fold numbers from 1 to 5, got {text}")
+    return folds
+
+
 def _data_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -184,14 +211,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    "or a torchvision / timm classifier (resnet50, vgg16_bn, vit_*, swin_*) (default: %(default)s)")
     p.add_argument("--out", required=True)
     p.add_argument("--split", help="split CSV to reuse (default: a new seeded split)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--image-size", type=int, help=f"default: {shown('image_size')}")
-    p.add_argument("--epochs", type=int, help=f"default: {shown('epochs')}")
-    p.add_argument("--batch-size", type=int, help=f"default: {shown('batch_size')}")
-    p.add_argument("--lr", type=float, help=f"learning rate; 0 = fastai's lr_find suggestion (default: {shown('lr')})")
-    p.add_argument("--freeze-epochs", type=int, help="transfer classifiers: head-only epochs before the whole network "
-                   "trains (default: fastai's fine_tune for a pretrained body)")
-    p.add_argument("--lr-mult", type=float, help="transfer classifiers: the body's rate is lr / this")
+    p.add_argument("--seed", type=WHOLE, default=d.seed)
+    p.add_argument("--image-size", type=_at_least(32), help=f"default: {shown('image_size')}")
+    p.add_argument("--epochs", type=COUNT, help=f"default: {shown('epochs')}")
+    p.add_argument("--batch-size", type=COUNT, help=f"default: {shown('batch_size')}")
+    p.add_argument("--lr", type=NON_NEGATIVE,
+                   help=f"learning rate; 0 = fastai's lr_find suggestion (default: {shown('lr')})")
+    p.add_argument("--freeze-epochs", type=WHOLE, help="transfer classifiers: head-only epochs before the whole "
+                   "network trains (default: fastai's fine_tune for a pretrained body)")
+    p.add_argument("--lr-mult", type=NON_NEGATIVE, help="transfer classifiers: the body's rate is lr / this")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction,
                    help=f"ImageNet weights for the transfer models (default: {shown('pretrained')})")
@@ -208,12 +236,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help=f"PyTorch's channels_last memory format (default: {shown('channels_last')})")
     _precision_arg(p, None)
-    p.add_argument("--w-cls", type=float, default=d.w_cls)
-    p.add_argument("--w-seg", type=float, default=d.w_seg)
-    p.add_argument("--dice-weight", type=float, default=d.dice_weight)
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs)")
+    p.add_argument("--w-cls", type=NON_NEGATIVE, default=d.w_cls)
+    p.add_argument("--w-seg", type=NON_NEGATIVE, default=d.w_seg)
+    p.add_argument("--dice-weight", type=NON_NEGATIVE, default=d.dice_weight)
+    p.add_argument("--patience", type=COUNT, default=None, help="early stopping patience (epochs)")
     p.add_argument("--monitor", default=d.monitor)
-    p.add_argument("--max-images", type=int, default=None, help="train on a stratified subset (quick runs)")
+    p.add_argument("--max-images", type=COUNT, default=None, help="train on a stratified subset (quick runs)")
     p.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -388,12 +416,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``busi bench``: cross-validate the study's models."""
     from busi_lib.apps.bench import run_bench
 
-    folds = [int(f) - 1 for f in args.folds.split(",")] if args.folds else None
     k = 5
     overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder,
                      precision=args.precision, train_sites=args.train_sites)
     res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=k,
-                    seed=args.seed, n_boot=args.n_boot, folds=folds, protocol=args.protocol,
+                    seed=args.seed, n_boot=args.n_boot, folds=args.folds, protocol=args.protocol,
                     progress=not args.quiet, **overrides)
     from busi_lib.training.distributed import is_main_process
 
@@ -433,8 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="report bad files and go on")
     p = dsub.add_parser("synthetic", help="write a synthetic BUSI-like folder")
     p.add_argument("--out", required=True)
-    p.add_argument("--n-per-class", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-per-class", type=COUNT, default=40)
+    p.add_argument("--seed", type=WHOLE, default=0)
     p.add_argument("--overwrite", action="store_true")
     p = dsub.add_parser("download", help="download and verify the real BUSI, or a public external set")
     p.add_argument("--to", required=True)
@@ -446,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("split", help="write a seeded, group-aware split CSV")
     _data_arg(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (0: train/valid/test)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--folds", type=WHOLE, default=0, help="k-fold cross-validation (0: train/valid/test)")
+    p.add_argument("--seed", type=WHOLE, default=42)
     p = dsub.add_parser("external", help="turn BUS-BRA, unpacked as published, into a folder with a labels CSV "
                         "for `busi evaluate`")
     p.add_argument("name", choices=["busbra"], help="the public set")
@@ -476,10 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="test")
     p.add_argument("--out", required=True)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--n-bins", type=int, default=10, help="equal-width calibration bins (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-boot", type=COUNT, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--n-bins", type=COUNT, default=10, help="equal-width calibration bins (default: %(default)s)")
+    p.add_argument("--seed", type=WHOLE, default=0, help="bootstrap seed")
+    p.add_argument("--batch-size", type=COUNT, default=32)
     p.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
                    help="re-estimate BatchNorm statistics on the scored scans first (AdaBN; images only, no labels; "
                    "default: on at a site the model was not calibrated on, with 32 scans or more)")
@@ -496,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(p)
     p.add_argument("--split", help="the training run's split CSV (default: split.csv beside the model folder)")
     p.add_argument("--part", default="valid", help="the part to fit on (default: %(default)s; never the test part)")
-    p.add_argument("--n-bins", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--n-bins", type=COUNT, default=10)
+    p.add_argument("--batch-size", type=COUNT, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_calibrate)
     from busi_lib.profiles import STUDY_MODELS
@@ -509,13 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cv5: 5-fold cross-validation; loso: leave one site out (several --data folders)")
     p.add_argument("--models", nargs="+", default=list(STUDY_MODELS), help="default: %(default)s")
     p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], default="cpu")
-    p.add_argument("--folds", help="comma-separated fold numbers 1..5 (default: the profile's choice)")
-    p.add_argument("--epochs", type=int, help="override the profile's epochs")
-    p.add_argument("--image-size", type=int, help="override the profile's image size")
+    p.add_argument("--folds", type=_fold_numbers, help="comma-separated fold numbers 1..5 (default: the profile's "
+                   "choice)")
+    p.add_argument("--epochs", type=COUNT, help="override the profile's epochs")
+    p.add_argument("--image-size", type=_at_least(32), help="override the profile's image size")
     p.add_argument("--encoder", help="override the profile's encoder of uresnet / multitask")
     _precision_arg(p, None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=WHOLE, default=42)
+    p.add_argument("--n-boot", type=COUNT, default=1000)
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines, only a line per fold")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("notebooks", help="run every numbered notebook in order (papermill)")
@@ -525,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a notebook parameter; VALUE is read like papermill's -p / -y (numbers, True, lists)")
     p.add_argument("--only", nargs="+", help="run only notebooks whose names start with these (e.g. 01 05)")
-    p.add_argument("--cell-timeout", type=int, help="seconds per cell (default: 300 for smoke, 4 h otherwise)")
+    p.add_argument("--cell-timeout", type=COUNT, help="seconds per cell (default: 300 for smoke, 4 h otherwise)")
     p.set_defaults(func=cmd_notebooks)
     p = sub.add_parser("predict", help="probability, label, lesion mask, overlay (and Grad-CAM) for new scans")
     p.add_argument("--model", required=True, action="append",
@@ -536,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, help="malignant when probability >= this (default: the model's)")
     _operating_point_arg(p)
     p.add_argument("--cam", action="store_true", help="also write a Grad-CAM heatmap of the classification")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=COUNT, default=16)
     p.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
                    help="re-estimate BatchNorm statistics on the given scans first (AdaBN; in memory only; "
                    "default: as the model says, on for a site's re-tuned copy that was adapted there)")
@@ -554,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except BusiError as e:  # bad input, missing weights, a failed notebook: one line, no traceback
+    except (BusiError, ValueError) as e:  # bad input or value, missing weights, a failed notebook: one line
         print(f"busi: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -51,7 +51,7 @@ def numbered_notebooks(folder: str | Path = NOTEBOOK_DIR, only: Iterable[str] | 
         nbs = [p for p in nbs if any(p.stem.startswith(str(o)) for o in only)]
     if not nbs:
         which = f" matching {only}" if only else ""
-        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}{which}")
+        raise BusiDataError(folder, f"no numbered notebooks (NN_name.ipynb){which}")
     return nbs
 
 

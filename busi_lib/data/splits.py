@@ -33,7 +33,10 @@ def _kfold_indices(df: pd.DataFrame, k: int, seed: int):
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a small site's class with fewer members than folds: sklearn still keeps
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)  # groups whole and balances
-        return list(cv.split(np.zeros(len(df)), y_strat, groups))
+        try:
+            return list(cv.split(np.zeros(len(df)), y_strat, groups))
+        except ValueError as e:  # scikit-learn's own words, with what was being split
+            raise ValueError(f"{len(df)} scans cannot be split into {k} parts, groups whole: {e}") from None
 
 
 def kfold_split(df: pd.DataFrame, k: int = 5, seed: int = 42) -> pd.DataFrame:
@@ -83,7 +86,7 @@ def load_split(path: str | Path, df: pd.DataFrame | None = None) -> pd.DataFrame
     try:
         split = pd.read_csv(path)
     except Exception as e:  # pandas raises many types for a malformed CSV
-        raise BusiDataError(path, f"not a readable CSV ({e})") from None
+        raise BusiDataError(path, f"not a readable CSV ({str(e).strip()})") from None
     missing = {"image_id", "split"} - set(split.columns)
     if missing:
         raise BusiDataError(path, f"split CSV lacks column(s) {sorted(missing)}")

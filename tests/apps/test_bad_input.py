@@ -304,3 +304,57 @@ def test_random_bytes_never_crash_and_never_stop_a_folder_run(loaded, data, png_
         t = rep.table.set_index(rep.table["file"].map(lambda f: Path(f).name))
         assert pd.isna(t.loc["good.png", "error"]) and len(t) == 2
         assert sorted(p.name for p in root.iterdir()) == ["good.png", "random.png"]
+
+
+# ------------------------------------------------------------ bad option values on the command line
+USAGE_ERRORS = [  # refused by the option's type before anything runs: argparse's usage line, then one error line
+    (["data", "synthetic", "--out", "{tmp}/s", "--n-per-class", "0"], "--n-per-class: must be at least 1, got 0"),
+    (["data", "split", "--out", "{tmp}/s.csv", "--folds", "x"], "--folds: invalid int value: 'x'"),
+    (["train", "--out", "{tmp}/t", "--epochs", "-1"], "--epochs: must be at least 1, got -1"),
+    (["train", "--out", "{tmp}/t", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["train", "--out", "{tmp}/t", "--lr", "-1"], "--lr: must be at least 0.0, got -1"),
+    (["train", "--out", "{tmp}/t", "--image-size", "7"], "--image-size: must be at least 32, got 7"),
+    (["bench", "--out", "{tmp}/b", "--folds", "9"], "--folds: comma-separated fold numbers from 1 to 5, got 9"),
+    (["bench", "--out", "{tmp}/b", "--folds", "1,x"], "--folds: comma-separated fold numbers from 1 to 5, got 1,x"),
+    (["bench", "--out", "{tmp}/b", "--n-boot", "0"], "--n-boot: must be at least 1, got 0"),
+    (["evaluate", "--model", "m", "--out", "{tmp}/e", "--seed", "-1"], "--seed: must be at least 0, got -1"),
+    (["predict", "--model", "m", "x.png", "--out", "{tmp}/p", "--batch-size", "0"],
+     "--batch-size: must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("argv, says", USAGE_ERRORS, ids=lambda v: " ".join(v[:1] + v[-2:]) if isinstance(v, list)
+                         else None)
+def test_a_bad_option_value_is_a_usage_error(argv, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.strip().splitlines()[-1].endswith(f"error: argument {says}"), err
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_values_only_the_run_can_check_are_one_error_line(synthetic_dir, tmp_path, capsys):
+    """An unknown architecture, an image size that is no multiple of 32, too few scans for the split, a split
+    that is no CSV, a fold count of 1, notebooks that do not exist: ``busi: error:`` and one line each."""
+    from busi_lib.data.synthetic import make_synthetic_busi
+
+    tiny = make_synthetic_busi(tmp_path / "tiny", n_per_class=3, n_duplicates=0)
+    bad_csv = tmp_path / "split.csv"
+    bad_csv.write_text("image_id\nbenign (1)\nbenign (2),train,3\n")
+    cases = [
+        (["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "t1"), "--arch", "nosuchnet"],
+         "timm knows no model named 'nosuchnet'"),
+        (["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "t2"), "--image-size", "48"],
+         "image size must be a multiple of 32"),
+        (["train", "--data", str(tiny), "--out", str(tmp_path / "t3"), "--arch", "custom_cnn"],
+         "scans cannot be split into 7 parts, groups whole"),
+        (["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "t4"), "--split", str(bad_csv)],
+         f"{bad_csv}: not a readable CSV"),
+        (["data", "split", "--data", str(synthetic_dir), "--out", str(tmp_path / "s.csv"), "--folds", "1"],
+         "n_splits=2 or more"),
+        (["notebooks", "--only", "99", "--out", str(tmp_path / "nb")], "no numbered notebooks (NN_name.ipynb)"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("busi: error: ") and err.count("\n") == 1 and says in err, (argv, err)
