@@ -395,7 +395,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
               f"{s['images_per_s_single']} images/s one at a time")
         return 0
     if not args.inputs or not args.out:
-        raise SystemExit("busi predict: give scans or folders and --out (or --benchmark)")
+        raise BusiDataError(None, "busi predict needs scans or folders and --out (or --benchmark)")
     rep = predict_folder(args.model, args.inputs, args.out, threshold=args.threshold, cam=args.cam,
                          batch_size=args.batch_size, adapt_bn=args.adapt_bn, operating_point=args.operating_point)
     if rep.adaptation and not args.quiet:

@@ -324,6 +324,9 @@ class EpochLog(CSVLogger):
 def fit(learn: Learner, cfg: TrainConfig, cbs: list | None = None) -> None:
     """Train with fastai's one-cycle schedule (``fine_tune``'s two stages for a pretrained body), logging
     ``epochs.csv``; keeps the best model by ``cfg.monitor``, stops after ``cfg.patience`` epochs without improvement."""
+    known = ["train_loss", "valid_loss", *(m.name for m in learn.metrics)]
+    if cfg.monitor not in known:  # fastai would fail after the first epoch, with an IndexError
+        raise ValueError(f"monitor {cfg.monitor!r} is not a metric of this run ({', '.join(known)})")
     tracking = [EpochLog(fname="epochs.csv"), SaveModelCallback(monitor=cfg.monitor, fname="best", with_opt=False)]
     if cfg.patience:
         tracking.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))

@@ -335,7 +335,8 @@ def test_a_bad_option_value_is_a_usage_error(argv, says, tmp_path, capsys):
 
 def test_values_only_the_run_can_check_are_one_error_line(synthetic_dir, tmp_path, capsys):
     """An unknown architecture, an image size that is no multiple of 32, too few scans for the split, a split
-    that is no CSV, a fold count of 1, notebooks that do not exist: ``busi: error:`` and one line each."""
+    that is no CSV, a fold count of 1, notebooks that do not exist, an unknown metric to monitor, nothing to
+    predict: ``busi: error:`` and one line each."""
     from busi_lib.data.synthetic import make_synthetic_busi
 
     tiny = make_synthetic_busi(tmp_path / "tiny", n_per_class=3, n_duplicates=0)
@@ -353,6 +354,9 @@ def test_values_only_the_run_can_check_are_one_error_line(synthetic_dir, tmp_pat
         (["data", "split", "--data", str(synthetic_dir), "--out", str(tmp_path / "s.csv"), "--folds", "1"],
          "n_splits=2 or more"),
         (["notebooks", "--only", "99", "--out", str(tmp_path / "nb")], "no numbered notebooks (NN_name.ipynb)"),
+        (["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "t5"), "--arch", "custom_cnn", "--profile",
+          "smoke", "--monitor", "nosuch"], "monitor 'nosuch' is not a metric of this run (train_loss, valid_loss, "),
+        (["predict", "--model", "m", "--out", str(tmp_path / "p")], "busi predict needs scans or folders and --out"),
     ]
     for argv, says in cases:
         assert main(argv) == 2, argv
