@@ -33,14 +33,17 @@ def _at_least(low: float, kind: type = int):
 COUNT, WHOLE, NON_NEGATIVE = _at_least(1), _at_least(0), _at_least(0.0, float)  # the usual kinds of number
 
 
+BENCH_FOLDS = 5  # busi bench's k
+
+
 def _fold_numbers(text: str) -> list[int]:
-    """``busi bench --folds``: comma-separated fold numbers 1..5, as 0-based indices."""
+    """``busi bench --folds``: comma-separated fold numbers 1..BENCH_FOLDS, as 0-based indices."""
     try:
         folds = [int(f) - 1 for f in text.split(",")]
     except ValueError:
         folds = [-1]
-    if not all(0 <= f < 5 for f in folds):
-        raise argparse.ArgumentTypeError(f"comma-separated fold numbers from 1 to 5, got {text}")
+    if not all(0 <= f < BENCH_FOLDS for f in folds):
+        raise argparse.ArgumentTypeError(f"comma-separated fold numbers from 1 to {BENCH_FOLDS}, got {text}")
     return folds
 
 
@@ -416,10 +419,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``busi bench``: cross-validate the study's models."""
     from busi_lib.apps.bench import run_bench
 
-    k = 5
     overrides = dict(epochs=args.epochs, image_size=args.image_size, encoder=args.encoder,
                      precision=args.precision, train_sites=args.train_sites)
-    res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=k,
+    res = run_bench(_need_sites(args.data), args.out, models=args.models, profile=args.profile, k=BENCH_FOLDS,
                     seed=args.seed, n_boot=args.n_boot, folds=args.folds, protocol=args.protocol,
                     progress=not args.quiet, **overrides)
     from busi_lib.training.distributed import is_main_process
